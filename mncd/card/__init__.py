@@ -1,0 +1,1 @@
+"""Card protocol layer: synchronous, transport-agnostic, no I/O framework inside."""

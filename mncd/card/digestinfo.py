@@ -1,0 +1,38 @@
+"""DER DigestInfo (PKCS#1 v1.5, RFC 8017 §9.2) for the hashes the card signs with."""
+
+from __future__ import annotations
+
+import hashlib
+
+# DER of DigestInfo up to the digest's OCTET STRING length byte; the digest follows.
+_PREFIXES: dict[str, bytes] = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+
+HASHES: tuple[str, ...] = tuple(_PREFIXES)
+
+
+def digest_size(hash_name: str) -> int:
+    """Size in bytes of a supported hash's digest."""
+    _check(hash_name)
+    return hashlib.new(hash_name).digest_size
+
+
+def digest(hash_name: str, data: bytes) -> bytes:
+    """Hash ``data`` with a supported hash."""
+    _check(hash_name)
+    return hashlib.new(hash_name, data).digest()
+
+
+def digest_info(hash_name: str, digest_value: bytes) -> bytes:
+    """DER DigestInfo for ``digest_value`` computed with ``hash_name``."""
+    if len(digest_value) != digest_size(hash_name):
+        raise ValueError(f"a {hash_name} digest is {digest_size(hash_name)} bytes long")
+    return _PREFIXES[hash_name] + digest_value
+
+
+def _check(hash_name: str) -> None:
+    if hash_name not in _PREFIXES:
+        raise ValueError(f"unsupported hash {hash_name!r}; use one of {', '.join(HASHES)}")

@@ -1,0 +1,245 @@
+"""The JPKI application (公的個人認証AP) of the My Number Card.
+
+:class:`JpkiSession` speaks to one card over any :class:`~mncd.card.apdu.CardConnection`. It selects
+the application once per card session: a real card forgets every verified PIN when the AP is
+selected again, so VERIFY and the operation that needs it must run in the same session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .apdu import SW, Apdu, CardConnection, CardProtocol, status_error
+from .errors import (
+    ApduError,
+    InvalidResponseError,
+    NotJpkiCardError,
+    PinBlockedError,
+    PinIncorrectError,
+)
+from .pin import AUTH_PIN, SIGN_PASSWORD, PinPolicy, wipe
+
+JPKI_AID = bytes.fromhex("D392F000260100000001")
+
+#: Largest certificate the layer accepts; real ones are under 2 KiB.
+MAX_CERTIFICATE_SIZE = 8192
+#: Bytes per READ BINARY (Le 00 = 256 on a short APDU).
+READ_CHUNK = 256
+#: Token info EF: the PKCS#11 token label is the first 32 bytes.
+TOKEN_LABEL_SIZE = 32
+
+
+class Certificate(Enum):
+    """Certificate EFs of the JPKI AP."""
+
+    AUTH = 0x000A  #: 利用者証明用電子証明書
+    AUTH_CA = 0x000B
+    SIGN = 0x0001  #: 署名用電子証明書 (needs the signing password)
+    SIGN_CA = 0x0002
+
+    @property
+    def fid(self) -> int:
+        return self.value
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    """A private key on the card and the PIN that guards it."""
+
+    name: str
+    key_fid: int
+    pin_fid: int
+    pin: PinPolicy
+    certificate: Certificate
+
+
+AUTH_KEY = KeySlot("auth", 0x0017, 0x0018, AUTH_PIN, Certificate.AUTH)
+SIGN_KEY = KeySlot("sign", 0x001A, 0x001B, SIGN_PASSWORD, Certificate.SIGN)
+TOKEN_INFO_FID = 0x0006
+
+
+class TokenKind(Enum):
+    """What kind of JPKI token the token-info label says this is."""
+
+    CARD = "card"  #: JPKIAPICCTOKEN2, a My Number Card
+    ANDROID = "android"  #: JPKIAPGPSETOKEN, an Android phone
+    IPHONE = "iphone"  #: JPKIAPIOSTOKEN, an iPhone
+    JUKI = "juki"  #: JPKIAPICCTOKEN, the old Juki card
+    UNKNOWN = "unknown"
+
+
+_TOKEN_LABELS = {
+    "JPKIAPICCTOKEN2": TokenKind.CARD,
+    "JPKIAPGPSETOKEN": TokenKind.ANDROID,
+    "JPKIAPIOSTOKEN": TokenKind.IPHONE,
+    "JPKIAPICCTOKEN": TokenKind.JUKI,
+}
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """The token-info EF's label and what it means."""
+
+    label: str
+    kind: TokenKind
+
+    @classmethod
+    def parse(cls, data: bytes) -> TokenInfo:
+        label = data[:TOKEN_LABEL_SIZE].decode("ascii", errors="replace").rstrip(" \x00")
+        return cls(label, _TOKEN_LABELS.get(label, TokenKind.UNKNOWN))
+
+
+def select_df(aid: bytes) -> Apdu:
+    """SELECT by DF name, no response data wanted."""
+    return Apdu(0x00, 0xA4, 0x04, 0x0C, aid)
+
+
+def select_ef(fid: int) -> Apdu:
+    """SELECT an EF by file identifier, no response data wanted."""
+    return Apdu(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
+
+
+def read_binary(offset: int, length: int) -> Apdu:
+    """READ BINARY at ``offset`` (15 bits) for ``length`` bytes (1..256)."""
+    if not 0 <= offset <= 0x7FFF:
+        raise ValueError("offset out of range")
+    return Apdu(0x00, 0xB0, offset >> 8, offset & 0xFF, le=length)
+
+
+def verify(pin: bytes) -> Apdu:
+    """VERIFY, a case-3 APDU (a real card answers 6700 to a trailing Le); no PIN: tries left."""
+    return Apdu(0x00, 0x20, 0x00, 0x80, bytes(pin))
+
+
+def compute_signature(data: bytes) -> Apdu:
+    """COMPUTE DIGITAL SIGNATURE over ``data`` (a DER DigestInfo for RSA keys), Le 256."""
+    return Apdu(0x80, 0x2A, 0x00, 0x80, data, le=256)
+
+
+def der_length(header: bytes) -> int:
+    """Total length of a DER SEQUENCE (tag + length + content) from its first bytes."""
+    if len(header) < 2 or header[0] != 0x30:
+        raise InvalidResponseError("not a DER SEQUENCE")
+    first = header[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 3 or len(header) < 2 + count:
+        raise InvalidResponseError("unsupported DER length")
+    return 2 + count + int.from_bytes(header[2 : 2 + count], "big")
+
+
+class JpkiSession:
+    """Commands of the JPKI AP on one card session."""
+
+    def __init__(self, connection: CardConnection) -> None:
+        self.protocol = CardProtocol(connection)
+        self._selected = False
+        self._current_ef: int | None = None
+
+    # -- selection -------------------------------------------------------------------------
+
+    def select_application(self) -> None:
+        """Select the JPKI AP unless this session already did (reselecting logs the card out)."""
+        if self._selected:
+            return
+        _, sw = self.protocol.exchange(select_df(JPKI_AID))
+        if sw != SW.OK:
+            raise NotJpkiCardError(f"no JPKI application on this card (status {sw:04X})")
+        self._selected = True
+        self._current_ef = None
+
+    def _select_ef(self, fid: int) -> None:
+        self.select_application()
+        if self._current_ef == fid:
+            return
+        self._current_ef = None
+        self.protocol.send(select_ef(fid))
+        self._current_ef = fid
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, offset: int, length: int) -> bytes:
+        data = self.protocol.send(read_binary(offset, length))
+        if not data:
+            raise InvalidResponseError("card returned no data for READ BINARY")
+        if len(data) > length:
+            raise InvalidResponseError("card returned more data than asked for")
+        return data
+
+    def _read_exact(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        while len(out) < length:
+            out += self._read(offset + len(out), min(READ_CHUNK, length - len(out)))
+        return bytes(out)
+
+    def read_certificate(self, which: Certificate) -> bytes:
+        """The DER certificate in ``which``, without the filler that follows it in the EF."""
+        self._select_ef(which.fid)
+        header = self._read_exact(0, 4)
+        total = der_length(header)
+        if total > MAX_CERTIFICATE_SIZE:
+            raise InvalidResponseError("certificate larger than any JPKI certificate")
+        if total <= len(header):
+            return header[:total]
+        return header + self._read_exact(len(header), total - len(header))
+
+    def read_token_info(self) -> TokenInfo:
+        """The token-info label (which kind of JPKI token this is)."""
+        self._select_ef(TOKEN_INFO_FID)
+        return TokenInfo.parse(self._read_exact(0, TOKEN_LABEL_SIZE))
+
+    # -- PINs ------------------------------------------------------------------------------
+
+    def pin_tries_left(self, key: KeySlot) -> int:
+        """Tries left on ``key``'s PIN, asked without spending one."""
+        self._select_ef(key.pin_fid)
+        _, sw = self.protocol.exchange(verify(b""))
+        return tries_left_from_status(sw, key.pin)
+
+    def verify_pin(self, key: KeySlot, pin: str | bytes | bytearray) -> None:
+        """Verify ``key``'s PIN. Its format is checked first; a malformed PIN is never sent."""
+        encoded = key.pin.check(pin)
+        try:
+            self._select_ef(key.pin_fid)
+            _, sw = self.protocol.exchange(verify(encoded))
+        finally:
+            wipe(encoded)
+        raise_for_verify_status(sw, key.pin)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def sign(self, key: KeySlot, data: bytes) -> bytes:
+        """Sign ``data`` (a DER DigestInfo for RSA) with ``key``; its PIN must be verified."""
+        if not data:
+            raise ValueError("nothing to sign")
+        self._select_ef(key.key_fid)
+        signature = self.protocol.send(compute_signature(data))
+        if not signature:
+            raise InvalidResponseError("card returned an empty signature")
+        return signature
+
+
+def tries_left_from_status(sw: int, policy: PinPolicy) -> int:
+    """Tries left from the answer to an empty VERIFY."""
+    if sw == SW.OK:
+        return policy.max_tries  # verified in this session: the counter is full
+    if sw >> 4 == 0x63C:
+        return sw & 0x0F
+    if sw in (SW.AUTH_METHOD_BLOCKED, SW.REFERENCE_DATA_NOT_USABLE):
+        return 0
+    raise status_error(sw)
+
+
+def raise_for_verify_status(sw: int, policy: PinPolicy) -> None:
+    """Map the status word of a VERIFY with a PIN to success or a typed PIN error."""
+    if sw == SW.OK:
+        return
+    if sw == 0x63C0 or sw in (SW.AUTH_METHOD_BLOCKED, SW.REFERENCE_DATA_NOT_USABLE):
+        raise PinBlockedError(policy.label_en)
+    if sw >> 4 == 0x63C:
+        raise PinIncorrectError(sw & 0x0F, policy.label_en)
+    if sw == SW.WRONG_LENGTH:
+        raise ApduError(sw, "card refused the VERIFY command's length")
+    raise status_error(sw)
