@@ -20,6 +20,9 @@ OID_JPKI_SEX = x509.ObjectIdentifier("1.2.392.200149.8.5.5.3")
 OID_JPKI_BIRTH_DATE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.4")
 OID_JPKI_ADDRESS = x509.ObjectIdentifier("1.2.392.200149.8.5.5.5")
 OID_JPKI_ADDRESS_SUBSTITUTE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.6")
+#: Renewal opens this long before notAfter (3 months on today's card; 1 year planned next).
+RENEWAL_WINDOW = dt.timedelta(days=90)
+
 OID_POLICY_SIGN = x509.ObjectIdentifier("1.2.392.200149.8.5.1.1.20")
 OID_POLICY_AUTH = x509.ObjectIdentifier("1.2.392.200149.8.5.1.3.30")
 

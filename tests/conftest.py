@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from smartcard import scard
@@ -19,6 +20,11 @@ from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 
 READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")

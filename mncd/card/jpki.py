@@ -13,6 +13,7 @@ from enum import Enum
 from .apdu import SW, Apdu, CardConnection, CardProtocol, status_error
 from .errors import (
     ApduError,
+    FileMissingError,
     InvalidResponseError,
     NotJpkiCardError,
     PinBlockedError,
@@ -157,6 +158,14 @@ class JpkiSession:
         self._current_ef = None
         self.protocol.send(select_ef(fid))
         self._current_ef = fid
+
+    def has_file(self, fid: int) -> bool:
+        """Whether the EF exists (selecting needs no PIN, even for guarded files)."""
+        try:
+            self._select_ef(fid)
+        except FileMissingError:
+            return False
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 

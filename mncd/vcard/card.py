@@ -319,6 +319,8 @@ class VirtualCard:
                 raise _Status(0x6700)
             algorithm = {32: hashes.SHA256(), 48: hashes.SHA384(), 64: hashes.SHA512()}[len(data)]
             signature = ef.key.sign(data, ec.ECDSA(Prehashed(algorithm)))
+        if self.profile.corrupt_signature:
+            signature = signature[:-1] + bytes((signature[-1] ^ 0x01,))
         if self.profile.sign_delay_ms:
             time.sleep(self.profile.sign_delay_ms / 1000)
         if self.profile.t0_get_response:

@@ -87,6 +87,7 @@ class CardProfile:
     reselect_logout: bool = True  #: SELECT of the AP (even the same one) ends verification
     t0_get_response: bool = False  #: answer SIGN with 61xx and serve it by GET RESPONSE
     wrong_le_6cxx: bool = False  #: READ BINARY past the end answers 6Cxx instead of short data
+    corrupt_signature: bool = False  #: a faulty card: flip a bit in every signature
     apdu_delay_ms: float = 0.0  #: extra time per APDU
     sign_delay_ms: float = 0.0  #: extra time per signature
     algorithm: str = "rsa2048"  #: rsa2048, or ec-p384 (next-generation, provisional)

@@ -1,0 +1,270 @@
+"""Persistent per-card cache under ``$XDG_STATE_HOME/mncd``: private, atomic, never trusted blindly.
+
+One JSON file per card (``cards/<card id>.json``). Kept in clear: the public certificates
+(authentication certificate and both CA certificates) and, for the signing certificate, only its
+summary (dates, serial, fingerprint, issuer). The signing certificate itself carries name, address,
+birth date and sex, which the card guards with the signing password; it is never written here.
+
+Files are 0600 in 0700 directories, written to a temporary file, fsynced and renamed over the old
+one. A file that is unreadable, malformed, not ours or open to others is moved aside (quarantined)
+and treated as absent; the next card read rebuilds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import certs
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MAX_FILE_SIZE = 256 * 1024
+
+
+def default_root() -> Path:
+    """``$XDG_STATE_HOME/mncd``, by default ``~/.local/state/mncd``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return Path(base) / "mncd"
+
+
+@dataclass
+class CertificateRecord:
+    """A certificate as cached: its public summary, and the DER only when it is public."""
+
+    summary: certs.CertificateSummary
+    der: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "serial": self.summary.serial,
+            "fingerprint": self.summary.fingerprint,
+            "issuer": self.summary.issuer,
+            "not_before": int(self.summary.not_before.timestamp()),
+            "not_after": int(self.summary.not_after.timestamp()),
+            "algorithm": self.summary.algorithm,
+        }
+        if self.der is not None:
+            out["der"] = base64.b64encode(self.der).decode("ascii")
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CertificateRecord:
+        der = base64.b64decode(data["der"], validate=True) if "der" in data else None
+        if der is not None:
+            summary = certs.summarize(der)  # recomputed: a DER on disk is the truth
+            if summary.fingerprint != data["fingerprint"]:
+                raise ValueError("certificate does not match its fingerprint")
+            return cls(summary, der)
+        summary = certs.CertificateSummary(
+            serial=_str(data["serial"]),
+            fingerprint=_str(data["fingerprint"]),
+            issuer=_str(data["issuer"]),
+            not_before=dt.datetime.fromtimestamp(int(data["not_before"]), dt.UTC),
+            not_after=dt.datetime.fromtimestamp(int(data["not_after"]), dt.UTC),
+            algorithm=_str(data["algorithm"]),
+        )
+        return cls(summary)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+@dataclass
+class CardRecord:
+    """What mncd remembers about one card."""
+
+    card_id: str
+    token: str = "card"
+    last_seen: float = field(default_factory=time.time)
+    auth: CertificateRecord | None = None
+    auth_ca: CertificateRecord | None = None
+    sign_ca: CertificateRecord | None = None
+    sign: CertificateRecord | None = None  #: summary only, never the DER
+    sign_present: bool = True
+    pin_tries: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        certificates = {
+            name: rec.to_json()
+            for name, rec in (
+                ("auth", self.auth),
+                ("auth-ca", self.auth_ca),
+                ("sign-ca", self.sign_ca),
+                ("sign", self.sign),
+            )
+            if rec is not None
+        }
+        certificates.get("sign", {}).pop("der", None)
+        return {
+            "version": FORMAT_VERSION,
+            "card_id": self.card_id,
+            "token": self.token,
+            "last_seen": self.last_seen,
+            "sign_present": self.sign_present,
+            "pin_tries": self.pin_tries,
+            "certificates": certificates,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CardRecord:
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError("unknown cache format")
+        certificates = data.get("certificates", {})
+        if not isinstance(certificates, dict):
+            raise ValueError("certificates must be an object")
+
+        def cert(name: str) -> CertificateRecord | None:
+            return CertificateRecord.from_json(certificates[name]) if name in certificates else None
+
+        tries = data.get("pin_tries", {})
+        if not isinstance(tries, dict) or not all(isinstance(v, int) for v in tries.values()):
+            raise ValueError("pin_tries must map names to numbers")
+        record = cls(
+            card_id=_str(data["card_id"]),
+            token=_str(data.get("token", "card")),
+            last_seen=float(data["last_seen"]),
+            auth=cert("auth"),
+            auth_ca=cert("auth-ca"),
+            sign_ca=cert("sign-ca"),
+            sign=cert("sign"),
+            sign_present=bool(data.get("sign_present", True)),
+            pin_tries=dict(tries),
+        )
+        if record.sign is not None:
+            record.sign.der = None
+        return record
+
+
+def card_id_for(auth_der: bytes) -> str:
+    """A card's cache key: derived from its (public) authentication certificate."""
+    return certs.summarize(auth_der).fingerprint[:32]
+
+
+class CardCache:
+    """The per-card cache directory."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+        self.cards_dir = self.root / "cards"
+
+    def _ensure_dirs(self) -> None:
+        for path in (self.root, self.cards_dir):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if stat.S_IMODE(path.stat().st_mode) != 0o700:
+                os.chmod(path, 0o700)
+
+    def path_for(self, card_id: str) -> Path:
+        if not card_id or not all(c in "0123456789abcdef" for c in card_id):
+            raise ValueError("bad card id")
+        return self.cards_dir / f"{card_id}.json"
+
+    def save(self, record: CardRecord) -> None:
+        """Write ``record`` atomically (old or new version on disk, never a mix)."""
+        self._ensure_dirs()
+        data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode("utf-8")
+        atomic_write(self.path_for(record.card_id), data)
+
+    def load(self, card_id: str) -> CardRecord | None:
+        """The record of ``card_id``, or None when absent or not trustworthy (then quarantined)."""
+        return self._load_path(self.path_for(card_id))
+
+    def all(self) -> list[CardRecord]:
+        """Every trustworthy record, most recently seen first."""
+        if not self.cards_dir.is_dir():
+            return []
+        records = [
+            record
+            for path in sorted(self.cards_dir.glob("*.json"))
+            if (record := self._load_path(path)) is not None
+        ]
+        return sorted(records, key=lambda r: r.last_seen, reverse=True)
+
+    def last(self) -> CardRecord | None:
+        """The card seen most recently."""
+        records = self.all()
+        return records[0] if records else None
+
+    def _load_path(self, path: Path) -> CardRecord | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cache file %s cannot be opened (%s); ignoring it", path.name, exc)
+            self._quarantine(path, "unreadable")
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                reason = "not a regular file"
+            elif info.st_uid != os.getuid():
+                reason = "owned by another user"
+            elif info.st_mode & 0o077:
+                reason = "readable or writable by others"
+            elif info.st_size > MAX_FILE_SIZE:
+                reason = "too large"
+            else:
+                reason = ""
+                raw = os.read(fd, MAX_FILE_SIZE + 1)
+        finally:
+            os.close(fd)
+        if reason:
+            log.warning("cache file %s is %s; not trusting it", path.name, reason)
+            self._quarantine(path, "untrusted")
+            return None
+        try:
+            record = CardRecord.from_json(json.loads(raw.decode("utf-8")))
+            if path.stem != record.card_id:
+                raise ValueError("file name does not match its card")
+            return record
+        except (ValueError, KeyError, TypeError, certs.CertificateError) as exc:
+            log.warning("cache file %s is corrupt (%s); it will be rebuilt", path.name, exc)
+            self._quarantine(path, "corrupt")
+            return None
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = path.with_name(f"{path.name}.{reason}-{int(time.time())}")
+        try:
+            os.replace(path, target)
+        except OSError as exc:
+            log.warning("could not move %s aside: %s", path.name, exc)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as a private file: temp file, fsync, rename, fsync dir."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

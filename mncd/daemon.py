@@ -1,0 +1,120 @@
+"""``mncd``: wiring and the asyncio main loop.
+
+Connects to the session bus, exports the interface, starts the PC/SC monitor, owns the bus name,
+then tells systemd it is ready. Exits cleanly on SIGTERM/SIGINT and when the bus goes away
+(systemd restarts it; D-Bus activation starts it again on the next call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from dbus_next import BusType
+from dbus_next.constants import NameFlag, RequestNameReply
+
+from . import __version__
+from .cache import CardCache
+from .manager import CardManager, Listener
+from .monitor import PcscMonitor
+from .service import BUS_NAME, OBJECT_PATH, MyNumberCardInterface, SafeMessageBus
+from .systemd import notify, setup_logging, watchdog_interval
+
+log = logging.getLogger("mncd")
+
+STATUS_TEXT = {
+    "pcsc-unavailable": "waiting for the PC/SC service (pcscd)",
+    "no-reader": "no smart-card reader",
+    "no-card": "no card inserted",
+    "card-present": "My Number Card present",
+    "unknown-card": "the card is not a My Number Card",
+}
+
+
+async def run(state_dir: Path | None = None) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        bus = await SafeMessageBus(bus_type=BusType.SESSION).connect()
+    except Exception as exc:
+        log.error("cannot connect to the session bus: %s", exc)
+        return 1
+
+    manager = CardManager(CardCache(state_dir))
+    interface = MyNumberCardInterface(manager, bus)
+    last_status = ""
+
+    def state_changed() -> None:
+        nonlocal last_status
+        interface.refresh_properties()
+        state = manager.state()
+        if state != last_status:
+            last_status = state
+            log.info("state: %s", state)
+            notify(f"STATUS={STATUS_TEXT.get(state, state)}")
+
+    manager.listener = Listener(
+        state_changed=state_changed,
+        card_inserted=interface.CardInserted,
+        card_removed=interface.CardRemoved,
+        certificate_status=interface.CertificateStatusChanged,
+    )
+    bus.export(OBJECT_PATH, interface)
+    await manager.start()
+    monitor = PcscMonitor(loop, manager.handle_event)
+    monitor.start()
+
+    reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        log.error("another mncd already owns %s on this bus", BUS_NAME)
+        monitor.stop()
+        manager.close()
+        bus.disconnect()
+        return 1
+    log.info("mncd %s ready on the session bus as %s", __version__, BUS_NAME)
+    notify("READY=1", f"STATUS={STATUS_TEXT.get(manager.state(), manager.state())}")
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = [
+        loop.create_task(stop.wait()),
+        loop.create_task(bus.wait_for_disconnect()),
+    ]
+    interval = watchdog_interval()
+    if interval:
+        tasks.append(loop.create_task(_watchdog(interval)))
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    if tasks[1] in done:
+        log.warning("the session bus went away; exiting")
+    notify("STOPPING=1")
+    for task in pending:
+        task.cancel()
+    monitor.stop()
+    manager.close()
+    if bus.connected:
+        bus.disconnect()
+    return 0
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mncd", description="My Number Card desktop daemon")
+    parser.add_argument("--state-dir", type=Path, help="cache directory (default: XDG state)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"mncd {__version__}")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return asyncio.run(run(args.state_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The daemon's model of readers, cards and certificates, and the serialized card worker.
+
+Monitor events come in; card reads and PIN operations run one at a time on a single card thread
+(with its own PC/SC context); the cache is updated; listeners (the D-Bus service, notifications)
+hear about every change. Status is computed from memory and never waits for the card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import cardops, certs
+from .cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from .card.errors import CardError, NotJpkiCardError, PcscUnavailableError, PinError
+from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
+from .card.pcsc import PcscContext
+from .monitor import CardAbsent, CardPresent, MonitorEvent, PcscUnavailable, ReadersChanged
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CertificateMissingError(Exception):
+    """The card has no such certificate (or no card's certificate is known)."""
+
+
+class NoCardError(Exception):
+    """No My Number Card is present."""
+
+
+class PcscNotAvailableError(Exception):
+    """pcscd is not reachable."""
+
+
+class NotSupportedError(Exception):
+    """The token is of a kind mncd cannot serve."""
+
+
+@dataclass
+class LiveCard:
+    """A card currently in a reader."""
+
+    reader: str
+    atr: bytes
+    snapshot: cardops.CardSnapshot | None = None
+    record: CardRecord | None = None
+    sign_der: bytes | None = None  #: held in memory only, while the card is present
+    error: str = ""  #: why the card is not usable ("unknown-card", ...)
+
+
+@dataclass
+class Listener:
+    """Callbacks the manager invokes on the loop when something changes."""
+
+    state_changed: Callable[[], None] = lambda: None
+    card_inserted: Callable[[str], None] = lambda reader: None
+    card_removed: Callable[[str], None] = lambda reader: None
+    certificate_status: Callable[[str, str], None] = lambda which, state: None
+
+
+@dataclass
+class CertificateView:
+    """One certificate's status as callers see it."""
+
+    present: bool = False
+    source: str = "none"
+    summary: certs.CertificateSummary | None = None
+    pin_tries_left: int = -1
+    invalidated: bool = False
+
+    def state(self, now: dt.datetime | None = None) -> str:
+        if self.invalidated:
+            return "invalidated"
+        if self.summary is None:
+            return "unknown"
+        now = now or dt.datetime.now(dt.UTC)
+        if self.summary.is_expired(now):
+            return "expired"
+        if self.summary.not_after - now <= certs.RENEWAL_WINDOW:
+            return "expiring"
+        return "valid"
+
+
+class CardManager:
+    """Owns the card thread, the cache and the live state."""
+
+    def __init__(self, cache: CardCache, listener: Listener | None = None) -> None:
+        self.cache = cache
+        self.listener = listener or Listener()
+        self.pcsc_available = True
+        self.readers: tuple[str, ...] = ()
+        self.cards: dict[str, LiveCard] = {}
+        self.last_record: CardRecord | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="card")
+        self._local = threading.local()
+        self._lock = asyncio.Lock()
+        self._cert_states: dict[str, str] = {}
+        self.operations = 0  #: card operations run (for tests and benchmarks)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.last_record = await loop.run_in_executor(None, self.cache.last)
+        self._publish_certificate_states()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the card thread -------------------------------------------------------------------
+
+    def _context(self) -> PcscContext:
+        context = getattr(self._local, "context", None)
+        if context is None:
+            context = PcscContext()
+            self._local.context = context
+        return context
+
+    def _drop_context(self) -> None:
+        context = getattr(self._local, "context", None)
+        self._local.context = None
+        if context is not None:
+            with contextlib.suppress(Exception):  # the service is gone anyway
+                context.release()
+
+    def _on_card_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(self._context(), *args)
+        except PcscUnavailableError:
+            # pcscd restarted: a fresh context may work at once; try one more time.
+            self._drop_context()
+            return fn(self._context(), *args)
+
+    async def run_card(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one card operation on the card thread, strictly one at a time."""
+        async with self._lock:
+            self.operations += 1
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._on_card_thread, fn, *args)
+
+    # -- monitor events --------------------------------------------------------------------
+
+    def handle_event(self, event: MonitorEvent) -> None:
+        if isinstance(event, PcscUnavailable):
+            removed = list(self.cards)
+            self.pcsc_available = False
+            self.readers = ()
+            self.cards.clear()
+            for reader in removed:
+                self.listener.card_removed(reader)
+        elif isinstance(event, ReadersChanged):
+            self.pcsc_available = True
+            self.readers = event.readers
+        elif isinstance(event, CardPresent):
+            self.pcsc_available = True
+            self.cards[event.reader] = LiveCard(event.reader, event.atr)
+            asyncio.get_running_loop().create_task(self._read_inserted(event.reader))
+        elif isinstance(event, CardAbsent) and self.cards.pop(event.reader, None) is not None:
+            self.listener.card_removed(event.reader)
+        self.listener.state_changed()
+        self._publish_certificate_states()
+
+    async def _read_inserted(self, reader: str) -> None:
+        live = self.cards.get(reader)
+        if live is None:
+            return
+        try:
+            snapshot = await self.run_card(cardops.read_card, reader)
+        except NotJpkiCardError:
+            live.error = "unknown-card"
+            log.info("card in %s is not a My Number Card", reader)
+        except (CardError, certs.CertificateError) as exc:
+            live.error = "unknown-card"
+            log.warning("could not read the card in %s: %s", reader, exc)
+        else:
+            if self.cards.get(reader) is not live:
+                return  # removed while being read
+            live.snapshot = snapshot
+            live.record = await self._remember(snapshot)
+            self.listener.card_inserted(reader)
+        if self.cards.get(reader) is live:
+            self.listener.state_changed()
+            self._publish_certificate_states()
+
+    async def _remember(self, snapshot: cardops.CardSnapshot) -> CardRecord | None:
+        if snapshot.auth_der is None:
+            return None
+        card_id = card_id_for(snapshot.auth_der)
+        loop = asyncio.get_running_loop()
+        old = await loop.run_in_executor(None, self.cache.load, card_id)
+        record = CardRecord(
+            card_id=card_id,
+            token=snapshot.token.kind.value,
+            auth=CertificateRecord(certs.summarize(snapshot.auth_der), snapshot.auth_der),
+            auth_ca=_public(snapshot.auth_ca_der),
+            sign_ca=_public(snapshot.sign_ca_der),
+            sign=old.sign if old and snapshot.sign_present else None,
+            sign_present=snapshot.sign_present,
+            pin_tries=dict(snapshot.tries),
+        )
+        await self._save(record)
+        return record
+
+    async def _save(self, record: CardRecord) -> None:
+        record.last_seen = time.time()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.cache.save, record)
+        except OSError as exc:
+            log.warning("could not write the cache: %s", exc)
+        self.last_record = record
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def current(self) -> LiveCard | None:
+        """The My Number Card in a reader (the first one found), if any."""
+        for reader in self.readers or tuple(self.cards):
+            live = self.cards.get(reader)
+            if live is not None and live.snapshot is not None:
+                return live
+        return None
+
+    def state(self) -> str:
+        if not self.pcsc_available:
+            return "pcsc-unavailable"
+        if self.current() is not None:
+            return "card-present"
+        if any(live.error for live in self.cards.values()):
+            return "unknown-card"
+        if self.cards:
+            return "card-present"  # inserted, still being read
+        if not self.readers:
+            return "no-reader"
+        return "no-card"
+
+    def certificate_view(self, which: str) -> CertificateView:
+        live = self.current()
+        record = live.record if live else self.last_record
+        source = "card" if live else "cache"
+        if record is None:
+            return CertificateView()
+        tries = record.pin_tries.get(which, -1)
+        if which == "auth":
+            if record.auth is None:
+                return CertificateView(source=source, pin_tries_left=tries)
+            return CertificateView(True, source, record.auth.summary, tries)
+        if not record.sign_present:
+            return CertificateView(source=source, pin_tries_left=-1)
+        summary = record.sign.summary if record.sign else None
+        return CertificateView(True, source, summary, tries)
+
+    def _publish_certificate_states(self) -> None:
+        for which in ("auth", "sign"):
+            state = self.certificate_view(which).state()
+            if self._cert_states.get(which) not in (None, state):
+                self.listener.certificate_status(which, state)
+            self._cert_states[which] = state
+
+    # -- PIN operations --------------------------------------------------------------------
+
+    def _usable_card(self) -> LiveCard:
+        if not self.pcsc_available:
+            raise PcscNotAvailableError("the PC/SC service (pcscd) is not available")
+        live = self.current()
+        if live is None or live.snapshot is None:
+            raise NoCardError("no My Number Card is inserted")
+        if live.snapshot.token.kind.value not in ("card", "unknown"):
+            raise NotSupportedError(
+                f"tokens of kind {live.snapshot.token.kind.value} are not supported"
+            )
+        return live
+
+    async def sign(
+        self, key: KeySlot, hash_name: str, digest: bytes, pin: bytearray
+    ) -> cardops.SignResult:
+        """Sign ``digest`` with the auth or sign key of the present card."""
+        live = self._usable_card()
+        record = live.record
+        if key is AUTH_KEY:
+            certificate = live.snapshot.auth_der if live.snapshot else None
+            if certificate is None:
+                raise CertificateMissingError("the card has no user-authentication certificate")
+        else:
+            if not live.snapshot or not live.snapshot.sign_present:
+                raise CertificateMissingError("the card has no signing certificate")
+            certificate = live.sign_der
+        try:
+            result = await self.run_card(
+                cardops.sign, live.reader, key, hash_name, digest, pin, certificate
+            )
+        except PinError as exc:
+            tries = getattr(exc, "tries_left", None)
+            if tries is not None and record is not None:
+                record.pin_tries[key.name] = tries
+                await self._save(record)
+                self.listener.state_changed()
+            raise
+        if record is not None:
+            changed = record.pin_tries.get(key.name) != key.pin.max_tries
+            record.pin_tries[key.name] = key.pin.max_tries
+            if key is SIGN_KEY:
+                live.sign_der = result.certificate
+                summary = certs.summarize(result.certificate)
+                changed = changed or record.sign is None or record.sign.summary != summary
+                record.sign = CertificateRecord(summary)  # summary only, never the DER
+            if changed:
+                await self._save(record)
+                self.listener.state_changed()
+                self._publish_certificate_states()
+        return result
+
+    def certificate(self, which: str) -> bytes:
+        """Public certificates (auth, auth-ca, sign-ca) from the card or the cache."""
+        live = self.current()
+        record = live.record if live else self.last_record
+        attr = {"auth": "auth", "auth-ca": "auth_ca", "sign-ca": "sign_ca"}[which]
+        entry = getattr(record, attr) if record else None
+        if entry is None or entry.der is None:
+            raise CertificateMissingError(f"no {which} certificate is known")
+        return entry.der
+
+
+def _public(der: bytes | None) -> CertificateRecord | None:
+    return CertificateRecord(certs.summarize(der), der) if der is not None else None

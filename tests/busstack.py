@@ -1,0 +1,200 @@
+"""A private dbus-daemon per test, the mncd daemon on it, and third-party clients calling it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BUS_NAME = "io.github.mncd.MyNumberCard1"
+OBJECT_PATH = "/io/github/mncd/MyNumberCard1"
+INTERFACE = BUS_NAME
+
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={socket}</listen>
+  {servicedirs}
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+class PrivateBus:
+    """A dbus-daemon of type session, listening on a socket in a temporary directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        service_dirs: list[Path] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.dir = directory
+        self.socket = directory / "bus"
+        self.address = f"unix:path={self.socket}"
+        config = directory / "bus.conf"
+        dirs = "".join(f"<servicedir>{d}</servicedir>" for d in service_dirs or [])
+        config.write_text(BUS_CONFIG.format(socket=self.socket, servicedirs=dirs))
+        self.process = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile"],
+            stdout=subprocess.DEVNULL,
+            stderr=(directory / "dbus-daemon.log").open("wb"),
+            env=env,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("dbus-daemon did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class Daemon:
+    """The mncd daemon as a child process on a private bus."""
+
+    def __init__(self, bus: PrivateBus, env: dict[str, str], state_dir: Path) -> None:
+        self.bus = bus
+        self.log_path = bus.dir / "mncd.log"
+        self.env = {**os.environ, **env, "DBUS_SESSION_BUS_ADDRESS": bus.address}
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.state_dir = state_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, extra_env: dict[str, str] | None = None) -> Daemon:
+        env = {**self.env, **(extra_env or {}), "XDG_STATE_HOME": str(self.state_dir)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mncd.daemon", "--verbose"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_path.open("ab"),
+        )
+        wait_for(lambda: name_has_owner(self.bus.address), "mncd owning its bus name")
+        return self
+
+    def stop(self) -> int | None:
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                return process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+        return process.returncode
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def name_has_owner(address: str) -> bool:
+    result = subprocess.run(
+        ["busctl", f"--address={address}", "--json=short", "call", "org.freedesktop.DBus",
+         "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", BUS_NAME],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return result.returncode == 0 and json.loads(result.stdout)["data"] == [True]
+
+
+def owner_pid(address: str) -> int | None:
+    """The pid of the process owning mncd's name, if any."""
+    result = subprocess.run(
+        ["busctl", f"--address={address}", "--json=short", "call", "org.freedesktop.DBus",
+         "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s",
+         BUS_NAME],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return json.loads(result.stdout)["data"][0] if result.returncode == 0 else None
+
+
+class CallError(Exception):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def busctl(address: str, method: str, signature: str = "", *args: str, timeout: int = 60) -> Any:
+    """Call a method with systemd's busctl; return the decoded JSON data or raise CallError."""
+    cmd = ["busctl", f"--address={address}", "--json=short", f"--timeout={timeout}", "call",
+           BUS_NAME, OBJECT_PATH, INTERFACE, method]  # fmt: skip
+    if signature:
+        cmd += [signature, *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+    if result.returncode != 0:
+        text = result.stderr.strip()
+        raise CallError(text.split(":")[0] if text else "unknown", text)
+    return json.loads(result.stdout)["data"]
+
+
+def unwrap(value: Any) -> Any:
+    """busctl's JSON for variants ({"type":..,"data":..}) to plain values."""
+    if isinstance(value, dict) and set(value) == {"type", "data"}:
+        return unwrap(value["data"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def status(address: str) -> dict[str, Any]:
+    return unwrap(busctl(address, "GetStatus")[0])
+
+
+def gdbus(address: str, method: str, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Call a method with GLib's gdbus (arguments in GVariant text form)."""
+    return subprocess.run(
+        ["gdbus", "call", "--address", address, "--dest", BUS_NAME, "--object-path",
+         OBJECT_PATH, "--timeout", str(timeout), "--method", f"{INTERFACE}.{method}", *args],
+        capture_output=True, text=True, timeout=timeout + 10,
+    )  # fmt: skip
+
+
+def gdbus_call(address: str, method: str, *args: str, timeout: int = 60) -> str:
+    """Call with gdbus; return its output or raise CallError with the D-Bus error name."""
+    result = gdbus(address, method, *args, timeout=timeout)
+    if result.returncode != 0:
+        match = re.search(r"GDBus\.Error:([\w.]+): (.*)", result.stderr, re.S)
+        if not match:
+            raise CallError("unknown", result.stderr.strip())
+        raise CallError(match.group(1), f"{match.group(1)}: {match.group(2).strip()}")
+    return result.stdout
+
+
+def gvariant_bytes(data: bytes) -> str:
+    return "[" + ", ".join(f"byte 0x{b:02x}" for b in data) + "]" if data else "@ay []"
+
+
+def parse_gvariant_arrays(text: str) -> list[bytes]:
+    """Decode every ``ay`` that gdbus printed as ``[byte 0x.., 0x.., ...]``."""
+    arrays = re.findall(r"\[(byte [^\]]*)\]", text)
+    return [bytes(int(tok.split()[-1], 16) for tok in a.split(",")) for a in arrays]
