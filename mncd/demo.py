@@ -1,41 +1,119 @@
 """Runs mncd's main job on the built-in virtual card, with no hardware.
 
-Starts an isolated pcscd with the vpcd reader, inserts a virtual My Number Card, reads what the
-daemon reads on insertion (certificates, expiry, PIN tries left), then signs a message with the
-user-authentication key and verifies the signature against the card's certificate.
+Starts an isolated pcscd with the vpcd reader and a virtual My Number Card, a private session
+bus and the mncd daemon on it; then, as any desktop application would, asks the daemon over
+D-Bus for the card's status, an authentication signature and a document signature, verifies
+both signatures against the returned certificates, and shows the status served from the cache
+once the card is removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
 import os
+import subprocess
 import sys
-import time
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from dbus_next import Variant
+from dbus_next.aio import MessageBus
 
-from . import certs
-from .card.digestinfo import digest, digest_info
-from .card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession
-from .card.pcsc import PcscContext
+from . import signing
+from .card.digestinfo import digest
+from .service import BUS_NAME, INTERFACE, OBJECT_PATH
 from .vcard.profile import CardProfile
 from .vcard.sandbox import PcscSandbox
+from .vcard.sessionbus import PrivateSessionBus
+
+LABELS = {
+    "auth": "利用者証明用電子証明書 (user authentication)",
+    "sign": "署名用電子証明書 (signing)",
+}
+MAX_TRIES = {"auth": 3, "sign": 5}
 
 
-def _wait_for_card(context: PcscContext, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for reader in context.list_readers():
-            try:
-                context.connect(reader).close()
-                return reader
-            except Exception:
-                continue
-        time.sleep(0.1)
-    raise TimeoutError("the virtual card did not appear")
+def _plain(value: Any) -> Any:
+    if isinstance(value, Variant):
+        return _plain(value.value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def print_status(status: dict[str, Any]) -> None:
+    print(f"  state   {status['state']}   reader: {status['reader'] or '-'}")
+    for which in ("auth", "sign"):
+        cert = status[which]
+        if not cert["present"]:
+            print(f"  {LABELS[which]}: none")
+            continue
+        expiry = (
+            f"expires {dt.datetime.fromtimestamp(cert['not_after']):%Y-%m-%d}"
+            f" ({cert['days_left']} days)"
+            if cert["not_after"]
+            else "dates known after the first signature"
+        )
+        tries = cert["pin_tries_left"]
+        print(f"  {LABELS[which]}")
+        print(
+            f"      {cert['state']:<9} {expiry}  "
+            f"from {cert['source']}  PIN tries {tries if tries >= 0 else '?'}/{MAX_TRIES[which]}"
+        )
+
+
+async def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+async def client(address: str, sandbox: PcscSandbox, profile: CardProfile) -> int:
+    bus = await MessageBus(bus_address=address).connect()
+
+    async def owned() -> bool:
+        reply = await bus.introspect("org.freedesktop.DBus", "/org/freedesktop/DBus")
+        proxy = bus.get_proxy_object("org.freedesktop.DBus", "/org/freedesktop/DBus", reply)
+        return await proxy.get_interface("org.freedesktop.DBus").call_name_has_owner(BUS_NAME)
+
+    await _wait_for(owned, "the daemon to own its bus name")
+    introspection = await bus.introspect(BUS_NAME, OBJECT_PATH)
+    mncd = bus.get_proxy_object(BUS_NAME, OBJECT_PATH, introspection).get_interface(INTERFACE)
+
+    async def status_when(state: str) -> dict[str, Any] | None:
+        status = _plain(await mncd.call_get_status())
+        read = status["auth"]["source"] == "card"
+        ok = status["state"] == state and (state != "card-present" or read)
+        return status if ok else None
+
+    print("== card inserted: GetStatus (answered from memory)")
+    print_status(await _wait_for(lambda: status_when("card-present"), "the card"))
+
+    challenge = os.urandom(32)
+    signature, cert = await mncd.call_authenticate(
+        challenge, {"pin": Variant("s", profile.auth_pin)}
+    )
+    signing.verify(cert, signature, "sha256", digest("sha256", challenge))
+    print(f"== Authenticate: {len(signature)}-byte signature verified against the certificate")
+
+    document = "mncd デモ文書 / demo document".encode()
+    options = {"pin": Variant("s", profile.sign_password)}
+    signature, cert = await mncd.call_sign(document, "sha256", options)
+    signing.verify(cert, signature, "sha256", digest("sha256", document))
+    print(f"== Sign: {len(signature)}-byte signature verified against the signing certificate")
+
+    sandbox.control.remove()
+    print("== card removed: GetStatus (from the cache)")
+    print_status(await _wait_for(lambda: status_when("no-card"), "the removal"))
+    bus.disconnect()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,47 +128,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     profile = CardProfile().with_overrides(args.set)
 
-    with PcscSandbox() as sandbox:
-        os.environ.update(sandbox.env)
+    with tempfile.TemporaryDirectory(prefix="mncd-demo-") as tmp, PcscSandbox() as sandbox:
+        workdir = Path(tmp)
         sandbox.control.insert(profile)
-        with PcscContext() as context:
-            reader = _wait_for_card(context)
-            with context.connect(reader) as conn:
-                session = JpkiSession(conn)
-                token = session.read_token_info()
-                auth_der = session.read_certificate(Certificate.AUTH)
-                tries = {k.name: session.pin_tries_left(k) for k in (AUTH_KEY, SIGN_KEY)}
-                print(f"reader   {reader}")
-                print(f"ATR      {conn.atr.hex().upper()}")
-                print(f"token    {token.label} ({token.kind.value})")
-                summary = certs.summarize(auth_der)
-                print("利用者証明用電子証明書 (user authentication certificate)")
-                print(
-                    f"  valid    {summary.not_before:%Y-%m-%d} – {summary.not_after:%Y-%m-%d}"
-                    f" ({summary.days_left()} days left)"
+        with PrivateSessionBus(workdir) as bus:
+            env = {
+                **os.environ,
+                **sandbox.env,
+                "DBUS_SESSION_BUS_ADDRESS": bus.address,
+                "XDG_STATE_HOME": str(workdir / "state"),
+            }
+            env.pop("NOTIFY_SOCKET", None)
+            log_path = workdir / "mncd.log"
+            print(f"isolated pcscd + virtual card, private session bus at {bus.address}")
+            with log_path.open("wb") as log:
+                daemon = subprocess.Popen(
+                    [sys.executable, "-m", "mncd.daemon"], env=env, stderr=log
                 )
-                print(f"  serial   {summary.serial}")
-                print(f"  issuer   {summary.issuer}")
-                print(f"  sha256   {summary.fingerprint}")
-                print(f"PIN tries left: auth {tries['auth']}/3, sign {tries['sign']}/5")
-
-                message = b"mncd demo: hello from the virtual My Number Card"
-                with conn.transaction(reset_after=True):
-                    session.verify_pin(AUTH_KEY, profile.auth_pin)
-                    signature = session.sign(
-                        AUTH_KEY, digest_info("sha256", digest("sha256", message))
-                    )
-        public_key = x509.load_der_x509_certificate(auth_der).public_key()
-        try:
-            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            print("signature did NOT verify", file=sys.stderr)
-            return 1
-        print(
-            f"signed {len(message)} bytes with the auth key: signature verified "
-            f"against the certificate ({len(signature)} bytes)"
-        )
-    return 0
+            try:
+                return asyncio.run(client(bus.address, sandbox, profile))
+            except Exception as exc:
+                print(f"demo failed: {exc}", file=sys.stderr)
+                print(log_path.read_text(errors="replace"), file=sys.stderr)
+                return 1
+            finally:
+                daemon.terminate()
+                daemon.wait(timeout=15)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class LiveCard:
     record: CardRecord | None = None
     sign_der: bytes | None = None  #: held in memory only, while the card is present
     error: str = ""  #: why the card is not usable ("unknown-card", ...)
+    reading: asyncio.Task[None] | None = None  #: the read on insertion, while it runs
 
 
 @dataclass
@@ -160,8 +161,9 @@ class CardManager:
             self.readers = event.readers
         elif isinstance(event, CardPresent):
             self.pcsc_available = True
-            self.cards[event.reader] = LiveCard(event.reader, event.atr)
-            asyncio.get_running_loop().create_task(self._read_inserted(event.reader))
+            live = LiveCard(event.reader, event.atr)
+            self.cards[event.reader] = live
+            live.reading = asyncio.get_running_loop().create_task(self._read_inserted(event.reader))
         elif isinstance(event, CardAbsent) and self.cards.pop(event.reader, None) is not None:
             self.listener.card_removed(event.reader)
         self.listener.state_changed()
@@ -265,9 +267,13 @@ class CardManager:
 
     # -- PIN operations --------------------------------------------------------------------
 
-    def _usable_card(self) -> LiveCard:
+    async def _usable_card(self) -> LiveCard:
         if not self.pcsc_available:
             raise PcscNotAvailableError("the PC/SC service (pcscd) is not available")
+        # A card just inserted is still being read: wait for that instead of failing.
+        pending = [c.reading for c in self.cards.values() if c.reading and not c.reading.done()]
+        if pending:
+            await asyncio.wait(pending)
         live = self.current()
         if live is None or live.snapshot is None:
             raise NoCardError("no My Number Card is inserted")
@@ -281,7 +287,7 @@ class CardManager:
         self, key: KeySlot, hash_name: str, digest: bytes, pin: bytearray
     ) -> cardops.SignResult:
         """Sign ``digest`` with the auth or sign key of the present card."""
-        live = self._usable_card()
+        live = await self._usable_card()
         record = live.record
         if key is AUTH_KEY:
             certificate = live.snapshot.auth_der if live.snapshot else None

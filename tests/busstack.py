@@ -12,56 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mncd.vcard.sessionbus import PrivateSessionBus
+
 BUS_NAME = "io.github.mncd.MyNumberCard1"
 OBJECT_PATH = "/io/github/mncd/MyNumberCard1"
 INTERFACE = BUS_NAME
 
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={socket}</listen>
-  {servicedirs}
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
-
-
-class PrivateBus:
-    """A dbus-daemon of type session, listening on a socket in a temporary directory."""
-
-    def __init__(
-        self,
-        directory: Path,
-        service_dirs: list[Path] | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.dir = directory
-        self.socket = directory / "bus"
-        self.address = f"unix:path={self.socket}"
-        config = directory / "bus.conf"
-        dirs = "".join(f"<servicedir>{d}</servicedir>" for d in service_dirs or [])
-        config.write_text(BUS_CONFIG.format(socket=self.socket, servicedirs=dirs))
-        self.process = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile"],
-            stdout=subprocess.DEVNULL,
-            stderr=(directory / "dbus-daemon.log").open("wb"),
-            env=env,
-        )
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("dbus-daemon did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+PrivateBus = PrivateSessionBus
 
 
 class Daemon:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from xml.etree import ElementTree
 
 import pytest
 from busstack import (
@@ -56,8 +57,8 @@ def wait_state(address: str, state: str) -> dict:
         s = status(address)
         if s["state"] != state:
             return None
-        if state == "card-present" and not s["auth"]["present"]:
-            return None
+        if state == "card-present" and s["auth"]["source"] != "card":
+            return None  # still being read
         return s
 
     return wait_for(reached, f"state {state}")
@@ -295,3 +296,32 @@ def test_dbus_activation_starts_the_daemon(tmp_path, sandbox, repo_root):
             os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not name_has_owner(private.address), "mncd to exit")
         private.stop()
+
+
+def _interface_shape(xml: str) -> dict:
+    """Methods (in-arg names and types, out types), signals, properties of the interface."""
+    root = ElementTree.fromstring(xml)
+    node = next(i for i in root.iter("interface") if i.get("name") == BUS_NAME)
+    shape: dict = {}
+    for m in node.iter("method"):
+        args = m.findall("arg")
+        shape[("method", m.get("name"))] = (
+            [(a.get("name"), a.get("type")) for a in args if a.get("direction", "in") == "in"],
+            [a.get("type") for a in args if a.get("direction") == "out"],
+        )
+    for s in node.iter("signal"):
+        shape[("signal", s.get("name"))] = [a.get("type") for a in s.findall("arg")]
+    for p in node.iter("property"):
+        shape[("property", p.get("name"))] = (p.get("type"), p.get("access"))
+    return shape
+
+
+def test_shipped_introspection_matches_the_daemon(daemon, repo_root):
+    exported = subprocess.run(
+        ["gdbus", "introspect", "--address", daemon.bus.address, "--dest", BUS_NAME,
+         "--object-path", "/io/github/mncd/MyNumberCard1", "--xml"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    shipped = (repo_root / "dbus" / f"{BUS_NAME}.xml").read_text()
+    assert _interface_shape(shipped) == _interface_shape(exported)
+    assert len(_interface_shape(shipped)) == 10
