@@ -20,7 +20,13 @@ from typing import Any, TypeVar
 
 from . import cardops, certs
 from .cache import CardCache, CardRecord, CertificateRecord, card_id_for
-from .card.errors import CardError, NotJpkiCardError, PcscUnavailableError, PinError
+from .card.errors import (
+    CardError,
+    NotJpkiCardError,
+    PcscUnavailableError,
+    PinBlockedError,
+    PinError,
+)
 from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from .card.pcsc import PcscContext
 from .monitor import CardAbsent, CardPresent, MonitorEvent, PcscUnavailable, ReadersChanged
@@ -39,6 +45,14 @@ class NoCardError(Exception):
 
 class PcscNotAvailableError(Exception):
     """pcscd is not reachable."""
+
+
+class LastTryError(Exception):
+    """One try is left and the caller did not say it may be used."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(f"one try left for the {label}")
+        self.label = label
 
 
 class NotSupportedError(Exception):
@@ -284,11 +298,24 @@ class CardManager:
         return live
 
     async def sign(
-        self, key: KeySlot, hash_name: str, digest: bytes, pin: bytearray
+        self,
+        key: KeySlot,
+        hash_name: str,
+        digest: bytes,
+        pin: bytearray,
+        allow_last_try: bool = False,
     ) -> cardops.SignResult:
-        """Sign ``digest`` with the auth or sign key of the present card."""
+        """Sign ``digest`` with the auth or sign key of the present card.
+
+        A blocked PIN is refused without asking the card, and the last try only when allowed.
+        """
         live = await self._usable_card()
         record = live.record
+        tries = record.pin_tries.get(key.name, -1) if record else -1
+        if tries == 0:
+            raise PinBlockedError(key.pin.label_en)
+        if tries == 1 and not allow_last_try:
+            raise LastTryError(key.pin.label_en)
         if key is AUTH_KEY:
             certificate = live.snapshot.auth_der if live.snapshot else None
             if certificate is None:

@@ -20,10 +20,12 @@ from . import certs
 from .card import errors as card_errors
 from .card.digestinfo import HASHES, digest, digest_size
 from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
+from .card.pin import wipe
 from .manager import (
     CardManager,
     CertificateMissingError,
     CertificateView,
+    LastTryError,
     NoCardError,
     NotSupportedError,
     PcscNotAvailableError,
@@ -65,6 +67,13 @@ def to_service_error(exc: BaseException) -> ServiceError:
             "PinBlocked",
             f"{exc}; reset it at your municipal office "
             "(暗証番号がロックされました。市区町村の窓口で再設定してください)",
+        )
+    if isinstance(exc, LastTryError):
+        return ServiceError(
+            "PinRequired",
+            f"only one try is left for the {exc.label}: a wrong PIN would block it until it is "
+            "reset at the municipal office; set allow-last-try to send it anyway "
+            "(残り1回です。間違えるとロックされます)",
         )
     if isinstance(exc, card_errors.SecurityStatusError):
         return ServiceError("PinRequired", "the card needs the PIN for this")
@@ -164,6 +173,7 @@ class MyNumberCardInterface(ServiceInterface):
         "digest": "b",
         "hash": "s",
         "interactive": "b",
+        "allow-last-try": "b",
     }
 
     def __init__(self, manager: CardManager, bus: MessageBus | None = None) -> None:
@@ -277,13 +287,13 @@ class MyNumberCardInterface(ServiceInterface):
                 f"the {key.pin.label_en} is needed ({key.pin.label_ja}を入力してください)",
             )
         pin = key.pin.check(pin_text)  # PinFormat before anything touches the card
-        caller = await self._describe_caller()
-        log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
         try:
-            result = await self.manager.sign(key, hash_name, digest_value, pin)
+            caller = await self._describe_caller()
+            log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
+            allow_last_try = _option(options, "allow-last-try", "b", False)
+            result = await self.manager.sign(key, hash_name, digest_value, pin, allow_last_try)
         finally:
-            for i in range(len(pin)):
-                pin[i] = 0
+            wipe(pin)
         return [result.signature, result.certificate]
 
     async def _describe_caller(self) -> str:

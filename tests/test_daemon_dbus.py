@@ -173,9 +173,17 @@ def test_cache_survives_a_restart(daemon, card):
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
 
 
-def auth_call(daemon, pin: str | None = None, hash_name: str = "sha256", data: bytes = b"x"):
+def auth_call(
+    daemon,
+    pin: str | None = None,
+    hash_name: str = "sha256",
+    data: bytes = b"x",
+    allow_last_try: bool = False,
+):
     """Authenticate through gdbus; returns (signature, certificate) or raises CallError."""
     options = [f"'hash': <'{hash_name}'>"]
+    if allow_last_try:
+        options.append("'allow-last-try': <true>")
     if pin is not None:
         options.append(f"'pin': <'{pin}'>")
     output = gdbus_call(
@@ -212,10 +220,22 @@ def test_wrong_pin_then_blocked(daemon, card):
     assert status(daemon.bus.address)["auth"]["pin_tries_left"] == 2
     with pytest.raises(CallError):
         auth_call(daemon, "9999")
+    # One try left: refused unless the caller explicitly allows using it.
+    card.commands(clear=True)
     with pytest.raises(CallError) as err:
-        auth_call(daemon, "9999")
+        auth_call(daemon, card.profile.auth_pin)
+    assert ERR + "PinRequired" in err.value.message and "allow-last-try" in err.value.message
+    assert card.commands() == []
+    with pytest.raises(CallError) as err:
+        auth_call(daemon, "9999", allow_last_try=True)
     assert ERR + "PinBlocked" in err.value.message and "municipal office" in err.value.message
     assert status(daemon.bus.address)["auth"]["pin_tries_left"] == 0
+    # Blocked: refused at once, the card is not asked again.
+    card.commands(clear=True)
+    with pytest.raises(CallError) as err:
+        auth_call(daemon, card.profile.auth_pin, allow_last_try=True)
+    assert ERR + "PinBlocked" in err.value.message
+    assert card.commands() == []
 
 
 def test_errors_no_card_removed_missing_and_unsupported(daemon, insert_card):

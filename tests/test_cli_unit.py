@@ -1,0 +1,556 @@
+"""Unit tests of mncctl's plain functions: formatting, error mapping, conversions, verification.
+
+None of these needs a bus, a daemon or a card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.x509.oid import NameOID
+from dbus_next import Variant
+
+from mncd import cli
+from mncd.cli import ExitCode
+
+ERR = "io.github.mncd.MyNumberCard1.Error."
+JST = dt.timezone(dt.timedelta(hours=9))
+# 2029-05-30 15:30 UTC is already 2029-05-31 in Japan.
+NOT_AFTER = int(dt.datetime(2029, 5, 30, 15, 30, tzinfo=dt.UTC).timestamp())
+FINGERPRINT = "ab" * 32
+
+
+def cert_status(**overrides: Variant) -> Variant:
+    fields = {
+        "present": Variant("b", True),
+        "source": Variant("s", "card"),
+        "state": Variant("s", "valid"),
+        "not_before": Variant("x", NOT_AFTER - 5 * 365 * 86400),
+        "not_after": Variant("x", NOT_AFTER),
+        "days_left": Variant("i", 1283),
+        "serial": Variant("s", "1A2B3C"),
+        "fingerprint": Variant("s", FINGERPRINT),
+        "issuer": Variant("s", "OU=Japan Agency for Local Authority Information Systems, C=JP"),
+        "algorithm": Variant("s", "rsa2048"),
+        "pin_tries_left": Variant("i", 3),
+    }
+    fields.update(overrides)
+    return Variant("a{sv}", fields)
+
+
+def daemon_status(**overrides: Variant) -> dict[str, Variant]:
+    """A GetStatus answer as dbus-next delivers it."""
+    status = {
+        "state": Variant("s", "card-present"),
+        "readers": Variant("as", ["ACS ACR39U ICC Reader 00 00"]),
+        "reader": Variant("s", "ACS ACR39U ICC Reader 00 00"),
+        "token": Variant("s", "card"),
+        "auth": cert_status(),
+        "sign": cert_status(pin_tries_left=Variant("i", 5), serial=Variant("s", "4D5E")),
+    }
+    status.update(overrides)
+    return status
+
+
+def section(text: str, title: str) -> str:
+    """The block of the status table under ``title`` (up to the next blank line)."""
+    start = text.index(title)
+    end = text.find("\n\n", start)
+    return text[start : end if end >= 0 else None]
+
+
+# ---------------------------------------------------------------------------------------------
+# error -> exit code and message
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        (ERR + "PinFormat", ExitCode.PIN),
+        (ERR + "PinIncorrect", ExitCode.PIN),
+        (ERR + "PinBlocked", ExitCode.PIN),
+        (ERR + "PinRequired", ExitCode.PIN),
+        (ERR + "Cancelled", ExitCode.CANCELLED),
+        (ERR + "NoCard", ExitCode.FAILED),
+        (ERR + "PcscUnavailable", ExitCode.FAILED),
+        (ERR + "CardRemoved", ExitCode.FAILED),
+        (ERR + "CertificateMissing", ExitCode.FAILED),
+        (ERR + "CertificateInvalid", ExitCode.FAILED),
+        (ERR + "InvalidArgument", ExitCode.FAILED),
+        (ERR + "NotSupported", ExitCode.FAILED),
+        (ERR + "Failed", ExitCode.FAILED),
+        (ERR + "SomethingNewer", ExitCode.FAILED),
+        ("org.freedesktop.DBus.Error.ServiceUnknown", ExitCode.UNREACHABLE),
+        ("org.freedesktop.DBus.Error.NameHasNoOwner", ExitCode.UNREACHABLE),
+        ("org.freedesktop.DBus.Error.Spawn.ChildExited", ExitCode.UNREACHABLE),
+        ("org.freedesktop.systemd1.NoSuchUnit", ExitCode.UNREACHABLE),
+        ("org.freedesktop.DBus.Error.UnknownMethod", ExitCode.FAILED),
+        ("org.freedesktop.DBus.Error.NoReply", ExitCode.FAILED),
+    ],
+)
+def test_exit_code_for_error(name: str, code: ExitCode) -> None:
+    assert cli.exit_code_for_error(name) == code
+
+
+def test_exit_codes_are_the_documented_numbers() -> None:
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5]
+
+
+def test_daemon_error_text_is_shown_as_is() -> None:
+    text = "incorrect signing password: 4 tries left (残り4回)"
+    assert cli.error_lines(ERR + "PinIncorrect", text) == [text]
+
+
+def test_pin_blocked_gets_the_municipal_office_hint() -> None:
+    lines = cli.error_lines(ERR + "PinBlocked", "signing password is blocked: no tries left")
+    assert lines == [
+        "signing password is blocked: no tries left",
+        "The PIN is blocked: reset it at your municipal office "
+        "(市区町村の窓口で再設定してください).",
+    ]
+
+
+def test_pin_required_tells_how_to_give_the_pin() -> None:
+    lines = cli.error_lines(ERR + "PinRequired", "a PIN is required")
+    assert lines[0] == "a PIN is required"
+    assert "--pin-stdin" in lines[1]
+
+
+def test_empty_error_text_falls_back_to_a_readable_name() -> None:
+    assert cli.error_lines(ERR + "CertificateMissing", "") == ["certificate missing"]
+
+
+def test_unreachable_daemon_message() -> None:
+    lines = cli.error_lines(
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "The name io.github.mncd.MyNumberCard1 was not provided by any .service files",
+    )
+    assert lines == [
+        "the mncd daemon is not running and could not be started: "
+        "The name io.github.mncd.MyNumberCard1 was not provided by any .service files"
+    ]
+
+
+def test_foreign_error_names_are_kept_for_diagnosis() -> None:
+    assert cli.error_lines("org.freedesktop.DBus.Error.AccessDenied", "denied") == [
+        "denied (org.freedesktop.DBus.Error.AccessDenied)"
+    ]
+
+
+def test_main_prints_one_prefixed_line_and_returns_the_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(_: object) -> int:
+        raise cli.DaemonError(ERR + "PinBlocked", "signing password is blocked: no tries left")
+
+    monkeypatch.setattr(cli, "cmd_status", fail)
+    assert cli.main(["status"]) == ExitCode.PIN
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "mncctl: signing password is blocked: no tries left",
+        "mncctl: The PIN is blocked: reset it at your municipal office "
+        "(市区町村の窓口で再設定してください).",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (cli.BusUnavailableError("cannot connect to the session bus: x"), 3, "cannot connect"),
+        (cli.UsageError("cannot read nope.pdf: No such file or directory"), 2, "nope.pdf"),
+        (cli.PinInputError("--pin-stdin: standard input is empty"), 4, "--pin-stdin"),
+        (cli.CancelledByUserError("cancelled"), 5, "cancelled"),
+        (KeyboardInterrupt(), 5, "cancelled"),
+        (cli.VerificationError("the signature does not verify"), 1, "does not verify"),
+        (OSError("cannot write a.sig: Disk quota exceeded"), 1, "a.sig"),
+    ],
+)
+def test_main_maps_local_failures(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: BaseException,
+    code: int,
+    message: str,
+) -> None:
+    def fail(_: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_status", fail)
+    assert cli.main(["status"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("mncctl: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sign"]) == ExitCode.USAGE
+    assert cli.main(["frobnicate"]) == ExitCode.USAGE
+    assert cli.main(["sign", "x", "--hash", "md5"]) == ExitCode.USAGE
+    assert "usage: mncctl" in capsys.readouterr().err
+
+
+def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == ExitCode.OK
+    assert "exit codes" in capsys.readouterr().out
+
+
+def test_sign_of_a_missing_file_is_a_usage_error(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["sign", f"{tmp_path}/missing.pdf"]) == ExitCode.USAGE
+    assert capsys.readouterr().err.startswith("mncctl: cannot read ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants -> JSON
+
+
+def test_to_plain_unwraps_nested_variants_and_keeps_types() -> None:
+    plain = cli.to_plain(daemon_status())
+    assert plain["state"] == "card-present"
+    assert plain["readers"] == ["ACS ACR39U ICC Reader 00 00"]
+    assert plain["auth"]["present"] is True
+    assert plain["auth"]["not_after"] == NOT_AFTER
+    assert type(plain["auth"]["days_left"]) is int
+    assert plain["sign"]["pin_tries_left"] == 5
+
+
+def test_to_plain_turns_bytes_into_hex() -> None:
+    assert cli.to_plain(Variant("ay", b"\x01\xff")) == "01ff"
+
+
+def test_status_json_is_valid_json_with_ints_and_japanese_unescaped() -> None:
+    status = daemon_status(reader=Variant("s", "リーダー"))
+    text = cli.status_json(status)
+    assert "リーダー" in text
+    parsed = json.loads(text)
+    assert parsed["auth"]["days_left"] == 1283
+    assert parsed["auth"]["pin_tries_left"] == 3
+    assert parsed["auth"]["present"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# status table
+
+
+def test_status_table_shows_state_reader_and_both_certificates() -> None:
+    text = cli.format_status(daemon_status(), tz=JST)
+    assert text.splitlines()[0] == "State:     card-present (My Number Card present)"
+    assert "Reader:    ACS ACR39U ICC Reader 00 00" in text
+    assert "Token:     card (My Number Card)" in text
+    auth = section(text, "利用者証明用電子証明書 (user authentication)")
+    sign = section(text, "署名用電子証明書 (signing)")
+    assert "  State:        valid" in auth
+    assert "  Expires:      2029-05-31 (1283 days left)" in auth
+    assert "  Source:       card" in auth
+    assert "  PIN tries:    3/3" in auth
+    assert "  Serial:       1A2B3C" in auth
+    assert f"  Fingerprint:  {FINGERPRINT}" in auth
+    assert "  Issuer:       OU=Japan Agency" in auth
+    assert "  PIN tries:    5/5" in sign
+    assert "  Serial:       4D5E" in sign
+
+
+def test_status_expiry_is_a_date_in_the_given_time_zone() -> None:
+    assert "2029-05-30" in cli.format_status(daemon_status(), tz=dt.UTC)
+    assert "2029-05-31" in cli.format_status(daemon_status(), tz=JST)
+
+
+def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
+    status = daemon_status(
+        state=Variant("s", "no-card"),
+        reader=Variant("s", ""),
+        sign=cert_status(
+            source=Variant("s", "cache"),
+            state=Variant("s", "expiring"),
+            days_left=Variant("i", 1),
+            pin_tries_left=Variant("i", 0),
+        ),
+    )
+    text = cli.format_status(status, tz=JST)
+    assert text.splitlines()[0] == "State:     no-card (no card in the reader)"
+    assert "Reader:    (none)" in text
+    assert "Readers:   ACS ACR39U ICC Reader 00 00" in text
+    sign = section(text, "署名用電子証明書")
+    assert "  State:        expiring soon" in sign
+    assert "(1 day left)" in sign
+    assert "  Source:       cache (as last read from the card)" in sign
+    assert "  PIN tries:    0/5 (blocked" in sign
+
+
+def test_status_of_an_expired_certificate() -> None:
+    status = daemon_status(
+        auth=cert_status(state=Variant("s", "expired"), days_left=Variant("i", -12))
+    )
+    auth = section(cli.format_status(status, tz=JST), "利用者証明用")
+    assert "  State:        expired (有効期限切れ)" in auth
+    assert "(expired 12 days ago)" in auth
+
+
+def test_status_with_missing_certificate_and_unknown_values() -> None:
+    status = daemon_status(
+        auth=Variant(
+            "a{sv}",
+            {
+                "present": Variant("b", False),
+                "source": Variant("s", "none"),
+                "pin_tries_left": Variant("i", -1),
+            },
+        ),
+        sign=cert_status(not_after=Variant("x", 0), pin_tries_left=Variant("i", -1)),
+    )
+    text = cli.format_status(status, tz=JST)
+    auth = section(text, "利用者証明用")
+    assert auth.splitlines()[1:] == ["  Certificate:  not present"]
+    sign = section(text, "署名用")
+    assert "  Expires:      unknown" in sign
+    assert "  PIN tries:    unknown" in sign
+
+
+def test_status_ignores_unknown_keys_and_survives_missing_ones() -> None:
+    status = {
+        "state": Variant("s", "pcsc-unavailable"),
+        "future_key": Variant("a{sv}", {"x": Variant("i", 1)}),
+        "auth": Variant("a{sv}", {"present": Variant("b", True), "brand_new": Variant("b", True)}),
+    }
+    text = cli.format_status(status)
+    assert text.startswith("State:     pcsc-unavailable (the smart-card service is not available")
+    assert "future_key" not in text
+    assert "brand_new" not in text
+    assert "署名用" not in text  # no sign entry: no section
+    assert "  State:        unknown" in section(text, "利用者証明用")
+
+
+def test_status_shows_unknown_state_and_token_values_raw() -> None:
+    status = daemon_status(state=Variant("s", "warming-up"), token=Variant("s", "android"))
+    text = cli.format_status(status)
+    assert text.splitlines()[0] == "State:     warming-up"
+    assert "Token:     android (Android smartphone (スマホ用電子証明書))" in text
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [(30, "30 days left"), (1, "1 day left"), (0, "expires today"), (-1, "expired 1 day ago")],
+)
+def test_format_days_left(days: int, text: str) -> None:
+    assert cli.format_days_left(days) == text
+
+
+def test_tries_note_only_when_tries_are_short() -> None:
+    assert cli.tries_note("sign", 5) is None
+    assert cli.tries_note("sign", -1) is None
+    assert cli.tries_note("auth", 2) == "2 tries are left before the PIN is blocked (残り2回)."
+    assert cli.tries_note("auth", 1) == "Only 1 try is left before the PIN is blocked (残り1回)."
+
+
+# ---------------------------------------------------------------------------------------------
+# options and PIN input
+
+
+def test_sign_options_never_include_what_was_not_asked() -> None:
+    assert cli.sign_options(None) == {}
+    options = cli.sign_options("ABC123", digest=True, allow_last_try=True)
+    assert options["pin"] == Variant("s", "ABC123")
+    assert options["digest"] == Variant("b", True)
+    assert options["allow-last-try"] == Variant("b", True)
+
+
+def test_auth_options_always_name_the_hash() -> None:
+    assert cli.auth_options("sha384", None) == {"hash": Variant("s", "sha384")}
+    assert cli.auth_options("sha256", "1234")["pin"] == Variant("s", "1234")
+
+
+def no_note() -> str | None:
+    raise AssertionError("the status must not be asked for")
+
+
+def test_pin_from_stdin_is_the_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("ABC123\r\nrest\n"))
+    pin = cli.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
+    assert pin == "ABC123"
+
+
+def test_empty_pin_on_stdin_is_a_pin_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(cli.PinInputError):
+        cli.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
+
+
+def test_no_pin_is_sent_when_stdin_is_not_a_terminal() -> None:
+    assert cli.read_pin(from_stdin=False, prompt="?", stdin_is_tty=False, note=no_note) is None
+
+
+def test_terminal_prompt_uses_getpass_and_shows_the_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str) -> str:
+        prompts.append(prompt)
+        return "ABC123"
+
+    monkeypatch.setattr(cli.getpass, "getpass", fake_getpass)
+    pin = cli.read_pin(
+        from_stdin=False, prompt=cli.SIGN_PROMPT, stdin_is_tty=True, note=lambda: "1 left"
+    )
+    assert pin == "ABC123"
+    assert prompts == ["署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "]
+    captured = capsys.readouterr()
+    assert captured.err == "1 left\n"
+    assert "ABC123" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("answer", ["", EOFError(), KeyboardInterrupt()])
+def test_empty_terminal_answer_cancels(monkeypatch: pytest.MonkeyPatch, answer: object) -> None:
+    def fake_getpass(_: str) -> str:
+        if isinstance(answer, BaseException):
+            raise answer
+        return str(answer)
+
+    monkeypatch.setattr(cli.getpass, "getpass", fake_getpass)
+    with pytest.raises(cli.CancelledByUserError):
+        cli.read_pin(from_stdin=False, prompt="?", stdin_is_tty=True, note=lambda: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# watch lines
+
+WHEN = dt.datetime(2025, 11, 25, 13, 0, 1, tzinfo=JST)
+
+
+def test_signal_line() -> None:
+    event = cli.describe_signal(cli.INTERFACE, "CardInserted", ["ACS ACR39U 00 00"])
+    assert event == ("CardInserted", ["ACS ACR39U 00 00"])
+    assert (
+        cli.format_event(WHEN, *event)
+        == '2025-11-25T13:00:01+09:00 CardInserted "ACS ACR39U 00 00"'
+    )
+
+
+def test_certificate_status_line() -> None:
+    event = cli.describe_signal(cli.INTERFACE, "CertificateStatusChanged", ["sign", "expiring"])
+    assert event is not None
+    assert cli.format_event(WHEN, *event).endswith(' CertificateStatusChanged "sign" "expiring"')
+
+
+def test_properties_changed_line() -> None:
+    body = [
+        cli.INTERFACE,
+        {"State": Variant("s", "no-card"), "CardPresent": Variant("b", False)},
+        ["Readers"],
+    ]
+    event = cli.describe_signal(cli.PROPERTIES_INTERFACE, "PropertiesChanged", body)
+    assert event is not None
+    line = cli.format_event(WHEN, *event)
+    assert line == (
+        '2025-11-25T13:00:01+09:00 PropertiesChanged State="no-card" CardPresent=false '
+        'Readers="(invalidated)"'
+    )
+
+
+def test_properties_of_other_interfaces_are_skipped() -> None:
+    body = ["org.example.Other", {"X": Variant("i", 1)}, []]
+    assert cli.describe_signal(cli.PROPERTIES_INTERFACE, "PropertiesChanged", body) is None
+
+
+def test_daemon_start_and_stop() -> None:
+    started = cli.describe_signal(
+        "org.freedesktop.DBus", "NameOwnerChanged", [cli.BUS_NAME, "", ":1.5"]
+    )
+    stopped = cli.describe_signal(
+        "org.freedesktop.DBus", "NameOwnerChanged", [cli.BUS_NAME, ":1.5", ""]
+    )
+    assert started == ("DaemonStarted", [])
+    assert stopped == ("DaemonStopped", [])
+
+
+def test_json_event_line() -> None:
+    line = cli.format_event(WHEN, "CardRemoved", ["リーダー"], as_json=True)
+    assert "リーダー" in line
+    assert json.loads(line) == {
+        "time": "2025-11-25T13:00:01+09:00",
+        "event": "CardRemoved",
+        "args": ["リーダー"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# local verification
+
+
+def self_signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x1A2B)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.mark.parametrize(
+    ("hash_name", "algorithm"),
+    [("sha256", hashes.SHA256()), ("sha384", hashes.SHA384()), ("sha512", hashes.SHA512())],
+)
+def test_rsa_pkcs1_signature_verifies(
+    rsa_key: rsa.RSAPrivateKey, hash_name: str, algorithm: hashes.HashAlgorithm
+) -> None:
+    cert = self_signed(rsa_key)
+    data = b"challenge" * 3
+    signature = rsa_key.sign(data, padding.PKCS1v15(), algorithm)
+    assert cli.verify_signature(cert, signature, data, hash_name)
+    assert not cli.verify_signature(cert, signature, data + b"!", hash_name)
+
+
+def test_rsa_signature_over_a_local_digest_verifies(rsa_key: rsa.RSAPrivateKey) -> None:
+    cert = self_signed(rsa_key)
+    digest = hashlib.sha256(b"big file").digest()
+    signature = rsa_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    assert cli.verify_signature(cert, signature, digest, "sha256", prehashed=True)
+    assert not cli.verify_signature(cert, signature, digest, "sha256")
+
+
+def test_ecdsa_signature_verifies_in_der_form(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    cert = self_signed(ec_key)
+    data = b"challenge"
+    der = ec_key.sign(data, ec.ECDSA(hashes.SHA256()))
+    r, s = utils.decode_dss_signature(der)
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert cli.verify_signature(cert, der, data, "sha256")
+    assert not cli.verify_signature(cert, raw, data, "sha256")  # the API returns DER
+    assert not cli.verify_signature(cert, der, b"other", "sha256")
+
+
+def test_unreadable_certificate_is_a_verification_error() -> None:
+    with pytest.raises(cli.VerificationError):
+        cli.verify_signature(b"not a certificate", b"sig", b"data", "sha256")
+
+
+def test_certificate_summary(rsa_key: rsa.RSAPrivateKey) -> None:
+    assert cli.certificate_summary(self_signed(rsa_key)).startswith("serial 1A2B, expires ")
+    assert cli.certificate_summary(b"junk") == ""
