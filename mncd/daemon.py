@@ -23,6 +23,7 @@ from .manager import CardManager, Listener
 from .monitor import PcscMonitor
 from .service import BUS_NAME, OBJECT_PATH, MyNumberCardInterface, SafeMessageBus
 from .systemd import notify, setup_logging, watchdog_interval
+from .udev import UdevReaderWatcher
 
 log = logging.getLogger("mncd")
 
@@ -66,10 +67,15 @@ async def run(state_dir: Path | None = None) -> int:
     await manager.start()
     monitor = PcscMonitor(loop, manager.handle_event)
     monitor.start()
+    manager.rescan = monitor.rescan
+    udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
+    if udev.start():
+        manager.usb_readers.update(udev.present)
 
     reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         log.error("another mncd already owns %s on this bus", BUS_NAME)
+        udev.stop()
         monitor.stop()
         manager.close()
         bus.disconnect()
@@ -93,6 +99,7 @@ async def run(state_dir: Path | None = None) -> int:
     notify("STOPPING=1")
     for task in pending:
         task.cancel()
+    udev.stop()
     monitor.stop()
     manager.close()
     if bus.connected:

@@ -30,6 +30,7 @@ from .card.errors import (
 from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from .card.pcsc import PcscContext
 from .monitor import CardAbsent, CardPresent, MonitorEvent, PcscUnavailable, ReadersChanged
+from .udev import ReaderDevice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +120,8 @@ class CardManager:
         self._local = threading.local()
         self._lock = asyncio.Lock()
         self._cert_states: dict[str, str] = {}
+        self.usb_readers: dict[str, ReaderDevice] = {}  #: USB readers udev reports
+        self.rescan: Callable[[], None] = lambda: None
         self.operations = 0  #: card operations run (for tests and benchmarks)
 
     async def start(self) -> None:
@@ -182,6 +185,28 @@ class CardManager:
             self.listener.card_removed(event.reader)
         self.listener.state_changed()
         self._publish_certificate_states()
+
+    def handle_usb_reader(self, action: str, device: ReaderDevice) -> None:
+        """udev saw a USB reader come or go: let PC/SC rescan, and note readers it cannot use."""
+        if action == "add":
+            self.usb_readers[device.sys_path] = device
+            if device.ccid:
+                log.info("USB smart-card reader plugged in: %s", device.name)
+            else:
+                log.warning(
+                    "%s is plugged in, but it is not a CCID reader: pcscd cannot use it "
+                    "without a separate driver",
+                    device.name,
+                )
+        else:
+            self.usb_readers.pop(device.sys_path, None)
+            log.info("USB smart-card reader unplugged: %s", device.name)
+        self.rescan()
+        self.listener.state_changed()
+
+    def unsupported_readers(self) -> list[str]:
+        """USB readers that are plugged in but that pcscd cannot drive (not CCID)."""
+        return sorted(d.name for d in self.usb_readers.values() if not d.ccid)
 
     async def _read_inserted(self, reader: str) -> None:
         live = self.cards.get(reader)

@@ -234,6 +234,7 @@ class MyNumberCardInterface(ServiceInterface):
             "readers": Variant("as", list(self.manager.readers)),
             "reader": Variant("s", live.reader if live else ""),
             "token": Variant("s", token),
+            "unsupported_readers": Variant("as", self.manager.unsupported_readers()),
             "auth": Variant("a{sv}", _view_to_dbus(self.manager.certificate_view("auth"))),
             "sign": Variant("a{sv}", _view_to_dbus(self.manager.certificate_view("sign"))),
         }

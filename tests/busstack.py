@@ -32,10 +32,13 @@ class Daemon:
         self.state_dir = state_dir
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, extra_env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        self, extra_env: dict[str, str] | None = None, wrapper: list[str] | None = None
+    ) -> Daemon:
+        """Start mncd (``wrapper``: a command prefix such as ``umockdev-wrapper``)."""
         env = {**self.env, **(extra_env or {}), "XDG_STATE_HOME": str(self.state_dir)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mncd.daemon", "--verbose"],
+            [*(wrapper or []), sys.executable, "-m", "mncd.daemon", "--verbose"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self.log_path.open("ab"),
