@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -84,7 +85,7 @@ def test_status_and_certificates_from_the_card(daemon, card):
     # The signing certificate's data is not known before its password, and never in status.
     assert s["sign"]["state"] == "unknown"
     text = json.dumps(s, ensure_ascii=False)
-    for secret in (card.profile.name, card.profile.address, "19900401", card.profile.auth_pin):
+    for secret in (card.profile.name, card.profile.address, "19900401", "4199004"):
         assert secret not in text
     for which, key in (("auth", "auth"), ("auth-ca", "auth-ca"), ("sign-ca", "sign-ca")):
         assert (
@@ -106,7 +107,6 @@ def test_authenticate_with_busctl(daemon, card):
     assert bytes(cert) == card.certificates()["auth"]
     verify(bytes(cert), bytes(signature), challenge)
     assert "Authenticate requested by" in daemon.log
-    assert card.profile.auth_pin not in daemon.log
 
 
 def test_sign_with_gdbus_then_status_knows_the_signing_certificate(daemon, card):
@@ -120,6 +120,7 @@ def test_sign_with_gdbus_then_status_knows_the_signing_certificate(daemon, card)
     signature, cert = parse_gvariant_arrays(result.stdout)
     assert cert == card.certificates()["sign"]
     verify(cert, signature, document, hashes.SHA384())
+    assert "Sign requested by" in daemon.log and card.profile.sign_password not in daemon.log
     s = status(daemon.bus.address)
     assert s["sign"]["state"] == "valid"
     assert s["sign"]["fingerprint"] == hashlib.sha256(cert).hexdigest()
@@ -344,4 +345,26 @@ def test_shipped_introspection_matches_the_daemon(daemon, repo_root):
     ).stdout  # fmt: skip
     shipped = (repo_root / "dbus" / f"{BUS_NAME}.xml").read_text()
     assert _interface_shape(shipped) == _interface_shape(exported)
-    assert len(_interface_shape(shipped)) == 10
+    assert len(_interface_shape(shipped)) == 11
+
+
+def test_sd_notify_ready_status_and_watchdog(bus, sandbox, tmp_path):
+    notify_path = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify_path))
+    receiver.settimeout(15)
+    daemon = Daemon(bus, sandbox.env, tmp_path / "state")
+    daemon.start(extra_env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"})
+    try:
+        messages = []
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(receiver.recv(4096).decode())
+        ready = next(m for m in messages if "READY=1" in m)
+        assert "STATUS=" in ready
+        assert daemon.process is not None and daemon.stop() == 0
+        stopping = receiver.recv(4096).decode()
+        while "STOPPING=1" not in stopping:
+            stopping = receiver.recv(4096).decode()
+    finally:
+        receiver.close()
+        daemon.stop()
