@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -20,8 +21,29 @@ OID_JPKI_SEX = x509.ObjectIdentifier("1.2.392.200149.8.5.5.3")
 OID_JPKI_BIRTH_DATE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.4")
 OID_JPKI_ADDRESS = x509.ObjectIdentifier("1.2.392.200149.8.5.5.5")
 OID_JPKI_ADDRESS_SUBSTITUTE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.6")
-#: Renewal opens this long before notAfter (3 months on today's card; 1 year planned next).
-RENEWAL_WINDOW = dt.timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class CardGeneration:
+    """What differs between card generations: key algorithm and when renewal opens."""
+
+    name: str
+    algorithm: str  # as key_algorithm() names it
+    renewal_window: dt.timedelta
+
+
+#: Today's card: RSA-2048, renewal from 3 months before expiry.
+CURRENT_CARD = CardGeneration("jpki", "rsa2048", dt.timedelta(days=90))
+#: The planned next-generation card (ECDSA P-384, renewal from 1 year before); provisional,
+#: from public reports: the real card's layout is not public yet.
+NEXT_GENERATION = CardGeneration("next-generation-provisional", "ec-p384", dt.timedelta(days=365))
+GENERATIONS = (CURRENT_CARD, NEXT_GENERATION)
+
+
+def generation_for(algorithm: str) -> CardGeneration:
+    """The card generation a certificate's key algorithm belongs to (today's card if unknown)."""
+    return next((g for g in GENERATIONS if g.algorithm == algorithm), CURRENT_CARD)
+
 
 OID_POLICY_SIGN = x509.ObjectIdentifier("1.2.392.200149.8.5.1.1.20")
 OID_POLICY_AUTH = x509.ObjectIdentifier("1.2.392.200149.8.5.1.3.30")
@@ -154,6 +176,27 @@ class PersonalData:
 
     def __repr__(self) -> str:  # never print personal data by accident
         return "PersonalData(<personal data>)"
+
+
+def _normalized(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def changed_fields(
+    certificate: PersonalData, name: str, address: str, birth_date: dt.date, sex: str
+) -> list[str]:
+    """Kinds of personal data (name, address, birth_date, sex) that differ between the signing
+    certificate and what the card shows now. Only the kinds are returned, never the values."""
+    changed = []
+    if _normalized(certificate.name) != _normalized(name):
+        changed.append("name")
+    if _normalized(certificate.address) != _normalized(address):
+        changed.append("address")
+    if certificate.gregorian_birth_date != f"{birth_date:%Y%m%d}":
+        changed.append("birth_date")
+    if certificate.sex != sex_code_for_certificate(sex):
+        changed.append("sex")
+    return changed
 
 
 def personal_data(der: bytes) -> PersonalData:

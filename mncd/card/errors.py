@@ -43,6 +43,10 @@ class ApduError(CardError):
         super().__init__(message or f"card answered status {sw:04X}")
 
 
+class KeyUnusableError(ApduError):
+    """The card refuses to use the key: its certificate can no longer be used."""
+
+
 class InvalidResponseError(CardError):
     """The card's answer is malformed (wrong length, broken encoding, impossible values)."""
 

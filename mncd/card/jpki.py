@@ -15,6 +15,7 @@ from .errors import (
     ApduError,
     FileMissingError,
     InvalidResponseError,
+    KeyUnusableError,
     NotJpkiCardError,
     PinBlockedError,
     PinIncorrectError,
@@ -224,7 +225,11 @@ class JpkiSession:
         if not data:
             raise ValueError("nothing to sign")
         self._select_ef(key.key_fid)
-        signature = self.protocol.send(compute_signature(data))
+        signature, sw = self.protocol.exchange(compute_signature(data))
+        if sw in (SW.REFERENCE_DATA_NOT_USABLE, SW.CONDITIONS_NOT_SATISFIED):
+            raise KeyUnusableError(sw, "the card refuses to use this key")
+        if sw != SW.OK:
+            raise status_error(sw)
         if not signature:
             raise InvalidResponseError("card returned an empty signature")
         return signature

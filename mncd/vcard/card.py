@@ -27,6 +27,7 @@ from .profile import TOKEN_LABELS, CardProfile, contactless_atr, resolve_atr
 OK = b"\x90\x00"
 CERTIFICATE_EF_SIZE = 0x800  # certificate EFs are larger than the certificates in them
 FILLER = 0xFF
+WRONG_LE_CHUNK = 0xF0
 
 
 def sw(value: int) -> bytes:
@@ -179,6 +180,17 @@ class VirtualCard:
             apps[JPKI_AID] = jpki
         return apps
 
+    def replace_pki(self, pki: CardPki) -> None:
+        """New keys/certificates on the same card (PIN counters and state are kept)."""
+        with self._lock:
+            self.pki = pki
+            fresh = self._build_files(self.profile, pki)
+            for aid, app in fresh.items():
+                if aid in self.apps:
+                    for fid, ef in app.files.items():
+                        if not isinstance(ef, PinFile):
+                            self.apps[aid].files[fid] = ef
+
     # -- card life cycle -------------------------------------------------------------------
 
     @property
@@ -272,10 +284,13 @@ class VirtualCard:
         offset = (p1 << 8) | p2
         if offset >= len(ef.data):
             raise _Status(0x6B00)
-        chunk = ef.data[offset : offset + le]
-        if len(chunk) < le and self.profile.wrong_le_6cxx:
-            raise _Status(0x6C00 | len(chunk))
-        return chunk + OK
+        if self.profile.wrong_le_6cxx:
+            # This card serves at most WRONG_LE_CHUNK bytes per READ BINARY and tells the
+            # reader the right Le with 6Cxx whenever Le asks for more than it will give.
+            available = min(len(ef.data) - offset, WRONG_LE_CHUNK)
+            if le > available:
+                raise _Status(0x6C00 | available)
+        return ef.data[offset : offset + le] + OK
 
     def _verify(self, p1: int, p2: int, data: bytes, has_le: bool) -> bytes:
         if has_le and self.profile.verify_le_strict:

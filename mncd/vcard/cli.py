@@ -15,16 +15,23 @@ import sys
 import threading
 from pathlib import Path
 
-from .profile import CONTACT_ATRS, CONTACTLESS_ATRS, CardProfile
+from .profile import CONTACT_ATRS, CONTACTLESS_ATRS, PRESETS, CardProfile
 
 
 def _profile(args: argparse.Namespace) -> CardProfile:
-    profile = CardProfile.load(args.profile) if args.profile else CardProfile()
+    profile = CardProfile.load(args.profile) if args.profile else CardProfile.preset(args.preset)
     return profile.with_overrides(args.set or [])
 
 
 def _add_profile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", type=Path, help="profile file (.json or .toml)")
+    parser.add_argument(
+        "--preset",
+        default="current",
+        choices=sorted(PRESETS),
+        help="starting profile; next-generation-provisional = ECDSA P-384 keys and 10-year "
+        "certificates in today's AP layout (the real next-generation layout is not public yet)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -84,6 +91,7 @@ def cmd_settings(_: argparse.Namespace) -> int:
             continue
         print(f"{f.name:24} {getattr(CardProfile(), f.name)!r}")
     print("\natr presets:", ", ".join([*CONTACT_ATRS, *CONTACTLESS_ATRS]))
+    print("profile presets (--preset):", ", ".join(PRESETS))
     return 0
 
 

@@ -56,6 +56,10 @@ class CardControl:
     def certificates(self, card: str = "default") -> dict[str, bytes]:
         return {k: bytes.fromhex(v) for k, v in self.call("certificates", card=card).items()}
 
+    def renew_signing_certificate(self, card: str = "default") -> None:
+        """The office issues a new signing certificate onto the card (the old one is revoked)."""
+        self.call("renew-sign", card=card)
+
     def pull_on(self, prefix: str, slot: int = 0) -> None:
         """Remove the card from ``slot`` when it receives a command starting with ``prefix``."""
         self.call("pull-on", slot=slot, prefix=prefix)

@@ -105,6 +105,10 @@ class CardHost:
                 "sign": card.pki.sign_certificate.hex(),
                 "sign-ca": card.pki.sign_ca_certificate.hex(),
             }
+        if cmd == "renew-sign":
+            card = self.card(name)
+            card.replace_pki(pki.renew_signing_certificate(card.profile, card.pki))
+            return {}
         if cmd == "pull-on":
             link = self.links.get(slot)
             if link is None:

@@ -8,6 +8,7 @@ The CA names say plainly that they are test CAs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from .profile import CardProfile
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 TEST_ORG = "JPKI"
 TEST_MARK = "mncd virtual card - test only"
+AUTH_CA = "JPKI for user authentication"
+SIGN_CA = "JPKI for digital signature"
 
 
 @dataclass(frozen=True)
@@ -134,26 +137,46 @@ def _holder_serial() -> str:
 
 def generate(profile: CardProfile) -> CardPki:
     """Keys and certificates for ``profile`` (CA keys are reused within the process)."""
-    validity = profile.validity()
-    auth_ca = _ca("JPKI for user authentication", profile.algorithm)
-    sign_ca = _ca("JPKI for digital signature", profile.algorithm)
     auth_key = new_key(profile.algorithm)
+    auth_cert = _auth_certificate(profile, auth_key)
     sign_key = new_key(profile.algorithm)
-    signature_usage = x509.KeyUsage(True, True, False, False, False, False, False, False, False)
-    auth_usage = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    return CardPki(
+        auth_key=auth_key,
+        sign_key=sign_key,
+        auth_certificate=auth_cert,
+        auth_ca_certificate=_ca(AUTH_CA, profile.algorithm)[1],
+        sign_certificate=_sign_certificate(profile, sign_key),
+        sign_ca_certificate=_ca(SIGN_CA, profile.algorithm)[1],
+    )
 
-    auth_cert = _end_entity(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-                x509.NameAttribute(NameOID.COMMON_NAME, _holder_serial()),
-            ]
-        ),
-        auth_key,
-        auth_ca,
-        validity,
+
+def renew_signing_certificate(profile: CardProfile, current: CardPki) -> CardPki:
+    """The same card after the office issued a new signing certificate (e.g. after a move)."""
+    sign_key = new_key(profile.algorithm)
+    return dataclasses.replace(
+        current, sign_key=sign_key, sign_certificate=_sign_certificate(profile, sign_key)
+    )
+
+
+def _auth_certificate(profile: CardProfile, key: PrivateKey) -> bytes:
+    auth_usage = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+            x509.NameAttribute(NameOID.COMMON_NAME, _holder_serial()),
+        ]
+    )
+    return _end_entity(
+        subject,
+        key,
+        _ca(AUTH_CA, profile.algorithm),
+        profile.validity(),
         [(auth_usage, True), (_policy(OID_POLICY_AUTH), False)],
     )
+
+
+def _sign_certificate(profile: CardProfile, key: PrivateKey) -> bytes:
+    signature_usage = x509.KeyUsage(True, True, False, False, False, False, False, False, False)
     name, address, birth_date, sex = profile.certificate_personal_data()
     san = x509.SubjectAlternativeName(
         [
@@ -165,25 +188,18 @@ def generate(profile: CardProfile) -> CardPki:
             x509.OtherName(OID_JPKI_ADDRESS, encode_personal_value(address)),
         ]
     )
-    sign_cert = _end_entity(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-                x509.NameAttribute(NameOID.LOCALITY_NAME, "Tokyo-to"),
-                x509.NameAttribute(NameOID.LOCALITY_NAME, "Chiyoda-ku"),
-                x509.NameAttribute(NameOID.COMMON_NAME, _holder_serial()),
-            ]
-        ),
-        sign_key,
-        sign_ca,
-        validity,
-        [(signature_usage, True), (_policy(OID_POLICY_SIGN), False), (san, False)],
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Tokyo-to"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Chiyoda-ku"),
+            x509.NameAttribute(NameOID.COMMON_NAME, _holder_serial()),
+        ]
     )
-    return CardPki(
-        auth_key=auth_key,
-        sign_key=sign_key,
-        auth_certificate=auth_cert,
-        auth_ca_certificate=auth_ca[1],
-        sign_certificate=sign_cert,
-        sign_ca_certificate=sign_ca[1],
+    return _end_entity(
+        subject,
+        key,
+        _ca(SIGN_CA, profile.algorithm),
+        profile.validity(),
+        [(signature_usage, True), (_policy(OID_POLICY_SIGN), False), (san, False)],
     )

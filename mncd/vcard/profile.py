@@ -35,6 +35,21 @@ CONTACTLESS_ATRS = {
     "contactless-1": contactless_atr(bytes.fromhex("0000000000000081")).hex().upper(),
 }
 
+#: Named starting points for a profile (``mncd-vcard --preset NAME``).
+PRESETS: dict[str, dict[str, Any]] = {
+    "current": {},
+    # The planned next-generation card as publicly reported: ECDSA P-384 with SHA-384 and
+    # 10-year certificates. Its real AP layout and file IDs are not public yet, so this preset
+    # keeps today's layout: it exercises the algorithm and validity, not the real card.
+    "next-generation-provisional": {
+        "algorithm": "ec-p384",
+        "not_before_days": -30,
+        "not_after_days": 3650 - 30,
+    },
+    "under-15": {"sign_certificate": False},
+    "contactless": {"atr": "contactless-1", "apdu_delay_ms": 0.0},
+}
+
 TOKEN_LABELS = {
     "card": "JPKIAPICCTOKEN2",
     "android": "JPKIAPGPSETOKEN",
@@ -86,7 +101,7 @@ class CardProfile:
     verify_le_strict: bool = True  #: VERIFY with a trailing Le byte answers 6700
     reselect_logout: bool = True  #: SELECT of the AP (even the same one) ends verification
     t0_get_response: bool = False  #: answer SIGN with 61xx and serve it by GET RESPONSE
-    wrong_le_6cxx: bool = False  #: READ BINARY past the end answers 6Cxx instead of short data
+    wrong_le_6cxx: bool = False  #: READ BINARY asking more than 240 bytes (or past the end): 6Cxx
     corrupt_signature: bool = False  #: a faulty card: flip a bit in every signature
     apdu_delay_ms: float = 0.0  #: extra time per APDU
     sign_delay_ms: float = 0.0  #: extra time per signature
@@ -147,6 +162,13 @@ class CardProfile:
         profile = cls(**data)
         profile.validate()
         return profile
+
+    @classmethod
+    def preset(cls, name: str) -> CardProfile:
+        """A profile from :data:`PRESETS`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls.from_dict({**cls().to_dict(), **PRESETS[name]})
 
     @classmethod
     def load(cls, path: Path) -> CardProfile:
