@@ -97,6 +97,9 @@ class CardRecord:
     sign: CertificateRecord | None = None  #: summary only, never the DER
     sign_present: bool = True
     pin_tries: dict[str, int] = field(default_factory=dict)
+    #: {"fingerprint", "reason", "fields"} when the signing certificate was found invalid;
+    #: ``fields`` names kinds of personal data (e.g. "address"), never their values.
+    sign_invalidated: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         certificates = {
@@ -117,6 +120,7 @@ class CardRecord:
             "last_seen": self.last_seen,
             "sign_present": self.sign_present,
             "pin_tries": self.pin_tries,
+            "sign_invalidated": self.sign_invalidated,
             "certificates": certificates,
         }
 
@@ -144,10 +148,28 @@ class CardRecord:
             sign=cert("sign"),
             sign_present=bool(data.get("sign_present", True)),
             pin_tries=dict(tries),
+            sign_invalidated=_invalidation(data.get("sign_invalidated")),
         )
         if record.sign is not None:
             record.sign.der = None
         return record
+
+
+def _invalidation(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("fingerprint"), str)
+        or not isinstance(value.get("reason"), str)
+        or not all(isinstance(f, str) for f in value.get("fields", []))
+    ):
+        raise ValueError("malformed invalidation record")
+    return {
+        "fingerprint": value["fingerprint"],
+        "reason": value["reason"],
+        "fields": list(value.get("fields", [])),
+    }
 
 
 def card_id_for(auth_der: bytes) -> str:

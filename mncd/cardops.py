@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import signing
+from . import certs, signing
+from .card.cardinfo import CardInfoSession
 from .card.errors import FileMissingError, SecurityStatusError
 from .card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
 from .card.pcsc import PcscContext
@@ -91,3 +92,36 @@ def sign(
         signature = session.sign(key, signing.card_input(certificate, hash_name, digest))
     signing.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)
+
+
+@dataclass
+class PersonalDataCheck:
+    changed: list[str]  #: kinds of data that differ (name, address, birth_date, sex)
+    sign_certificate: bytes
+
+
+def check_personal_data(
+    context: PcscContext,
+    reader: str,
+    card_info_pin: bytearray,
+    sign_pin: bytearray | None,
+    sign_certificate: bytes | None,
+) -> PersonalDataCheck:
+    """Compare the card's basic four information with the signing certificate's.
+
+    Reads the basic information with the card-info PIN (never the individual number) and, when
+    the signing certificate is not already known, reads it with the signing password. One
+    transaction; the card is reset afterwards.
+    """
+    with context.connect(reader) as conn, conn.transaction(reset_after=True):
+        info = CardInfoSession(conn).read_basic_info(card_info_pin)
+        if sign_certificate is None:
+            if sign_pin is None:
+                raise SecurityStatusError(0x6982, "the signing password is needed")
+            session = JpkiSession(conn)
+            session.verify_pin(SIGN_KEY, sign_pin)
+            sign_certificate = session.read_certificate(Certificate.SIGN)
+    changed = certs.changed_fields(
+        certs.personal_data(sign_certificate), info.name, info.address, info.birth_date, info.sex
+    )
+    return PersonalDataCheck(changed, sign_certificate)

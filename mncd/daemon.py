@@ -18,9 +18,12 @@ from dbus_next import BusType
 from dbus_next.constants import NameFlag, RequestNameReply
 
 from . import __version__
+from .alerts import NoticeCenter
 from .cache import CardCache
+from .config import Config
 from .manager import CardManager, Listener
 from .monitor import PcscMonitor
+from .notifications import DesktopNotifier
 from .service import BUS_NAME, OBJECT_PATH, MyNumberCardInterface, SafeMessageBus
 from .systemd import notify, setup_logging, watchdog_interval
 from .udev import UdevReaderWatcher
@@ -44,13 +47,17 @@ async def run(state_dir: Path | None = None) -> int:
         log.error("cannot connect to the session bus: %s", exc)
         return 1
 
-    manager = CardManager(CardCache(state_dir))
+    cache = CardCache(state_dir)
+    manager = CardManager(cache)
+    config = Config.load()
+    notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
     interface = MyNumberCardInterface(manager, bus)
     last_status = ""
 
     def state_changed() -> None:
         nonlocal last_status
         interface.refresh_properties()
+        notice_center.schedule()
         state = manager.state()
         if state != last_status:
             last_status = state
@@ -90,6 +97,8 @@ async def run(state_dir: Path | None = None) -> int:
         loop.create_task(stop.wait()),
         loop.create_task(bus.wait_for_disconnect()),
     ]
+    tasks.append(loop.create_task(notice_center.daily()))
+    notice_center.schedule()
     interval = watchdog_interval()
     if interval:
         tasks.append(loop.create_task(_watchdog(interval)))

@@ -22,6 +22,7 @@ from . import cardops, certs
 from .cache import CardCache, CardRecord, CertificateRecord, card_id_for
 from .card.errors import (
     CardError,
+    KeyUnusableError,
     NotJpkiCardError,
     PcscUnavailableError,
     PinBlockedError,
@@ -101,7 +102,8 @@ class CertificateView:
         now = now or dt.datetime.now(dt.UTC)
         if self.summary.is_expired(now):
             return "expired"
-        if self.summary.not_after - now <= certs.RENEWAL_WINDOW:
+        window = certs.generation_for(self.summary.algorithm).renewal_window
+        if self.summary.not_after - now <= window:
             return "expiring"
         return "valid"
 
@@ -242,12 +244,29 @@ class CardManager:
             auth=CertificateRecord(certs.summarize(snapshot.auth_der), snapshot.auth_der),
             auth_ca=_public(snapshot.auth_ca_der),
             sign_ca=_public(snapshot.sign_ca_der),
-            sign=old.sign if old and snapshot.sign_present else None,
+            sign=old.sign if old else None,
             sign_present=snapshot.sign_present,
             pin_tries=dict(snapshot.tries),
+            sign_invalidated=old.sign_invalidated if old else None,
         )
+        if record.sign is not None and not snapshot.sign_present:
+            # The card had a signing certificate and has none now: the old one is dead.
+            self._invalidate(record, record.sign.summary.fingerprint, "missing")
         await self._save(record)
         return record
+
+    def _invalidate(
+        self, record: CardRecord, fingerprint: str, reason: str, fields: list[str] | None = None
+    ) -> None:
+        current = record.sign_invalidated
+        if current and (current["fingerprint"], current["reason"]) == (fingerprint, reason):
+            return
+        log.warning("signing certificate of card %s invalidated (%s)", record.card_id, reason)
+        record.sign_invalidated = {
+            "fingerprint": fingerprint,
+            "reason": reason,
+            "fields": list(fields or []),
+        }
 
     async def _save(self, record: CardRecord) -> None:
         record.last_seen = time.time()
@@ -292,10 +311,14 @@ class CardManager:
             if record.auth is None:
                 return CertificateView(source=source, pin_tries_left=tries)
             return CertificateView(True, source, record.auth.summary, tries)
-        if not record.sign_present:
-            return CertificateView(source=source, pin_tries_left=-1)
         summary = record.sign.summary if record.sign else None
-        return CertificateView(True, source, summary, tries)
+        invalid = record.sign_invalidated
+        invalidated = bool(invalid) and (
+            summary is None or invalid["fingerprint"] == summary.fingerprint
+        )
+        if not record.sign_present:
+            return CertificateView(False, source, summary, -1, invalidated)
+        return CertificateView(True, source, summary, tries, invalidated)
 
     def _publish_certificate_states(self) -> None:
         for which in ("auth", "sign"):
@@ -353,6 +376,12 @@ class CardManager:
             result = await self.run_card(
                 cardops.sign, live.reader, key, hash_name, digest, pin, certificate
             )
+        except KeyUnusableError:
+            if key is SIGN_KEY and record is not None and record.sign is not None:
+                self._invalidate(record, record.sign.summary.fingerprint, "refused")
+                await self._save(record)
+                self._changed()
+            raise
         except PinError as exc:
             tries = getattr(exc, "tries_left", None)
             if tries is not None and record is not None:
@@ -364,15 +393,50 @@ class CardManager:
             changed = record.pin_tries.get(key.name) != key.pin.max_tries
             record.pin_tries[key.name] = key.pin.max_tries
             if key is SIGN_KEY:
-                live.sign_der = result.certificate
-                summary = certs.summarize(result.certificate)
-                changed = changed or record.sign is None or record.sign.summary != summary
-                record.sign = CertificateRecord(summary)  # summary only, never the DER
+                changed = self._learn_sign_certificate(live, record, result.certificate) or changed
             if changed:
                 await self._save(record)
-                self.listener.state_changed()
-                self._publish_certificate_states()
+                self._changed()
         return result
+
+    def _changed(self) -> None:
+        self.listener.state_changed()
+        self._publish_certificate_states()
+
+    def _learn_sign_certificate(self, live: LiveCard, record: CardRecord, der: bytes) -> bool:
+        """Remember the signing certificate read from the card (summary only on disk)."""
+        live.sign_der = der
+        summary = certs.summarize(der)
+        if record.sign is not None and record.sign.summary == summary:
+            return False
+        if record.sign is not None:
+            # A different certificate than before: the old one was revoked and replaced.
+            self._invalidate(record, record.sign.summary.fingerprint, "replaced")
+        record.sign = CertificateRecord(summary)  # summary only, never the DER
+        return True
+
+    async def check_personal_data(
+        self, card_info_pin: bytearray, sign_pin: bytearray | None
+    ) -> list[str]:
+        """Compare the card's basic four information with the signing certificate.
+
+        Returns the kinds of data that changed; a change marks the certificate invalidated.
+        """
+        live = await self._usable_card()
+        record = live.record
+        if not live.snapshot or not live.snapshot.sign_present:
+            raise CertificateMissingError("the card has no signing certificate")
+        check = await self.run_card(
+            cardops.check_personal_data, live.reader, card_info_pin, sign_pin, live.sign_der
+        )
+        if record is not None:
+            self._learn_sign_certificate(live, record, check.sign_certificate)
+            fingerprint = certs.summarize(check.sign_certificate).fingerprint
+            if check.changed:
+                self._invalidate(record, fingerprint, "personal-data", check.changed)
+            await self._save(record)
+            self._changed()
+        return check.changed
 
     def certificate(self, which: str) -> bytes:
         """Public certificates (auth, auth-ca, sign-ca) from the card or the cache."""

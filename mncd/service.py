@@ -20,7 +20,7 @@ from . import certs
 from .card import errors as card_errors
 from .card.digestinfo import HASHES, digest, digest_size
 from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from .card.pin import wipe
+from .card.pin import CARD_INFO_PIN, SIGN_PASSWORD, wipe
 from .manager import (
     CardManager,
     CertificateMissingError,
@@ -87,6 +87,11 @@ def to_service_error(exc: BaseException) -> ServiceError:
         return ServiceError("PcscUnavailable", "the PC/SC service (pcscd) is not available")
     if isinstance(exc, CertificateMissingError):
         return ServiceError("CertificateMissing", str(exc))
+    if isinstance(exc, card_errors.KeyUnusableError):
+        return ServiceError(
+            "CertificateInvalid",
+            "the card refuses to use this key: its certificate can no longer be used",
+        )
     if isinstance(exc, (SignatureMismatch, certs.CertificateError)):
         return ServiceError(
             "CertificateInvalid",
@@ -256,6 +261,41 @@ class MyNumberCardInterface(ServiceInterface):
     async def Authenticate(self, challenge: "ay", options: "a{sv}") -> "ayay":
         hash_name = _option(options, "hash", "s", "sha256")
         return await self._sign(AUTH_KEY, challenge, hash_name, options)
+
+    @method()
+    async def CheckPersonalData(self, options: "a{sv}") -> "a{sv}":
+        """Compare the card's basic four information with the signing certificate."""
+        known = {"pin": "s", "sign-pin": "s", "interactive": "b"}
+        for name in options:
+            if name not in known:
+                raise ServiceError("InvalidArgument", f"unknown option {name!r}")
+            _option(options, name, known[name], None)
+        pin_text = _option(options, "pin", "s", None)
+        if pin_text is None:
+            raise ServiceError(
+                "PinRequired",
+                f"the {CARD_INFO_PIN.label_en} is needed "
+                f"({CARD_INFO_PIN.label_ja}を入力してください)",
+            )
+        card_info_pin = CARD_INFO_PIN.check(pin_text)
+        sign_text = _option(options, "sign-pin", "s", None)
+        try:
+            sign_pin = SIGN_PASSWORD.check(sign_text) if sign_text is not None else None
+        except card_errors.PinFormatError:
+            wipe(card_info_pin)
+            raise
+        try:
+            log.info("CheckPersonalData requested by %s", await self._describe_caller())
+            changed = await self.manager.check_personal_data(card_info_pin, sign_pin)
+        finally:
+            wipe(card_info_pin)
+            if sign_pin is not None:
+                wipe(sign_pin)
+        return {
+            "matches": Variant("b", not changed),
+            "changed": Variant("as", changed),
+            "state": Variant("s", self.manager.certificate_view("sign").state()),
+        }
 
     async def _sign(
         self, key: KeySlot, data: bytes, hash_name: str, options: dict[str, Variant]

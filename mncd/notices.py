@@ -1,0 +1,235 @@
+"""What to tell the user, and when: expiry milestones, invalidation, blocked PINs.
+
+The policy says the most urgent thing once. Each milestone (renewal window open, 30/7/1 days
+left, expired) is remembered per certificate fingerprint in ``notices.json`` in the state
+directory, so restarts and re-insertions never repeat a notice; a card first seen 20 days before
+expiry gets the 30-day notice only, and the 90-day one is marked as passed without being shown.
+Texts come from the gettext catalog (Japanese and English by the locale).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_write
+from .certs import CertificateSummary
+from .i18n import translator
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "expired"
+NORMAL, CRITICAL = 1, 2
+
+
+@dataclass(frozen=True)
+class Message:
+    """A notice ready for the desktop: one live notification per ``subject``."""
+
+    subject: str
+    category: str  # expiry, invalidated, pin-blocked, readers
+    summary: str
+    body: str
+    urgency: int
+    details: str = ""
+
+
+def certificate_label(which: str) -> str:
+    _ = translator().gettext
+    return _("signing certificate") if which == "sign" else _("user-authentication certificate")
+
+
+def due_milestone(
+    summary: CertificateSummary, thresholds: tuple[int, ...], shown: set[str], now: dt.datetime
+) -> tuple[str | None, set[str]]:
+    """The milestone to show now (or None) and every milestone that is now passed."""
+    if summary.is_expired(now):
+        passed = {EXPIRED, *map(str, thresholds)}
+        return (EXPIRED if EXPIRED not in shown else None), passed
+    crossed = [t for t in thresholds if summary.not_after - now <= dt.timedelta(days=t)]
+    if not crossed:
+        return None, set()
+    most_urgent = str(min(crossed))
+    passed = set(map(str, crossed))
+    return (most_urgent if most_urgent not in shown else None), passed
+
+
+def expiry_message(
+    card_id: str,
+    which: str,
+    summary: CertificateSummary,
+    milestone: str,
+    now: dt.datetime,
+    renewal_opened: bool = False,
+) -> Message:
+    _ = translator().gettext
+    label = certificate_label(which)
+    local_date = summary.not_after.astimezone().date()
+    date_text = _("{year}-{month:02d}-{day:02d}").format(
+        year=local_date.year, month=local_date.month, day=local_date.day
+    )
+    if milestone == EXPIRED:
+        return Message(
+            subject=f"{card_id}:{which}:expiry",
+            category="expiry",
+            summary=_("Your {label} has expired").format(label=label),
+            body=_(
+                "It expired on {date}. Get a new one issued at your municipal office "
+                "(bring your My Number Card)."
+            ).format(date=date_text),
+            urgency=CRITICAL,
+        )
+    days = max(summary.days_left(now), 0)
+    body = _("It expires on {date}. You can renew it at your municipal office.").format(
+        date=date_text
+    )
+    if renewal_opened:
+        return Message(
+            subject=f"{card_id}:{which}:expiry",
+            category="expiry",
+            summary=_("Your {label} can now be renewed").format(label=label),
+            body=translator()
+            .ngettext(
+                "It expires on {date}, in {days} day. You can renew it at your municipal "
+                "office from now on.",
+                "It expires on {date}, in {days} days. You can renew it at your municipal "
+                "office from now on.",
+                days,
+            )
+            .format(date=date_text, days=days),
+            urgency=NORMAL,
+        )
+    if days == 0:
+        return Message(
+            subject=f"{card_id}:{which}:expiry",
+            category="expiry",
+            summary=_("Your {label} expires today").format(label=label),
+            body=body,
+            urgency=CRITICAL,
+        )
+    return Message(
+        subject=f"{card_id}:{which}:expiry",
+        category="expiry",
+        summary=translator()
+        .ngettext(
+            "Your {label} expires in {days} day",
+            "Your {label} expires in {days} days",
+            days,
+        )
+        .format(label=label, days=days),
+        body=body,
+        urgency=CRITICAL if days <= 7 else NORMAL,
+    )
+
+
+def invalidated_message(card_id: str, reason: str, fields: list[str]) -> Message:
+    """The signing certificate was revoked: say which kind of data changed, never the values."""
+    _ = translator().gettext
+    names = {
+        "name": _("name"),
+        "address": _("address"),
+        "birth_date": _("birth date"),
+        "sex": _("sex"),
+    }
+    if reason == "personal-data":
+        changed = _(", ").join(names.get(f, f) for f in fields)
+        body = _(
+            "The {fields} on your card no longer match the certificate, so it was revoked "
+            "automatically. Get a new signing certificate at your municipal office."
+        ).format(fields=changed)
+    elif reason == "replaced":
+        body = _(
+            "Your card now holds a different signing certificate; the one used before is no "
+            "longer valid. Services where you registered it may need the new one."
+        )
+    else:
+        body = _(
+            "Your card no longer holds a usable signing certificate. Get a new one issued at "
+            "your municipal office."
+        )
+    return Message(
+        subject=f"{card_id}:sign:invalidated",
+        category="invalidated",
+        summary=_("Your signing certificate is no longer valid"),
+        body=body,
+        urgency=CRITICAL,
+    )
+
+
+def pin_blocked_message(card_id: str, which: str) -> Message:
+    _ = translator().gettext
+    if which == "sign":
+        summary = _("The signing password is locked")
+    else:
+        summary = _("The user-authentication PIN is locked")
+    return Message(
+        subject=f"{card_id}:{which}:pin",
+        category="pin-blocked",
+        summary=summary,
+        body=_(
+            "It was entered wrongly too many times. Have it reset at your municipal office "
+            "(bring your My Number Card)."
+        ),
+        urgency=CRITICAL,
+    )
+
+
+def unsupported_reader_message(name: str) -> Message:
+    _ = translator().gettext
+    return Message(
+        subject=f"reader:{name}",
+        category="readers",
+        summary=_("This card reader cannot be used"),
+        body=_(
+            "{name} is plugged in, but it is not a standard (CCID) smart-card reader, so the "
+            "PC/SC service cannot use it without a separate driver."
+        ).format(name=name),
+        urgency=NORMAL,
+    )
+
+
+class NoticeLog:
+    """Which notices were already given, persisted in the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._data: dict[str, list[str]] = self._load()
+
+    def _load(self) -> dict[str, list[str]]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("notice log unreadable (%s); starting afresh", exc)
+            return {}
+        if not isinstance(raw, dict):
+            return {}
+        return {str(k): [str(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
+
+    def shown(self, key: str) -> set[str]:
+        return set(self._data.get(key, []))
+
+    def mark(self, key: str, milestones: set[str]) -> bool:
+        """Record milestones for ``key``; True when something new was recorded."""
+        current = self.shown(key)
+        if milestones <= current:
+            return False
+        self._data[key] = sorted(current | milestones)
+        self._save()
+        return True
+
+    def clear(self, key: str, milestone: str) -> None:
+        current = self.shown(key)
+        if milestone in current:
+            self._data[key] = sorted(current - {milestone})
+            self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data: Any = self._data
+        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))

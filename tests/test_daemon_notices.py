@@ -1,0 +1,193 @@
+"""The daemon's desktop notices, shown by a real notification server (dunst on Xvfb)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from busstack import CallError, Daemon, PrivateBus, gdbus_call, gvariant_bytes, status, wait_for
+from notifyserver import NotifyServer
+from test_daemon_dbus import ERR, auth_call, wait_state
+
+from mncd.vcard.profile import CardProfile
+
+
+@pytest.fixture
+def desktop(tmp_path):
+    bus = PrivateBus(tmp_path)
+    server = NotifyServer(tmp_path, bus.address).start()
+    yield bus, server
+    server.stop()
+    bus.stop()
+
+
+def start_daemon(bus, sandbox, tmp_path, lang: str = "ja_JP.UTF-8") -> Daemon:
+    env = {**sandbox.env, "LANG": lang, "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""}
+    return Daemon(bus, env, tmp_path / "state").start()
+
+
+def files_selected(commands: list[str]) -> set[tuple[str, str]]:
+    """(application AID, EF) pairs the card was asked to select."""
+    selected, application = set(), ""
+    for command in commands:
+        if command.startswith("00A4040C"):
+            application = command[10:]
+        elif command.startswith("00A4020C02"):
+            selected.add((application, command[10:14]))
+    return selected
+
+
+def summaries(server: NotifyServer) -> list[str]:
+    return [n["summary"] for n in server.received()]
+
+
+def test_expiry_milestones_once_each_across_restart_and_reinsertion(
+    desktop, sandbox, insert_card, tmp_path
+):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path)
+    cards = {}
+    try:
+        for days in (100, 60, 20, 5, 0):
+            card = insert_card(name=f"expires-in-{days}", not_after_days=days)
+            wait_state(bus.address, "card-present")
+            cards[days] = card
+            card.remove()
+        expires_today = CardProfile(not_after_days=0).validity()[1]
+        expired = dt.datetime.now(dt.UTC) > expires_today
+        last = "の有効期限が切れました" if expired else "の有効期限は今日までです"
+        expected = [
+            "利用者証明用電子証明書の更新手続きができるようになりました",  # 60 days: renewal opens
+            "利用者証明用電子証明書の有効期限まであと20日です",  # 20 days: the 30-day notice only
+            "利用者証明用電子証明書の有効期限まであと5日です",  # 5 days: the 7-day notice
+            last,
+        ]
+
+        def all_shown():
+            got = summaries(server)
+            return got if len(got) >= len(expected) else None
+
+        got = wait_for(all_shown, "four expiry notices")
+        assert got[:3] == expected[:3] and last in got[3]
+        assert len(got) == 4  # the 100-day card gets none; none are repeated
+        received = server.received()
+        assert received[1]["urgency"] == "NORMAL" and received[2]["urgency"] == "CRITICAL"
+        assert all(n["appname"] == "mncd" for n in received)
+
+        daemon.stop()
+        daemon.start()
+        for card in cards.values():
+            card.reinsert()
+            wait_state(bus.address, "card-present")
+            checks = daemon.log.count("notices checked")
+            card.remove()
+            wait_for(lambda c=checks: daemon.log.count("notices checked") > c, "a notice check")
+        assert len(summaries(server)) == 4  # restart and re-insertion repeat nothing
+    finally:
+        daemon.stop()
+    assert "Traceback" not in daemon.log
+
+
+def test_changed_address_invalidates_the_signing_certificate(
+    desktop, sandbox, insert_card, tmp_path
+):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path)
+    try:
+        card = insert_card(
+            address="大阪府大阪市北区中之島一丁目三番二十号",
+            cert_address="東京都千代田区千代田一丁目一番地",
+        )
+        wait_state(bus.address, "card-present")
+        card.commands(clear=True)
+        output = gdbus_call(
+            bus.address, "CheckPersonalData",
+            f"{{'pin': <'{card.profile.card_info_pin}'>, "
+            f"'sign-pin': <'{card.profile.sign_password}'>}}",
+        )  # fmt: skip
+        assert "'matches': <false>" in output and "'changed': <['address']>" in output
+        assert status(bus.address)["sign"]["state"] == "invalidated"
+        notice = wait_for(
+            lambda: next((n for n in server.received() if "失効" in n["summary"]), None),
+            "the invalidation notice",
+        )
+        assert notice["summary"] == "署名用電子証明書が失効しました"
+        assert notice["urgency"] == "CRITICAL" and "住所" in notice["body"]
+        assert "大阪" not in notice["body"] and "東京" not in notice["body"]
+        # The card-info AP was used, and its individual-number EF (0001) never selected.
+        assert ("D3921000310001010408", "0002") in files_selected(card.commands())
+        assert ("D3921000310001010408", "0001") not in files_selected(card.commands())
+        log = daemon.log
+        assert "大阪" not in log and card.profile.sign_password not in log
+        # A restart checks again from the cache, and does not repeat the notice.
+        daemon.stop()
+        checks = daemon.log.count("notices checked")
+        daemon.start()
+        wait_for(lambda: daemon.log.count("notices checked") > checks, "a check after restart")
+        assert status(bus.address)["sign"]["state"] == "invalidated"
+    finally:
+        daemon.stop()
+    assert len([s for s in summaries(server) if "失効" in s]) == 1
+
+
+def test_replaced_signing_certificate(desktop, sandbox, insert_card, tmp_path):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
+    sign = ("Sign", gvariant_bytes(b"doc"), "sha256")
+    try:
+        card = insert_card()
+        wait_state(bus.address, "card-present")
+        gdbus_call(bus.address, *sign, f"{{'pin': <'{card.profile.sign_password}'>}}")
+        old = status(bus.address)["sign"]["fingerprint"]
+        card.remove()
+        card.control.renew_signing_certificate(card.name)
+        card.reinsert()
+        wait_state(bus.address, "card-present")
+        gdbus_call(bus.address, *sign, f"{{'pin': <'{card.profile.sign_password}'>}}")
+        notice = wait_for(
+            lambda: next((n for n in server.received() if "no longer valid" in n["summary"]), None),
+            "the replacement notice",
+        )
+        assert notice["urgency"] == "CRITICAL"
+        assert "different signing certificate" in notice["body"]
+        now = status(bus.address)["sign"]
+        assert now["fingerprint"] != old and now["state"] == "valid"
+    finally:
+        daemon.stop()
+
+
+def test_blocked_pin_notice_in_english(desktop, sandbox, insert_card, tmp_path):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
+    try:
+        insert_card(auth_tries_left=1)
+        wait_state(bus.address, "card-present")
+        with pytest.raises(CallError) as err:
+            auth_call(daemon, "0000", allow_last_try=True)
+        assert ERR + "PinBlocked" in err.value.message
+        notice = wait_for(
+            lambda: next((n for n in server.received() if "locked" in n["summary"]), None),
+            "the blocked-PIN notice",
+        )
+        assert notice["summary"] == "The user-authentication PIN is locked"
+        assert "municipal office" in notice["body"] and notice["urgency"] == "CRITICAL"
+    finally:
+        daemon.stop()
+
+
+def test_notice_waits_for_a_notification_server(sandbox, insert_card, tmp_path):
+    bus = PrivateBus(tmp_path)
+    server = NotifyServer(tmp_path, bus.address)
+    daemon = start_daemon(bus, sandbox, tmp_path)
+    try:
+        insert_card(not_after_days=20)
+        wait_state(bus.address, "card-present")
+        wait_for(lambda: "notice:" in daemon.log, "the daemon to decide on a notice")
+        server.start()  # the server appears later: the waiting notice is shown
+        got = wait_for(lambda: summaries(server), "the pending notice")
+        assert got == ["利用者証明用電子証明書の有効期限まであと20日です"]
+        assert daemon.process is not None and daemon.process.poll() is None
+    finally:
+        daemon.stop()
+        server.stop()
+        bus.stop()
