@@ -412,10 +412,22 @@ def certificate_summary(certificate: bytes) -> str:
     return f"serial {cert.serial_number:X}, expires {expires}"
 
 
+def in_desktop_session(env: Mapping[str, str] | None = None) -> bool:
+    """Whether a graphical session is around, where the daemon's own PIN dialog can appear."""
+    env = os.environ if env is None else env
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
 def read_pin(
-    *, from_stdin: bool, prompt: str, stdin_is_tty: bool, note: Callable[[], str | None]
+    *,
+    from_stdin: bool,
+    prompt: str,
+    stdin_is_tty: bool,
+    note: Callable[[], str | None],
+    desktop: bool = False,
 ) -> str | None:
-    """The PIN to send: one line of stdin, a no-echo prompt on a terminal, else None."""
+    """The PIN to send: one line of stdin; None in a desktop session (the daemon asks the user
+    itself, so the PIN never passes through mncctl); a no-echo prompt on a terminal; else None."""
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
@@ -424,7 +436,7 @@ def read_pin(
         if not pin:
             raise PinInputError("--pin-stdin: the first line of standard input is empty")
         return pin
-    if not stdin_is_tty:
+    if desktop or not stdin_is_tty:
         return None
     message = note()
     if message:
@@ -634,7 +646,11 @@ def _obtain_pin(
         return tries_note(which, pin_tries_left(status, which))
 
     return read_pin(
-        from_stdin=args.pin_stdin, prompt=prompt, stdin_is_tty=sys.stdin.isatty(), note=note
+        from_stdin=args.pin_stdin,
+        prompt=prompt,
+        stdin_is_tty=sys.stdin.isatty(),
+        note=note,
+        desktop=in_desktop_session(),
     )
 
 

@@ -51,7 +51,7 @@ async def run(state_dir: Path | None = None) -> int:
     manager = CardManager(cache)
     config = Config.load()
     notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
-    interface = MyNumberCardInterface(manager, bus)
+    interface = MyNumberCardInterface(manager, bus, pinentry=config.pinentry)
     last_status = ""
 
     def state_changed() -> None:

@@ -320,6 +320,18 @@ class CardManager:
             return CertificateView(False, source, summary, -1, invalidated)
         return CertificateView(True, source, summary, tries, invalidated)
 
+    def pin_tries_left(self, which: str) -> int:
+        """Tries left for ``which`` PIN (auth, sign, card-info) on the present card; -1 unknown."""
+        live = self.current()
+        if live is None or live.record is None:
+            return -1
+        return live.record.pin_tries.get(which, -1)
+
+    def sign_certificate_known(self) -> bool:
+        """Whether the present card's signing certificate was already read in this insertion."""
+        live = self.current()
+        return live is not None and live.sign_der is not None
+
     def _publish_certificate_states(self) -> None:
         for which in ("auth", "sign"):
             state = self.certificate_view(which).state()

@@ -10,7 +10,9 @@ import asyncio
 import contextvars
 import logging
 import os
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from dbus_next import DBusError, Message, MessageFlag, PropertyAccess, Variant
 from dbus_next.aio import MessageBus
@@ -20,7 +22,9 @@ from . import certs
 from .card import errors as card_errors
 from .card.digestinfo import HASHES, digest, digest_size
 from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from .card.pin import CARD_INFO_PIN, SIGN_PASSWORD, wipe
+from .card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
+from .cardops import SignResult
+from .i18n import translator
 from .manager import (
     CardManager,
     CertificateMissingError,
@@ -30,9 +34,16 @@ from .manager import (
     NotSupportedError,
     PcscNotAvailableError,
 )
+from .prompts import Caller, PromptCancelledError, PromptUnavailableError, with_pin
 from .signing import SignatureMismatch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _(text: str) -> str:
+    return translator().gettext(text)
+
 
 BUS_NAME = "io.github.mncd.MyNumberCard1"
 OBJECT_PATH = "/io/github/mncd/MyNumberCard1"
@@ -41,7 +52,20 @@ ERROR = INTERFACE + ".Error."
 #: Largest ``data`` accepted by Sign/Authenticate; hash bigger input yourself and pass digest=true.
 MAX_DATA = 1024 * 1024
 
-CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who sent the method call being handled, and whether it allows interaction."""
+
+    sender: str = ""
+    allow_interaction: bool = False
+
+
+CALL: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("call", default=None)
+
+
+def current_call() -> CallInfo:
+    return CALL.get() or CallInfo()
 
 
 class ServiceError(DBusError):
@@ -67,6 +91,14 @@ def to_service_error(exc: BaseException) -> ServiceError:
             "PinBlocked",
             f"{exc}; reset it at your municipal office "
             "(暗証番号がロックされました。市区町村の窓口で再設定してください)",
+        )
+    if isinstance(exc, PromptCancelledError):
+        return ServiceError("Cancelled", "the user cancelled (操作はキャンセルされました)")
+    if isinstance(exc, PromptUnavailableError):
+        return ServiceError(
+            "PinRequired",
+            "no PIN dialog could be shown (is a pinentry program installed?); "
+            "pass the PIN in the pin option",
         )
     if isinstance(exc, LastTryError):
         return ServiceError(
@@ -130,11 +162,12 @@ class SafeMessageBus(MessageBus):
                     if error.type == ERROR + "Failed" and not isinstance(exc, ServiceError):
                         log.error("%s failed", method.name, exc_info=exc)
                     reply = error._as_message(msg)
-                if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
                     self.send(reply)
 
             context = contextvars.copy_context()
-            context.run(CALLER.set, msg.sender or "")
+            allow = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
+            context.run(CALL.set, CallInfo(msg.sender or "", allow))
             args = ServiceInterface._msg_body_to_args(msg)
             task = asyncio.get_running_loop().create_task(
                 method.fn(interface, *args), context=context
@@ -181,10 +214,13 @@ class MyNumberCardInterface(ServiceInterface):
         "allow-last-try": "b",
     }
 
-    def __init__(self, manager: CardManager, bus: MessageBus | None = None) -> None:
+    def __init__(
+        self, manager: CardManager, bus: MessageBus | None = None, pinentry: str = "pinentry"
+    ) -> None:
         super().__init__(INTERFACE)
         self.manager = manager
         self.bus = bus
+        self.pinentry_program = pinentry
         self._properties: dict[str, Any] = {}
 
     # -- change notification (called by the daemon's listener) ----------------------------
@@ -265,32 +301,43 @@ class MyNumberCardInterface(ServiceInterface):
     @method()
     async def CheckPersonalData(self, options: "a{sv}") -> "a{sv}":
         """Compare the card's basic four information with the signing certificate."""
-        known = {"pin": "s", "sign-pin": "s", "interactive": "b"}
-        for name in options:
-            if name not in known:
-                raise ServiceError("InvalidArgument", f"unknown option {name!r}")
-            _option(options, name, known[name], None)
+        _check_options(options, {"pin": "s", "sign-pin": "s", "interactive": "b"})
+        caller = await self._caller()
+        log.info("CheckPersonalData requested by %s", caller)
         pin_text = _option(options, "pin", "s", None)
-        if pin_text is None:
-            raise ServiceError(
-                "PinRequired",
-                f"the {CARD_INFO_PIN.label_en} is needed "
-                f"({CARD_INFO_PIN.label_ja}を入力してください)",
-            )
-        card_info_pin = CARD_INFO_PIN.check(pin_text)
         sign_text = _option(options, "sign-pin", "s", None)
+        # Formats first: nothing reaches the card when either is malformed.
+        card_info_pin = CARD_INFO_PIN.check(pin_text) if pin_text is not None else None
         try:
             sign_pin = SIGN_PASSWORD.check(sign_text) if sign_text is not None else None
         except card_errors.PinFormatError:
-            wipe(card_info_pin)
+            wipe(card_info_pin or bytearray())
             raise
         try:
-            log.info("CheckPersonalData requested by %s", await self._describe_caller())
-            changed = await self.manager.check_personal_data(card_info_pin, sign_pin)
+            if sign_pin is None and not self.manager.sign_certificate_known():
+                sign_pin = await self._ask(
+                    options,
+                    caller,
+                    SIGN_KEY.pin,
+                    "sign",
+                    _("read the signing certificate to compare it with your card"),
+                )
+            if card_info_pin is not None:
+                changed = await self.manager.check_personal_data(card_info_pin, sign_pin)
+            else:
+                interactive_sign_pin = sign_pin
+
+                async def attempt(pin: bytearray) -> list[str]:
+                    return await self.manager.check_personal_data(pin, interactive_sign_pin)
+
+                changed = await self._interactive(
+                    options, caller, CARD_INFO_PIN, "card-info",
+                    _("compare your card's personal data with the signing certificate"), attempt,
+                )  # fmt: skip
         finally:
-            wipe(card_info_pin)
-            if sign_pin is not None:
-                wipe(sign_pin)
+            for buffer in (card_info_pin, sign_pin):
+                if buffer is not None:
+                    wipe(buffer)
         return {
             "matches": Variant("b", not changed),
             "changed": Variant("as", changed),
@@ -300,10 +347,7 @@ class MyNumberCardInterface(ServiceInterface):
     async def _sign(
         self, key: KeySlot, data: bytes, hash_name: str, options: dict[str, Variant]
     ) -> list[bytes]:
-        for name in options:
-            if name not in self.KNOWN_OPTIONS:
-                raise ServiceError("InvalidArgument", f"unknown option {name!r}")
-            _option(options, name, self.KNOWN_OPTIONS[name], None)
+        _check_options(options, self.KNOWN_OPTIONS)
         if hash_name not in HASHES:
             raise ServiceError("InvalidArgument", f"hash must be one of {', '.join(HASHES)}")
         if not data:
@@ -322,25 +366,71 @@ class MyNumberCardInterface(ServiceInterface):
         else:
             digest_value = digest(hash_name, bytes(data))
         pin_text = _option(options, "pin", "s", None)
-        if pin_text is None:
-            raise ServiceError(
-                "PinRequired",
-                f"the {key.pin.label_en} is needed ({key.pin.label_ja}を入力してください)",
-            )
-        pin = key.pin.check(pin_text)  # PinFormat before anything touches the card
-        try:
-            caller = await self._describe_caller()
-            log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
-            allow_last_try = _option(options, "allow-last-try", "b", False)
-            result = await self.manager.sign(key, hash_name, digest_value, pin, allow_last_try)
-        finally:
-            wipe(pin)
+        pin = key.pin.check(pin_text) if pin_text is not None else None  # before the card
+        caller = await self._caller()
+        log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
+        if pin is None:
+
+            async def attempt(entered: bytearray) -> SignResult:
+                return await self.manager.sign(key, hash_name, digest_value, entered, True)
+
+            purpose = _("sign a document") if key is SIGN_KEY else _("prove who you are (log in)")
+            result = await self._interactive(options, caller, key.pin, key.name, purpose, attempt)
+        else:
+            try:
+                allow_last_try = _option(options, "allow-last-try", "b", False)
+                result = await self.manager.sign(key, hash_name, digest_value, pin, allow_last_try)
+            finally:
+                wipe(pin)
         return [result.signature, result.certificate]
 
-    async def _describe_caller(self) -> str:
-        sender = CALLER.get()
+    async def _interactive(
+        self,
+        options: dict[str, Variant],
+        caller: Caller,
+        policy: PinPolicy,
+        tries_key: str,
+        purpose: str,
+        attempt: Callable[[bytearray], Awaitable[T]],
+    ) -> T:
+        """Run ``attempt`` with a PIN the daemon asks the user for itself."""
+        self._require_interactive(options, policy)
+        return await with_pin(
+            self.pinentry_program,
+            caller,
+            purpose,
+            policy,
+            lambda: self.manager.pin_tries_left(tries_key),
+            attempt,
+        )
+
+    async def _ask(
+        self, options: dict[str, Variant], caller: Caller, policy: PinPolicy, tries_key: str,
+        purpose: str,
+    ) -> bytearray:  # fmt: skip
+        """Ask for a PIN that is checked later by the card (no retry loop here)."""
+
+        async def keep(pin: bytearray) -> bytearray:
+            return bytearray(pin)
+
+        return await self._interactive(options, caller, policy, tries_key, purpose, keep)
+
+    def _require_interactive(self, options: dict[str, Variant], policy: PinPolicy) -> None:
+        # Interactive unless the caller says interactive=false; a caller that also sets D-Bus's
+        # ALLOW_INTERACTIVE_AUTHORIZATION flag is logged as expecting a prompt.
+        if current_call().allow_interaction:
+            log.debug("caller allows interactive authorization")
+        if not _option(options, "interactive", "b", True):
+            raise ServiceError(
+                "PinRequired",
+                f"the {policy.label_en} is needed and interactive=false forbids asking "
+                f"({policy.label_ja}が必要です)",
+            )
+
+    async def _caller(self) -> Caller:
+        sender = current_call().sender
         if not sender or self.bus is None:
-            return "an unknown caller"
+            return Caller("unknown program", 0)
         try:
             reply = await self.bus.call(
                 Message(
@@ -354,8 +444,15 @@ class MyNumberCardInterface(ServiceInterface):
             )
             pid = int(reply.body[0])
         except Exception:
-            return sender
-        return f"{executable_of(pid)} (pid {pid}, {sender})"
+            return Caller(sender, 0)
+        return Caller(executable_of(pid), pid)
+
+
+def _check_options(options: dict[str, Variant], known: dict[str, str]) -> None:
+    for name in options:
+        if name not in known:
+            raise ServiceError("InvalidArgument", f"unknown option {name!r}")
+        _option(options, name, known[name], None)
 
 
 def executable_of(pid: int) -> str:

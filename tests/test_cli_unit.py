@@ -554,3 +554,18 @@ def test_unreadable_certificate_is_a_verification_error() -> None:
 def test_certificate_summary(rsa_key: rsa.RSAPrivateKey) -> None:
     assert cli.certificate_summary(self_signed(rsa_key)).startswith("serial 1A2B, expires ")
     assert cli.certificate_summary(b"junk") == ""
+
+
+def test_desktop_session_leaves_the_pin_to_the_daemon(monkeypatch) -> None:
+    asked = []
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "1234")
+    assert cli.in_desktop_session({"WAYLAND_DISPLAY": "wayland-0"})
+    assert not cli.in_desktop_session({})
+    pin = cli.read_pin(
+        from_stdin=False, prompt="PIN: ", stdin_is_tty=True, note=lambda: None, desktop=True
+    )
+    assert pin is None and asked == []
+    pin = cli.read_pin(
+        from_stdin=False, prompt="PIN: ", stdin_is_tty=True, note=lambda: None, desktop=False
+    )
+    assert pin == "1234" and asked == ["PIN: "]

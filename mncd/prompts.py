@@ -1,0 +1,154 @@
+"""The daemon asking the user for a PIN: who asks, for what, what it looks like, tries left.
+
+A malformed entry is refused in the dialog and never sent to the card; a wrong PIN asks again
+with the tries left; before the last try the user must confirm, since a wrong PIN then blocks
+the card until it is reset at the municipal office.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .card.errors import PinBlockedError, PinFormatError, PinIncorrectError
+from .card.pin import PinPolicy, wipe
+from .i18n import translator
+from .pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PromptCancelledError(Exception):
+    """The user cancelled the PIN dialog or declined the last try."""
+
+
+class PromptUnavailableError(Exception):
+    """No PIN dialog could be shown (pinentry missing or failing)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked, as far as the bus can tell."""
+
+    executable: str
+    pid: int
+
+    @property
+    def name(self) -> str:
+        return self.executable.rsplit("/", 1)[-1] or self.executable
+
+    def __str__(self) -> str:
+        return f"{self.executable} (pid {self.pid})"
+
+
+def _policy_label(policy: PinPolicy) -> str:
+    _ = translator().gettext
+    return {
+        "auth": _("user-authentication PIN"),
+        "sign": _("signing password"),
+        "card-info": _("card-info PIN"),
+    }[policy.name]
+
+
+def _rule(policy: PinPolicy) -> str:
+    _ = translator().gettext
+    if policy.name == "sign":
+        return _("6 to 16 characters: capital letters A-Z and digits 0-9, both used")
+    return _("{n} digits").format(n=policy.min_length)
+
+
+def dialog(caller: Caller, purpose: str, policy: PinPolicy, tries_left: int) -> Dialog:
+    """The PIN dialog for ``purpose`` (already a sentence fragment, e.g. "sign a document")."""
+    _ = translator().gettext
+    label = _policy_label(policy)
+    lines = [
+        _("{program} (process {pid}) wants to {purpose}.").format(
+            program=caller.name, pid=caller.pid, purpose=purpose
+        ),
+        _("Enter your {label}: {rule}.").format(label=label, rule=_rule(policy)),
+    ]
+    if tries_left >= 0:
+        lines.append(
+            translator()
+            .ngettext("{n} try left.", "{n} tries left.", tries_left)
+            .format(n=tries_left)
+        )
+    return Dialog(
+        title=_("My Number Card"),
+        description="\n".join(lines),
+        prompt=label,
+        ok=_("OK"),
+        cancel=_("Cancel"),
+    )
+
+
+def last_try_dialog(caller: Caller, policy: PinPolicy) -> Dialog:
+    _ = translator().gettext
+    return Dialog(
+        title=_("My Number Card"),
+        description=_(
+            "Only one try is left for your {label}. If it is wrong, the card locks it and "
+            "it must be reset at your municipal office. {program} (process {pid}) is asking. "
+            "Continue?"
+        ).format(label=_policy_label(policy), program=caller.name, pid=caller.pid),
+        prompt="",
+        ok=_("_Yes, use the last try"),
+        cancel=_("_No"),
+    )
+
+
+async def with_pin(
+    program: str,
+    caller: Caller,
+    purpose: str,
+    policy: PinPolicy,
+    tries_left: Callable[[], int],
+    attempt: Callable[[bytearray], Awaitable[T]],
+) -> T:
+    """Ask for the PIN and run ``attempt`` with it until it succeeds, is cancelled or blocks."""
+    _ = translator().gettext
+    try:
+        async with Pinentry(program) as entry:
+            error = ""
+            confirmed_last_try = False
+            while True:
+                tries = tries_left()
+                if tries == 0:
+                    raise PinBlockedError(policy.label_en)
+                if tries == 1 and not confirmed_last_try:
+                    if not await entry.confirm(last_try_dialog(caller, policy)):
+                        raise PromptCancelledError("the last try was not confirmed")
+                    confirmed_last_try = True
+                pin = await entry.get_pin(dialog(caller, purpose, policy, tries), error)
+                try:
+                    try:
+                        checked = policy.check(pin)
+                    except PinFormatError:
+                        error = _("That is not a valid {label}: {rule}.").format(
+                            label=_policy_label(policy), rule=_rule(policy)
+                        )
+                        continue
+                    try:
+                        return await attempt(checked)
+                    except PinIncorrectError as exc:
+                        error = (
+                            translator()
+                            .ngettext(
+                                "Wrong {label}. {n} try left.",
+                                "Wrong {label}. {n} tries left.",
+                                exc.tries_left,
+                            )
+                            .format(label=_policy_label(policy), n=exc.tries_left)
+                        )
+                    finally:
+                        wipe(checked)
+                finally:
+                    wipe(pin)
+    except PinentryCancelled as exc:
+        raise PromptCancelledError("the PIN dialog was cancelled") from exc
+    except PinentryError as exc:
+        log.warning("cannot ask for the PIN: %s", exc)
+        raise PromptUnavailableError(str(exc)) from exc
