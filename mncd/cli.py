@@ -30,17 +30,14 @@ from dbus_next import BusType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.errors import AuthError, InvalidAddressError
 
+from .api import BUS_NAME, ERROR_PREFIX, INTERFACE, MAX_DATA, OBJECT_PATH
+from .card.digestinfo import HASHES
 from .card.pin import AUTH_PIN, SIGN_PASSWORD
 
-BUS_NAME = "io.github.mncd.MyNumberCard1"
-INTERFACE = "io.github.mncd.MyNumberCard1"
-OBJECT_PATH = "/io/github/mncd/MyNumberCard1"
-ERROR_PREFIX = f"{INTERFACE}.Error."
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 
-HASHES = ("sha256", "sha384", "sha512")
-#: Files larger than this are hashed here and only the digest is sent (the daemon limits data).
-MAX_SIGN_DATA = 1024 * 1024
+#: Files larger than the daemon accepts are hashed here and only the digest is sent.
+MAX_SIGN_DATA = MAX_DATA
 CHALLENGE_SIZE = 32
 
 SIGN_PROMPT = "署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "

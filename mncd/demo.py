@@ -23,8 +23,8 @@ from dbus_next import Variant
 from dbus_next.aio import MessageBus
 
 from . import signing
+from .api import BUS_NAME, INTERFACE, OBJECT_PATH
 from .card.digestinfo import digest
-from .service import BUS_NAME, INTERFACE, OBJECT_PATH
 from .vcard.profile import CardProfile
 from .vcard.sandbox import PcscSandbox
 from .vcard.sessionbus import PrivateSessionBus

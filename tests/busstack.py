@@ -75,10 +75,10 @@ def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def name_has_owner(address: str) -> bool:
+def name_has_owner(address: str, name: str = BUS_NAME) -> bool:
     result = subprocess.run(
         ["busctl", f"--address={address}", "--json=short", "call", "org.freedesktop.DBus",
-         "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", BUS_NAME],
+         "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", name],
         capture_output=True, text=True, timeout=10,
     )  # fmt: skip
     return result.returncode == 0 and json.loads(result.stdout)["data"] == [True]

@@ -31,9 +31,11 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
+
+import busstack
+from busstack import unwrap, wait_for
 
 BUS_NAME = "org.freedesktop.Notifications"
 FONT = "Noto Sans CJK JP 11"
@@ -111,35 +113,8 @@ DUNSTRC = """\
 """
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def name_has_owner(address: str, name: str = BUS_NAME) -> bool:
-    result = subprocess.run(
-        ["busctl", f"--address={address}", "--json=short", "call", "org.freedesktop.DBus",
-         "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", name],
-        capture_output=True, text=True, timeout=10,
-    )  # fmt: skip
-    return result.returncode == 0 and json.loads(result.stdout)["data"] == [True]
-
-
-def unwrap(value: Any) -> Any:
-    """busctl's JSON for variants ({"type":..,"data":..}) to plain values."""
-    if isinstance(value, dict) and set(value) == {"type", "data"}:
-        return unwrap(value["data"])
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
+    return busstack.name_has_owner(address, name)
 
 
 def parse_print_log(text: str) -> list[dict[str, str]]:

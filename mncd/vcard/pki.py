@@ -158,16 +158,21 @@ def renew_signing_certificate(profile: CardProfile, current: CardPki) -> CardPki
     )
 
 
-def _auth_certificate(profile: CardProfile, key: PrivateKey) -> bytes:
-    auth_usage = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
-    subject = x509.Name(
+def _holder_name(*localities: str) -> x509.Name:
+    """C=JP, the localities (prefecture, city: signing certificates only), CN=opaque id."""
+    return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+            *(x509.NameAttribute(NameOID.LOCALITY_NAME, place) for place in localities),
             x509.NameAttribute(NameOID.COMMON_NAME, _holder_serial()),
         ]
     )
+
+
+def _auth_certificate(profile: CardProfile, key: PrivateKey) -> bytes:
+    auth_usage = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
     return _end_entity(
-        subject,
+        _holder_name(),
         key,
         _ca(AUTH_CA, profile.algorithm),
         profile.validity(),
@@ -188,16 +193,8 @@ def _sign_certificate(profile: CardProfile, key: PrivateKey) -> bytes:
             x509.OtherName(OID_JPKI_ADDRESS, encode_personal_value(address)),
         ]
     )
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-            x509.NameAttribute(NameOID.LOCALITY_NAME, "Tokyo-to"),
-            x509.NameAttribute(NameOID.LOCALITY_NAME, "Chiyoda-ku"),
-            x509.NameAttribute(NameOID.COMMON_NAME, _holder_serial()),
-        ]
-    )
     return _end_entity(
-        subject,
+        _holder_name("Tokyo-to", "Chiyoda-ku"),
         key,
         _ca(SIGN_CA, profile.algorithm),
         profile.validity(),
