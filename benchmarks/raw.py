@@ -36,13 +36,17 @@ PINS = {AUTH_KEY.name: "1234", SIGN_KEY.name: "ABC123"}
 def signature(
     context: PcscContext, reader: str, key: KeySlot, data: bytes, read_certificate: bool = False
 ) -> bytes:
-    """SELECT AP, SELECT PIN EF, VERIFY, SELECT key EF, SIGN (plus the certificate when asked)."""
+    """SELECT AP, SELECT PIN EF, VERIFY, SELECT key EF, SIGN.
+
+    With ``read_certificate``, the signing certificate is read after VERIFY (it needs the
+    password), in as few READ BINARYs as possible.
+    """
     info = digest_info("sha256", digest("sha256", data))
     with context.connect(reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
         session.verify_pin(key, PINS[key.name])
         if read_certificate:
-            session.read_certificate(Certificate.SIGN)
+            _read_certificate(session.protocol, Certificate.SIGN.fid)
         return session.sign(key, info)
 
 

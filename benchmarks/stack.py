@@ -20,13 +20,11 @@ from typing import Any
 from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
+from mncd.api import BUS_NAME, INTERFACE, OBJECT_PATH
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 from mncd.vcard.sessionbus import PrivateSessionBus
 
-BUS_NAME = "io.github.mncd.MyNumberCard1"
-OBJECT_PATH = "/io/github/mncd/MyNumberCard1"
-INTERFACE = BUS_NAME
 READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
 DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 
@@ -122,12 +120,13 @@ class NameWatch:
                 self.owned[name] = time.perf_counter()
                 self._events.setdefault(name, asyncio.Event()).set()
             else:
-                self.owned.pop(name, None)
-                self._events.pop(name, None)
+                self.forget(name)
 
     def forget(self, name: str) -> None:
+        """Treat ``name`` as unowned until its next NameOwnerChanged."""
         self.owned.pop(name, None)
-        self._events.pop(name, None)
+        if name in self._events:
+            self._events[name].clear()
 
     async def wait(self, name: str, timeout: float = 30.0) -> float:
         """perf_counter() time at which ``name`` got an owner."""
@@ -161,10 +160,14 @@ class SignalWatch:
             self.times.append((time.perf_counter(), list(msg.body)))
             self._event.set()
 
-    async def next(self, timeout: float = 30.0) -> float:
-        """Wait for the next signal; its arrival time."""
-        count = len(self.times)
-        while len(self.times) == count:
+    @property
+    def count(self) -> int:
+        """Signals received so far."""
+        return len(self.times)
+
+    async def after(self, count: int, timeout: float = 30.0) -> float:
+        """Wait for a signal beyond the first ``count``; the arrival time of the next one."""
+        while len(self.times) <= count:
             self._event.clear()
             await asyncio.wait_for(self._event.wait(), timeout)
         return self.times[count][0]
@@ -274,11 +277,18 @@ class Stack:
         return owner
 
     async def insert(self, speed: CardSpeed, slot: int = 0) -> None:
-        """Insert the card of ``speed`` (the same card, PIN counters kept, on later calls)."""
+        """Insert the card of ``speed`` (the same card, PIN counters kept, on later calls).
+
+        The card's APDU log is cleared first, so it holds what this insertion caused.
+        """
         name = f"bench-{speed.name}"
-        profile = None if name in self._known_cards else speed.profile()
         loop = asyncio.get_running_loop()
         control = self.sandbox.control
+        if name in self._known_cards:
+            await loop.run_in_executor(None, control.log, name, True)
+            profile = None
+        else:
+            profile = speed.profile()
         await loop.run_in_executor(None, lambda: control.insert(profile, slot=slot, card=name))
         self._known_cards.add(name)
         self.inserted[slot] = name
@@ -288,10 +298,9 @@ class Stack:
         await loop.run_in_executor(None, self.sandbox.control.remove, slot)
         self.inserted.pop(slot, None)
 
-    async def card_commands(self, slot: int = 0, clear: bool = False) -> list[str]:
-        """APDUs the card in ``slot`` answered (its log), optionally clearing it."""
+    async def card_commands(self, name: str, clear: bool = False) -> list[str]:
+        """APDUs the card called ``name`` answered (its log), optionally clearing it."""
         loop = asyncio.get_running_loop()
-        name = self.inserted[slot]
         return await loop.run_in_executor(None, self.sandbox.control.commands, name, clear)
 
     async def wait_card_read(self, timeout: float = 30.0) -> dict[str, Any]:

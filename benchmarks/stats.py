@@ -70,7 +70,7 @@ class Row:
     def target_text(self) -> str:
         if self.target is None:
             return "-"
-        return f"{'≤' if self.direction == 'le' else '≥'} {self.target:g}"
+        return f"{'≤' if self.direction == 'le' else '≥'} {self.target:.3g}"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

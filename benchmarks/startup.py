@@ -1,0 +1,141 @@
+"""Cold start → ready: mncd against a trivial Python that connects to the bus and owns a name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from statistics import median
+
+from mncd.vcard.sessionbus import PrivateSessionBus
+
+from .stack import BUS_NAME, NameWatch, Stack, connect
+from .stats import Row, summary
+
+TRIVIAL_NAME = "org.example.MncdBenchTrivial"
+#: The baseline: the least a Python bus service does before it is ready.
+TRIVIAL = f"""
+import asyncio, os, socket
+from dbus_next.aio import MessageBus
+
+async def main():
+    bus = await MessageBus().connect()
+    await bus.request_name({TRIVIAL_NAME!r})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+class NotifySocket:
+    """A bound sd_notify socket (what systemd gives a Type=notify service), timestamping READY=1."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.ready: asyncio.Queue[float] = asyncio.Queue()
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            if b"READY=1" in data.split(b"\n"):
+                self.ready.put_nowait(time.perf_counter())
+
+    def drain(self) -> None:
+        while not self.ready.empty():
+            self.ready.get_nowait()
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+async def _start_once(
+    cmd: list[str],
+    env: dict[str, str],
+    names: NameWatch,
+    name: str,
+    notify: NotifySocket,
+    log_path: Path,
+) -> tuple[float, float]:
+    """Start ``cmd``; ms until it owns ``name`` and until READY=1; then stop it."""
+    names.forget(name)
+    notify.drain()
+    with log_path.open("ab") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+        )
+    try:
+        owned = await names.wait(name, timeout=30)
+        ready = await asyncio.wait_for(notify.ready.get(), 30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, process.wait, 15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return (owned - start) * 1000, (ready - start) * 1000
+
+
+async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[Row]:
+    """Cold start rows: a separate private bus, the card in the reader, a fresh state dir."""
+    directory = stack.dir / "coldbus"
+    directory.mkdir()
+    session = PrivateSessionBus(directory)
+    bus = await connect(session.address)
+    names = await NameWatch(bus).start()
+    notify = NotifySocket(str(stack.dir / "notify.sock"))
+    env = {**stack.child_env(session.address), "NOTIFY_SOCKET": notify.path}
+    times: dict[str, list[tuple[float, float]]] = {"mncd": [], "trivial": []}
+    try:
+        for n in range(runs + 1):  # the first round warms the page cache and is not counted
+            state = {"XDG_STATE_HOME": str(stack.dir / f"cold-state-{n}")}
+            mncd = await _start_once(
+                [sys.executable, "-m", "mncd.daemon"], {**env, **state}, names, BUS_NAME, notify,
+                directory / "mncd.log",
+            )  # fmt: skip
+            trivial = await _start_once(
+                [sys.executable, "-c", TRIVIAL], env, names, TRIVIAL_NAME, notify,
+                directory / "trivial.log",
+            )  # fmt: skip
+            if n:
+                times["mncd"].append(mncd)
+                times["trivial"].append(trivial)
+    finally:
+        notify.close()
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()
+        session.stop()
+    log(f"cold start: mncd {times['mncd']}, trivial {times['trivial']}")
+    rows = []
+    for index, what in ((0, "bus name owned"), (1, "READY=1 on NOTIFY_SOCKET")):
+        mine = [t[index] for t in times["mncd"]]
+        base = [t[index] for t in times["trivial"]]
+        rows.append(
+            Row("startup", f"cold start → {what}", "", "ms", median(mine), median(base),
+                "trivial python: dbus-next + name", note="card in the reader, empty cache",
+                samples={"mncd": summary(mine), "baseline": summary(base)})
+        )  # fmt: skip
+    return rows
