@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MAX_FILE_SIZE = 256 * 1024
+#: Temporary files older than this were left by a crash in the middle of a write.
+STALE_TEMP_SECONDS = 60
 
 
 def default_root() -> Path:
@@ -76,6 +79,14 @@ class CertificateRecord:
             algorithm=_str(data["algorithm"]),
         )
         return cls(summary)
+
+
+def _finite(value: Any) -> float:
+    """A real number of seconds: infinity or NaN would sort a record first for ever."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
 
 
 def _str(value: Any) -> str:
@@ -126,7 +137,7 @@ class CardRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CardRecord:
-        if data.get("version") != FORMAT_VERSION:
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise ValueError("unknown cache format")
         certificates = data.get("certificates", {})
         if not isinstance(certificates, dict):
@@ -141,7 +152,7 @@ class CardRecord:
         record = cls(
             card_id=_str(data["card_id"]),
             token=_str(data.get("token", "card")),
-            last_seen=float(data["last_seen"]),
+            last_seen=_finite(data["last_seen"]),
             auth=cert("auth"),
             auth_ca=cert("auth-ca"),
             sign_ca=cert("sign-ca"),
@@ -199,7 +210,17 @@ class CardCache:
         """Write ``record`` atomically (old or new version on disk, never a mix)."""
         self._ensure_dirs()
         data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode("utf-8")
-        atomic_write(self.path_for(record.card_id), data)
+        path = self.path_for(record.card_id)
+        atomic_write(path, data)
+        self._remove_stale_temporaries(path)
+
+    def _remove_stale_temporaries(self, path: Path) -> None:
+        """Delete temporary files a crash left behind mid-write (they are never read)."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for temporary in path.parent.glob(f".{path.name}.*"):
+            with contextlib.suppress(OSError):
+                if temporary.lstat().st_mtime < cutoff:
+                    temporary.unlink()
 
     def load(self, card_id: str) -> CardRecord | None:
         """The record of ``card_id``, or None when absent or not trustworthy (then quarantined)."""
@@ -223,7 +244,8 @@ class CardCache:
 
     def _load_path(self, path: Path) -> CardRecord | None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO planted under a cache name must not hang the daemon.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -254,8 +276,16 @@ class CardCache:
             if path.stem != record.card_id:
                 raise ValueError("file name does not match its card")
             return record
-        except (ValueError, KeyError, TypeError, certs.CertificateError) as exc:
-            log.warning("cache file %s is corrupt (%s); it will be rebuilt", path.name, exc)
+        except (
+            ValueError,  # also bad JSON, bad UTF-8, bad base64 and certificates
+            KeyError,
+            TypeError,
+            OverflowError,  # dates or numbers out of range
+            RecursionError,  # absurdly nested JSON
+        ) as exc:
+            log.warning(
+                "cache file %s is corrupt (%s); it will be rebuilt", path.name, type(exc).__name__
+            )
             self._quarantine(path, "corrupt")
             return None
 

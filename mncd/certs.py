@@ -13,7 +13,9 @@ import unicodedata
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 OID_JPKI_NAME = x509.ObjectIdentifier("1.2.392.200149.8.5.5.1")
 OID_JPKI_NAME_SUBSTITUTE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.2")
@@ -135,9 +137,17 @@ def load(der: bytes) -> x509.Certificate:
         raise CertificateError("not a DER X.509 certificate") from exc
 
 
+def public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
+    """The certificate's public key, or :class:`CertificateError` for a broken or unknown one."""
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateError("the certificate's public key is unusable") from exc
+
+
 def key_algorithm(cert: x509.Certificate) -> str:
     """Short name of the certificate's public-key algorithm."""
-    key = cert.public_key()
+    key = public_key(cert)
     if isinstance(key, rsa.RSAPublicKey):
         return f"rsa{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -150,14 +160,17 @@ def key_algorithm(cert: x509.Certificate) -> str:
 def summarize(der: bytes) -> CertificateSummary:
     """The public summary of a DER certificate."""
     cert = load(der)
-    return CertificateSummary(
-        serial=f"{cert.serial_number:x}",
-        fingerprint=hashlib.sha256(der).hexdigest(),
-        issuer=cert.issuer.rfc4514_string(),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        algorithm=key_algorithm(cert),
-    )
+    try:
+        return CertificateSummary(
+            serial=f"{cert.serial_number:x}",
+            fingerprint=hashlib.sha256(der).hexdigest(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            algorithm=key_algorithm(cert),
+        )
+    except ValueError as exc:  # parts are parsed on first use
+        raise CertificateError("the certificate is malformed") from exc
 
 
 @dataclass(frozen=True)

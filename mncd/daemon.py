@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from . import __version__
 from .alerts import NoticeCenter
 from .cache import CardCache
 from .config import Config
-from .manager import CardManager, Listener
+from .manager import CARD_TIMEOUT, CardManager, Listener
 from .monitor import PcscMonitor
 from .notifications import DesktopNotifier
 from .service import BUS_NAME, OBJECT_PATH, MyNumberCardInterface, SafeMessageBus
@@ -29,6 +31,9 @@ from .systemd import notify, setup_logging, watchdog_interval
 from .udev import UdevReaderWatcher
 
 log = logging.getLogger("mncd")
+
+#: How long an exit waits for a card operation under way (it ends with a card reset).
+EXIT_GRACE = 10.0
 
 STATUS_TEXT = {
     "pcsc-unavailable": "waiting for the PC/SC service (pcscd)",
@@ -48,7 +53,7 @@ async def run(state_dir: Path | None = None) -> int:
         return 1
 
     cache = CardCache(state_dir)
-    manager = CardManager(cache)
+    manager = CardManager(cache, timeout=_card_timeout())
     config = Config.load()
     notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
     interface = MyNumberCardInterface(manager, bus, pinentry=config.pinentry)
@@ -95,7 +100,7 @@ async def run(state_dir: Path | None = None) -> int:
         loop.add_signal_handler(signum, stop.set)
     tasks = [
         loop.create_task(stop.wait()),
-        loop.create_task(bus.wait_for_disconnect()),
+        loop.create_task(_disconnected(bus)),
     ]
     tasks.append(loop.create_task(notice_center.daily()))
     notice_center.schedule()
@@ -110,10 +115,30 @@ async def run(state_dir: Path | None = None) -> int:
         task.cancel()
     udev.stop()
     monitor.stop()
-    manager.close()
     if bus.connected:
         bus.disconnect()
+    if not await loop.run_in_executor(None, manager.close, EXIT_GRACE):
+        # A card operation is stuck in the reader: do not wait for it (interpreter exit would
+        # join its thread forever). Nothing is being written: cache writes are not on that thread.
+        log.warning("a card operation is still blocked in the reader; exiting without it")
+        logging.shutdown()
+        os._exit(0)
     return 0
+
+
+def _card_timeout() -> float:
+    """Seconds a caller waits for one card operation (``$MNCD_CARD_TIMEOUT``, for tests)."""
+    try:
+        return max(0.1, float(os.environ["MNCD_CARD_TIMEOUT"]))
+    except (KeyError, ValueError):
+        return CARD_TIMEOUT
+
+
+async def _disconnected(bus: SafeMessageBus) -> None:
+    """Return once the bus connection has ended, however it ended (dbus-next raises the error
+    that ended it, e.g. EOFError when the bus daemon is gone)."""
+    with contextlib.suppress(Exception):
+        await bus.wait_for_disconnect()
 
 
 async def _watchdog(interval: float) -> None:

@@ -22,6 +22,7 @@ from . import cardops, certs
 from .cache import CardCache, CardRecord, CertificateRecord, card_id_for
 from .card.errors import (
     CardError,
+    CardTimeoutError,
     KeyUnusableError,
     NotJpkiCardError,
     PcscUnavailableError,
@@ -35,6 +36,10 @@ from .udev import ReaderDevice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Longest a caller waits for one card operation. Real cards answer in seconds; a card or reader
+#: that never answers must not hold callers forever (the operation itself cannot be interrupted:
+#: it ends when the reader gives up or the card is pulled).
+CARD_TIMEOUT = 60.0
 
 
 class CertificateMissingError(Exception):
@@ -111,8 +116,11 @@ class CertificateView:
 class CardManager:
     """Owns the card thread, the cache and the live state."""
 
-    def __init__(self, cache: CardCache, listener: Listener | None = None) -> None:
+    def __init__(
+        self, cache: CardCache, listener: Listener | None = None, timeout: float = CARD_TIMEOUT
+    ) -> None:
         self.cache = cache
+        self.timeout = timeout
         self.listener = listener or Listener()
         self.pcsc_available = True
         self.readers: tuple[str, ...] = ()
@@ -121,6 +129,8 @@ class CardManager:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="card")
         self._local = threading.local()
         self._lock = asyncio.Lock()
+        self._idle = threading.Event()  #: set while the card thread runs nothing
+        self._idle.set()
         self._cert_states: dict[str, str] = {}
         self.usb_readers: dict[str, ReaderDevice] = {}  #: USB readers udev reports
         self.rescan: Callable[[], None] = lambda: None
@@ -131,8 +141,13 @@ class CardManager:
         self.last_record = await loop.run_in_executor(None, self.cache.last)
         self._publish_certificate_states()
 
-    def close(self) -> None:
+    def close(self, grace: float = 0.0) -> bool:
+        """Stop the card thread; True when it is idle within ``grace`` seconds.
+
+        An operation under way is left to finish (it ends with a card reset), not interrupted.
+        """
         self._executor.shutdown(wait=False, cancel_futures=True)
+        return self._idle.wait(grace)
 
     # -- the card thread -------------------------------------------------------------------
 
@@ -151,19 +166,44 @@ class CardManager:
                 context.release()
 
     def _on_card_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # pcscd may have restarted since the last operation: check the context first and take a
+        # fresh one if it is stale. The operation itself runs once and is never repeated here:
+        # it may have sent a PIN already, and a PIN goes to the card only when a caller asks.
+        self._idle.clear()
         try:
-            return fn(self._context(), *args)
-        except PcscUnavailableError:
-            # pcscd restarted: a fresh context may work at once; try one more time.
-            self._drop_context()
-            return fn(self._context(), *args)
+            try:
+                context = self._context()
+                context.list_readers()
+            except PcscUnavailableError:
+                self._drop_context()
+                context = self._context()
+            try:
+                return fn(context, *args)
+            except PcscUnavailableError:
+                self._drop_context()
+                raise
+        finally:
+            self._idle.set()
 
     async def run_card(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one card operation on the card thread, strictly one at a time."""
         async with self._lock:
             self.operations += 1
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._on_card_thread, fn, *args)
+            job = self._executor.submit(self._on_card_thread, fn, *args)
+            result = asyncio.wrap_future(job)
+            try:
+                return await asyncio.wait_for(asyncio.shield(result), self.timeout)
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                # Not started yet (queued behind a stuck one): cancelled here and now, so it
+                # never starts: its caller has been told it failed, and it may carry a PIN.
+                # Under way: the thread stays busy until the reader gives up; later operations
+                # queue behind it on the same thread, so operations never overlap on the card.
+                job.cancel()
+                result.add_done_callback(_consume)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.warning("the card did not answer within %g s", self.timeout)
+                raise CardTimeoutError("the card did not answer in time") from None
 
     # -- monitor events --------------------------------------------------------------------
 
@@ -216,6 +256,10 @@ class CardManager:
             return
         try:
             snapshot = await self.run_card(cardops.read_card, reader)
+            if self.cards.get(reader) is not live:
+                return  # removed while being read
+            # Certificates are parsed here: a card that returns garbage is not a usable card.
+            record = await self._remember(snapshot)
         except NotJpkiCardError:
             live.error = "unknown-card"
             log.info("card in %s is not a My Number Card", reader)
@@ -223,10 +267,8 @@ class CardManager:
             live.error = "unknown-card"
             log.warning("could not read the card in %s: %s", reader, exc)
         else:
-            if self.cards.get(reader) is not live:
-                return  # removed while being read
             live.snapshot = snapshot
-            live.record = await self._remember(snapshot)
+            live.record = record
             self.listener.card_inserted(reader)
         if self.cards.get(reader) is live:
             self.listener.state_changed()
@@ -459,6 +501,12 @@ class CardManager:
         if entry is None or entry.der is None:
             raise CertificateMissingError(f"no {which} certificate is known")
         return entry.der
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Take the outcome of an operation nobody waits for any more (no "never retrieved")."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _public(der: bytes | None) -> CertificateRecord | None:

@@ -109,6 +109,10 @@ def to_service_error(exc: BaseException) -> ServiceError:
         )
     if isinstance(exc, card_errors.SecurityStatusError):
         return ServiceError("PinRequired", "the card needs the PIN for this")
+    if isinstance(exc, card_errors.CardTimeoutError):
+        return ServiceError(
+            "Failed", "the card did not answer in time; take it out and insert it again"
+        )
     if isinstance(exc, (card_errors.CardRemovedError, card_errors.CardResetError)):
         return ServiceError("CardRemoved", "the card was removed or reset during the operation")
     if isinstance(exc, (NoCardError, card_errors.NoCardError, card_errors.NoReaderError)):
@@ -141,6 +145,30 @@ def to_service_error(exc: BaseException) -> ServiceError:
 class SafeMessageBus(MessageBus):
     """dbus-next's asyncio bus, with method handlers that never leak or mis-log errors."""
 
+    def _find_message_handler(self, msg: Message) -> Any:
+        handler = super()._find_message_handler(msg)
+        if handler is not None or msg.interface != INTERFACE:
+            return handler
+        # One of our methods with arguments of the wrong types: a clear InvalidArgument rather
+        # than dbus-next's UnknownMethod.
+        expected = next(
+            (
+                m.in_signature
+                for interface in self._path_exports.get(msg.path, [])
+                for m in ServiceInterface._get_methods(interface)
+                if m.name == msg.member and not m.disabled
+            ),
+            None,
+        )
+        if expected is None:
+            return None
+
+        def wrong_arguments(msg: Message, send_reply: Any) -> None:
+            text = f"{msg.member} takes arguments ({expected}), not ({msg.signature})"
+            send_reply(ServiceError("InvalidArgument", text)._as_message(msg))
+
+        return wrong_arguments
+
     def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Any:
         if not asyncio.iscoroutinefunction(method.fn):
             return super()._make_method_handler(interface, method)
@@ -159,7 +187,10 @@ class SafeMessageBus(MessageBus):
                     )
                 except Exception as exc:
                     error = to_service_error(exc)
-                    if error.type == ERROR + "Failed" and not isinstance(exc, ServiceError):
+                    if isinstance(exc, card_errors.CardError) and error.type == ERROR + "Failed":
+                        # The card or reader misbehaved: worth a line, not a traceback.
+                        log.warning("%s failed: %s", method.name, exc)
+                    elif error.type == ERROR + "Failed" and not isinstance(exc, ServiceError):
                         log.error("%s failed", method.name, exc_info=exc)
                     reply = error._as_message(msg)
                 if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import faultstats
 import pytest
 from smartcard import scard
 
@@ -115,3 +116,10 @@ def insert_card(sandbox: PcscSandbox) -> Iterator:
 def card(insert_card) -> InsertedCard:
     """A healthy default card in the first reader."""
     return insert_card()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line of the fault suite's figures (faults, bad inputs, load, fuzzing)."""
+    line = faultstats.summary_line()
+    if line:
+        terminalreporter.write_line(line)

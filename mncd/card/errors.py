@@ -31,6 +31,10 @@ class CardRemovedError(TransportError):
     """The card left the reader while it was being used."""
 
 
+class CardTimeoutError(TransportError):
+    """The card (or its reader) did not answer in time; the operation was given up."""
+
+
 class CardResetError(TransportError):
     """The card was reset by someone else; its verification state is gone."""
 

@@ -21,11 +21,13 @@ from .errors import (
     TransportError,
 )
 
-# An invalid handle after pcscd restarted means the service we knew is gone.
+# An invalid handle after pcscd restarted means the service we knew is gone; a transport
+# ("RPC") error is what a call gets when pcscd dies while answering it.
 _UNAVAILABLE = {
     scard.SCARD_E_NO_SERVICE,
     scard.SCARD_E_SERVICE_STOPPED,
     scard.SCARD_E_INVALID_HANDLE,
+    scard.SCARD_F_COMM_ERROR,
 }
 #: How long to wait for pcscd to confirm a removal after an empty answer: 20 × 0.1 s.
 STATUS_POLLS = 20

@@ -8,6 +8,7 @@ counters persist as long as the card exists.
 
 from __future__ import annotations
 
+import random
 import secrets
 import threading
 import time
@@ -28,6 +29,13 @@ OK = b"\x90\x00"
 CERTIFICATE_EF_SIZE = 0x800  # certificate EFs are larger than the certificates in them
 FILLER = 0xFF
 WRONG_LE_CHUNK = 0xF0
+#: Ways a hostile card mangles an answer (profile ``hostile``).
+HOSTILE_KINDS = ("truncate", "pad", "garbage", "der", "status", "61xx", "6cxx", "slow")
+#: Status words a hostile card answers out of place.
+ODD_STATUS = (
+    0x9000, 0x6A82, 0x6982, 0x6983, 0x6984, 0x6985, 0x6700, 0x6B00, 0x6F00, 0x63C0, 0x63C1,
+    0x63CF, 0x6283, 0x6581, 0x9001, 0x0000, 0xFFFF, 0x6100, 0x6C00, 0x6CFF,
+)  # fmt: skip
 
 
 def sw(value: int) -> bytes:
@@ -135,6 +143,8 @@ class VirtualCard:
         self._lock = threading.Lock()
         self._atr = bytes.fromhex(resolve_atr(profile.atr))
         self.apps = self._build_files(profile, pki)
+        self._hostile = random.Random(profile.hostile) if profile.hostile else None
+        self._endless = 0  # GET RESPONSEs a hostile card still answers with yet another 61xx
         self._reset_state()
 
     # -- construction ----------------------------------------------------------------------
@@ -220,16 +230,51 @@ class VirtualCard:
         """Answer one command APDU (data + SW)."""
         if self.profile.apdu_delay_ms:
             time.sleep(self.profile.apdu_delay_ms / 1000)
+        delay = 0.0
         with self._lock:
             try:
                 response = self._dispatch(apdu)
             except _Status as status:
                 response = status.response
+            if self._hostile is not None:
+                response, delay = self._mangle(apdu, response)
             entry = LogEntry(_mask_verify(apdu), response.hex().upper(), time.time())
             self.log.append(entry)
+        if delay:
+            time.sleep(delay)
         if self.on_log is not None:
             self.on_log(entry)
         return response
+
+    def _mangle(self, apdu: bytes, response: bytes) -> tuple[bytes, float]:
+        """A hostile card's answer instead of ``response``, and how long to stall before it."""
+        rng = self._hostile
+        assert rng is not None
+        if self._endless and apdu[1:2] == b"\xc0":
+            self._endless -= 1
+            return rng.randbytes(rng.randint(0, 16)) + sw(0x6100 | rng.randint(0, 255)), 0.0
+        self._endless = 0
+        if rng.random() >= self.profile.hostile_rate:
+            return response, 0.0
+        data, status = response[:-2], response[-2:]
+        kind = rng.choice(HOSTILE_KINDS)
+        if kind == "truncate":  # includes no answer at all and a lone status byte
+            return response[: rng.randrange(len(response))], 0.0
+        if kind == "pad":  # more data than asked for
+            return data + rng.randbytes(rng.randint(1, 300)) + status, 0.0
+        if kind == "garbage":
+            return rng.randbytes(len(data) or rng.randint(1, 64)) + status, 0.0
+        if kind == "der":  # a plausible DER header over garbage: a broken certificate
+            body = rng.randbytes(max(len(data), 8) - 4)
+            return b"\x30\x82" + rng.randbytes(2) + body + OK, 0.0
+        if kind == "status":
+            return data + sw(rng.choice(ODD_STATUS)), 0.0
+        if kind == "61xx":  # announces more data, forever
+            self._endless = 200
+            return sw(0x6100 | rng.randint(0, 255)), 0.0
+        if kind == "6cxx":
+            return sw(0x6C00 | rng.randint(0, 255)), 0.0
+        return response, rng.uniform(0.05, 0.4)  # slow
 
     def _dispatch(self, apdu: bytes) -> bytes:
         if len(apdu) < 4:

@@ -32,10 +32,19 @@ class CardControl:
         return reply
 
     def insert(
-        self, profile: CardProfile | None = None, slot: int = 0, card: str = "default"
+        self,
+        profile: CardProfile | None = None,
+        slot: int = 0,
+        card: str = "default",
+        pull_on: str = "",
     ) -> str:
-        """Insert ``card`` (a new one when ``profile`` is given) into ``slot``; returns its ATR."""
+        """Insert ``card`` (a new one when ``profile`` is given) into ``slot``; returns its ATR.
+
+        ``pull_on``: remove it again as soon as a command starting with this hex prefix arrives.
+        """
         args: dict[str, Any] = {"slot": slot, "card": card}
+        if pull_on:
+            args["pull_on"] = pull_on
         if profile is not None:
             args["profile"] = profile.to_dict()
         return self.call("insert", **args)["atr"]

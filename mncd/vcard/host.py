@@ -49,10 +49,12 @@ class CardHost:
             self.cards[name] = VirtualCard(profile, self._pki[key])
             return self.cards[name]
 
-    def insert(self, slot: int, card: VirtualCard) -> None:
+    def insert(self, slot: int, card: VirtualCard, pull_on: bytes | None = None) -> None:
+        """Insert ``card`` into ``slot``; ``pull_on``: remove it again on such a command."""
         with self._lock:
             self.remove(slot)
             link = VpcdLink(card, self.host, self.base_port + slot)
+            link.pull_on = pull_on
             link.insert()
             self.links[slot] = link
 
@@ -79,7 +81,8 @@ class CardHost:
         if cmd == "insert":
             profile = request.get("profile")
             card = self.card(name, CardProfile.from_dict(profile) if profile is not None else None)
-            self.insert(slot, card)
+            pull_on = request.get("pull_on")
+            self.insert(slot, card, bytes.fromhex(pull_on) if pull_on else None)
             return {"atr": card.atr.hex().upper()}
         if cmd == "remove":
             return {"removed": self.remove(slot)}

@@ -105,6 +105,10 @@ class CardProfile:
     corrupt_signature: bool = False  #: a faulty card: flip a bit in every signature
     apdu_delay_ms: float = 0.0  #: extra time per APDU
     sign_delay_ms: float = 0.0  #: extra time per signature
+    #: A hostile card: non-zero seeds a generator that mangles answers (truncated or padded data,
+    #: garbage bytes, odd status words, endless 61xx / 6Cxx, slow answers); 0 is an honest card.
+    hostile: int = 0
+    hostile_rate: float = 0.3  #: share of answers a hostile card mangles
     algorithm: str = "rsa2048"  #: rsa2048, or ec-p384 (next-generation, provisional)
 
     extra: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +203,8 @@ class CardProfile:
         atr = bytes.fromhex(resolve_atr(self.atr))
         if not 2 <= len(atr) <= 33 or atr[0] not in (0x3B, 0x3F):
             raise ValueError("atr must be 2..33 bytes starting with 3B or 3F")
+        if not 0.0 <= self.hostile_rate <= 1.0:
+            raise ValueError("hostile_rate must be 0..1")
         for name in ("auth_tries_left", "sign_tries_left", "card_info_tries_left"):
             if not 0 <= getattr(self, name) <= 15:
                 raise ValueError(f"{name} must be 0..15")

@@ -120,7 +120,8 @@ class PcscSandbox:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def pcscd(self, action: str) -> dict[str, Any]:
-        """``stop`` or ``start`` the sandbox's pcscd (to test how clients cope)."""
+        """``stop``, ``kill`` (SIGKILL, cards left as they are), ``start`` or ``status`` of the
+        sandbox's pcscd (to test how clients cope)."""
         return self.control.call("pcscd", action=action)
 
     def __enter__(self) -> PcscSandbox:
@@ -167,6 +168,14 @@ class _Inside:
                     raise SandboxError("pcscd did not start")
                 time.sleep(0.02)
 
+    def kill_pcscd(self) -> None:
+        """SIGKILL pcscd, as a crash would end it: no cleanup, sockets just close."""
+        with self.lock:
+            if self.pcscd is not None and self.pcscd.poll() is None:
+                self.pcscd.kill()
+                self.pcscd.wait()
+            self.pcscd = None
+
     def stop_pcscd(self) -> None:
         with self.lock:
             if self.pcscd is not None and self.pcscd.poll() is None:
@@ -190,10 +199,12 @@ class _Inside:
             if action == "stop":
                 host.remove_all()
                 self.stop_pcscd()
+            elif action == "kill":
+                self.kill_pcscd()
             elif action == "start":
                 self.start_pcscd()
             elif action != "status":
-                raise ValueError("action must be stop, start or status")
+                raise ValueError("action must be stop, kill, start or status")
             return {"running": self.pcscd is not None and self.pcscd.poll() is None}
 
         host.extra_commands["pcscd"] = pcscd_command
