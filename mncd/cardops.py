@@ -76,11 +76,13 @@ def sign(
     digest: bytes,
     pin: bytearray,
     certificate: bytes | None,
+    issuer: bytes | None = None,
 ) -> SignResult:
     """VERIFY the key's PIN and sign ``digest`` in one transaction; verify the result.
 
     ``certificate`` is the key's certificate when known; the signing certificate is read from the
-    card after the password when it is not. The card is reset afterwards.
+    card after the password when it is not, and then checked against its CA (``issuer``, the
+    card's own CA certificate). The card is reset afterwards.
     """
     with context.connect(reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
@@ -89,6 +91,8 @@ def sign(
             if key is not SIGN_KEY:
                 raise SecurityStatusError(0x6982, "certificate unknown")
             certificate = session.read_certificate(Certificate.SIGN)
+            if issuer is not None:
+                certs.check_issued_by(certificate, issuer)
         signature = session.sign(key, signing.card_input(certificate, hash_name, digest))
     signing.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)
@@ -106,6 +110,7 @@ def check_personal_data(
     card_info_pin: bytearray,
     sign_pin: bytearray | None,
     sign_certificate: bytes | None,
+    issuer: bytes | None = None,
 ) -> PersonalDataCheck:
     """Compare the card's basic four information with the signing certificate's.
 
@@ -121,6 +126,8 @@ def check_personal_data(
             session = JpkiSession(conn)
             session.verify_pin(SIGN_KEY, sign_pin)
             sign_certificate = session.read_certificate(Certificate.SIGN)
+            if issuer is not None:
+                certs.check_issued_by(sign_certificate, issuer)
     changed = certs.changed_fields(
         certs.personal_data(sign_certificate), info.name, info.address, info.birth_date, info.sex
     )

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
@@ -232,3 +232,16 @@ def personal_data(der: bytes) -> PersonalData:
         )
     except KeyError as exc:
         raise CertificateError("certificate lacks a personal-data field") from exc
+
+
+def check_issued_by(der: bytes, issuer_der: bytes) -> None:
+    """Raise :class:`CertificateError` unless ``der`` is signed by the CA ``issuer_der``.
+
+    A certificate read from the card is checked against the CA certificate on the same card, so
+    a certificate damaged on its way (a faulty card or reader) is never passed on as genuine.
+    """
+    cert, issuer = load(der), load(issuer_der)
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateError("the certificate is not signed by the card's CA") from exc

@@ -21,12 +21,13 @@ from dbus_next.constants import NameFlag, RequestNameReply
 
 from . import __version__
 from .alerts import NoticeCenter
+from .api import BUS_NAME, OBJECT_PATH
 from .cache import CardCache
 from .config import Config
 from .manager import CARD_TIMEOUT, CardManager, Listener
 from .monitor import PcscMonitor
 from .notifications import DesktopNotifier
-from .service import BUS_NAME, OBJECT_PATH, MyNumberCardInterface, SafeMessageBus
+from .service import MyNumberCardInterface, SafeMessageBus
 from .systemd import notify, setup_logging, watchdog_interval
 from .udev import UdevReaderWatcher
 

@@ -428,11 +428,20 @@ class CardManager:
             certificate = live.sign_der
         try:
             result = await self.run_card(
-                cardops.sign, live.reader, key, hash_name, digest, pin, certificate
+                cardops.sign,
+                live.reader,
+                key,
+                hash_name,
+                digest,
+                pin,
+                certificate,
+                live.snapshot.sign_ca_der if live.snapshot else None,
             )
         except KeyUnusableError:
-            if key is SIGN_KEY and record is not None and record.sign is not None:
-                self._invalidate(record, record.sign.summary.fingerprint, "refused")
+            if key is SIGN_KEY and record is not None:
+                # Mark what is known: the cached certificate, or the card's unread one.
+                known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
+                self._invalidate(record, known, "refused")
                 await self._save(record)
                 self._changed()
             raise
@@ -481,7 +490,12 @@ class CardManager:
         if not live.snapshot or not live.snapshot.sign_present:
             raise CertificateMissingError("the card has no signing certificate")
         check = await self.run_card(
-            cardops.check_personal_data, live.reader, card_info_pin, sign_pin, live.sign_der
+            cardops.check_personal_data,
+            live.reader,
+            card_info_pin,
+            sign_pin,
+            live.sign_der,
+            live.snapshot.sign_ca_der,
         )
         if record is not None:
             self._learn_sign_certificate(live, record, check.sign_certificate)

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -19,6 +20,7 @@ from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, dbus_property, method, signal
 
 from . import certs
+from .api import ERROR_PREFIX, INTERFACE, MAX_DATA
 from .card import errors as card_errors
 from .card.digestinfo import HASHES, digest, digest_size
 from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
@@ -45,12 +47,10 @@ def _(text: str) -> str:
     return translator().gettext(text)
 
 
-BUS_NAME = "io.github.mncd.MyNumberCard1"
-OBJECT_PATH = "/io/github/mncd/MyNumberCard1"
-INTERFACE = "io.github.mncd.MyNumberCard1"
-ERROR = INTERFACE + ".Error."
-#: Largest ``data`` accepted by Sign/Authenticate; hash bigger input yourself and pass digest=true.
-MAX_DATA = 1024 * 1024
+ERROR = ERROR_PREFIX
+#: GetStatus reuses its answer this long when nothing changed (days left follow the clock).
+STATUS_MAX_AGE = 1.0
+CALLER_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -170,32 +170,34 @@ class SafeMessageBus(MessageBus):
         return wrong_arguments
 
     def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Any:
+        def reply_to(msg: Message, outcome: Callable[[], Any]) -> None:
+            try:
+                body, fds = ServiceInterface._fn_result_to_body(
+                    outcome(), method.out_signature_tree
+                )
+                reply = Message.new_method_return(msg, method.out_signature, body, fds)
+            except asyncio.CancelledError:
+                reply = ServiceError("Cancelled", "the operation was cancelled")._as_message(msg)
+            except Exception as exc:
+                error = to_service_error(exc)
+                if isinstance(exc, card_errors.CardError) and error.type == ERROR + "Failed":
+                    # The card or reader misbehaved: worth a line, not a traceback.
+                    log.warning("%s failed: %s", method.name, exc)
+                elif error.type == ERROR + "Failed" and not isinstance(exc, ServiceError):
+                    log.error("%s failed", method.name, exc_info=exc)
+                reply = error._as_message(msg)
+            if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                self.send(reply)
+
         if not asyncio.iscoroutinefunction(method.fn):
-            return super()._make_method_handler(interface, method)
+            # Answered at once, from memory (GetStatus): no task, same error handling.
+            def sync_handler(msg: Message, send_reply: Any) -> None:
+                args = ServiceInterface._msg_body_to_args(msg)
+                reply_to(msg, lambda: method.fn(interface, *args))
+
+            return sync_handler
 
         def handler(msg: Message, send_reply: Any) -> None:
-            def done(task: asyncio.Task) -> None:
-                try:
-                    result = task.result()
-                    body, fds = ServiceInterface._fn_result_to_body(
-                        result, method.out_signature_tree
-                    )
-                    reply = Message.new_method_return(msg, method.out_signature, body, fds)
-                except asyncio.CancelledError:
-                    reply = ServiceError("Cancelled", "the operation was cancelled")._as_message(
-                        msg
-                    )
-                except Exception as exc:
-                    error = to_service_error(exc)
-                    if isinstance(exc, card_errors.CardError) and error.type == ERROR + "Failed":
-                        # The card or reader misbehaved: worth a line, not a traceback.
-                        log.warning("%s failed: %s", method.name, exc)
-                    elif error.type == ERROR + "Failed" and not isinstance(exc, ServiceError):
-                        log.error("%s failed", method.name, exc_info=exc)
-                    reply = error._as_message(msg)
-                if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
-                    self.send(reply)
-
             context = contextvars.copy_context()
             allow = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
             context.run(CALL.set, CallInfo(msg.sender or "", allow))
@@ -203,7 +205,7 @@ class SafeMessageBus(MessageBus):
             task = asyncio.get_running_loop().create_task(
                 method.fn(interface, *args), context=context
             )
-            task.add_done_callback(done)
+            task.add_done_callback(lambda done: reply_to(msg, done.result))
 
         return handler
 
@@ -252,11 +254,14 @@ class MyNumberCardInterface(ServiceInterface):
         self.manager = manager
         self.bus = bus
         self.pinentry_program = pinentry
+        self._status: tuple[float, dict[str, Variant]] | None = None
+        self._callers: dict[str, Caller] = {}
         self._properties: dict[str, Any] = {}
 
     # -- change notification (called by the daemon's listener) ----------------------------
 
     def refresh_properties(self) -> None:
+        self._status = None  # something changed: GetStatus builds a fresh answer
         current = {
             "State": self.manager.state(),
             "CardPresent": self.manager.current() is not None,
@@ -296,7 +301,15 @@ class MyNumberCardInterface(ServiceInterface):
     # -- methods ---------------------------------------------------------------------------
 
     @method()
-    async def GetStatus(self) -> "a{sv}":
+    def GetStatus(self) -> "a{sv}":
+        """Answered from memory; the answer is reused until something changes (or 1 s passes,
+        since days left follow the clock)."""
+        now = time.monotonic()
+        if self._status is None or now - self._status[0] > STATUS_MAX_AGE:
+            self._status = (now, self._build_status())
+        return self._status[1]
+
+    def _build_status(self) -> dict[str, Variant]:
         live = self.manager.current()
         token = live.snapshot.token.kind.value if live and live.snapshot else ""
         if not token and self.manager.last_record is not None:
@@ -462,6 +475,8 @@ class MyNumberCardInterface(ServiceInterface):
         sender = current_call().sender
         if not sender or self.bus is None:
             return Caller("unknown program", 0)
+        if sender in self._callers:  # unique names are never reused on a bus
+            return self._callers[sender]
         try:
             reply = await self.bus.call(
                 Message(
@@ -476,7 +491,10 @@ class MyNumberCardInterface(ServiceInterface):
             pid = int(reply.body[0])
         except Exception:
             return Caller(sender, 0)
-        return Caller(executable_of(pid), pid)
+        if len(self._callers) >= CALLER_CACHE_SIZE:
+            self._callers.pop(next(iter(self._callers)))
+        caller = self._callers[sender] = Caller(executable_of(pid), pid)
+        return caller
 
 
 def _check_options(options: dict[str, Variant], known: dict[str, str]) -> None:

@@ -200,7 +200,7 @@ def test_card_pulled_during_signature_is_a_typed_error(context, card):
 
 
 def test_card_pulled_during_certificate_read(context, card):
-    card.control.pull_on("00B00104", slot=card.slot)
+    card.control.pull_on("00B00100", slot=card.slot)
     with context.connect(card.reader) as conn, pytest.raises(CardRemovedError):
         JpkiSession(conn).read_certificate(Certificate.AUTH)
 

@@ -189,3 +189,10 @@ def test_basic_info_template_round_trip():
 def test_malformed_basic_info_is_an_error(data):
     with pytest.raises(InvalidResponseError):
         parse_basic_info(bytes.fromhex(data))
+
+
+def test_6cxx_never_repeats_a_verify():
+    conn = ScriptedConnection("9000", "9000", "6C04")
+    with pytest.raises(ApduError):
+        JpkiSession(conn).verify_pin(AUTH_KEY, "1234")
+    assert [c for c in conn.sent if c.startswith("00200080")] == ["002000800431323334"]

@@ -191,3 +191,24 @@ def test_notice_waits_for_a_notification_server(sandbox, insert_card, tmp_path):
         daemon.stop()
         server.stop()
         bus.stop()
+
+
+def test_card_refusing_the_signing_key_invalidates_it(desktop, sandbox, insert_card, tmp_path):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
+    try:
+        card = insert_card(refuse_key="sign")
+        wait_state(bus.address, "card-present")
+        with pytest.raises(CallError) as err:
+            gdbus_call(bus.address, "Sign", gvariant_bytes(b"doc"), "sha256",
+                       f"{{'pin': <'{card.profile.sign_password}'>}}")  # fmt: skip
+        assert ERR + "CertificateInvalid" in err.value.message
+        assert status(bus.address)["sign"]["state"] == "invalidated"
+        assert status(bus.address)["auth"]["state"] == "valid"
+        notice = wait_for(
+            lambda: next((n for n in server.received() if "no longer valid" in n["summary"]), None),
+            "the invalidation notice",
+        )
+        assert notice["urgency"] == "CRITICAL" and "municipal office" in notice["body"]
+    finally:
+        daemon.stop()

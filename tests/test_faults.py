@@ -95,7 +95,7 @@ PULLS = {
     "sign-at-verify": ("sign", VERIFY_SIGN, [SELECT_JPKI, select_ef(0x001B)]),
     "sign-after-verify": ("sign", select_ef(0x0001), [SELECT_JPKI, select_ef(0x001B), VERIFY]),
     "sign-during-certificate-read": (
-        "sign", f"{READ_BINARY}0004", [SELECT_JPKI, select_ef(0x1B), VERIFY, select_ef(0x1), "*"],
+        "sign", f"{READ_BINARY}0100", [SELECT_JPKI, select_ef(0x1B), VERIFY, select_ef(0x1), "*"],
     ),
     "sign-during-sign": (
         "sign", SIGN, [SELECT_JPKI, select_ef(0x1B), VERIFY, select_ef(1), "*", select_ef(0x1A)],
@@ -138,7 +138,7 @@ def test_card_pulled_while_read_on_insertion(stack, insert_card):
     stack.wait_state("no-card")
     # In again, and out during the first certificate's body (after the token info).
     card.commands(clear=True)
-    card.control.insert(slot=card.slot, card=card.name, pull_on=f"{READ_BINARY}0004")
+    card.control.insert(slot=card.slot, card=card.name, pull_on=f"{READ_BINARY}0100")
     wait_for(lambda: card.control.call("state", card=card.name)["slot"] is None, "the pull")
     wait_for_card(card.reader, present=False)
     assert verifies_with_pin(card.commands()) == 0

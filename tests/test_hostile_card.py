@@ -152,8 +152,9 @@ def test_sign(card_pki, plan, which):
     digest = bytes(range(32))
     try:
         result = cardops.sign(
-            HostileContext(connection), "reader", key, "sha256", digest, pin, known.get(which)
-        )
+            HostileContext(connection), "reader", key, "sha256", digest, pin, known.get(which),
+            card_pki.sign_ca_certificate,
+        )  # fmt: skip
     except TYPED:
         pass
     else:

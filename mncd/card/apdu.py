@@ -103,8 +103,9 @@ class CardProtocol:
         """Send ``apdu``; follow ``61xx`` and ``6Cxx``; return data and the final status word."""
         data, sw = split_response(self.connection.transmit(apdu.encode()))
         rounds = 0
-        if sw >> 8 == 0x6C:
-            # Wrong Le: the card says how many bytes it has; ask again with that Le.
+        if sw >> 8 == 0x6C and apdu.le is not None:
+            # Wrong Le: the card says how many bytes it has; ask again with that Le. Only for
+            # commands that ask for data: a VERIFY is never sent twice (it would spend a try).
             le = (sw & 0xFF) or 256
             data, sw = split_response(self.connection.transmit(_with_le(apdu, le).encode()))
         collected = data

@@ -187,13 +187,16 @@ class JpkiSession:
     def read_certificate(self, which: Certificate) -> bytes:
         """The DER certificate in ``which``, without the filler that follows it in the EF."""
         self._select_ef(which.fid)
-        header = self._read_exact(0, 4)
-        total = der_length(header)
+        # One full chunk first: it holds the DER header, so the length costs no extra APDU.
+        head = self._read(0, READ_CHUNK)
+        if len(head) < 4:
+            head += self._read_exact(len(head), 4 - len(head))
+        total = der_length(head)
         if total > MAX_CERTIFICATE_SIZE:
             raise InvalidResponseError("certificate larger than any JPKI certificate")
-        if total <= len(header):
-            return header[:total]
-        return header + self._read_exact(len(header), total - len(header))
+        if total <= len(head):
+            return head[:total]
+        return head + self._read_exact(len(head), total - len(head))
 
     def read_token_info(self) -> TokenInfo:
         """The token-info label (which kind of JPKI token this is)."""

@@ -368,6 +368,8 @@ class VirtualCard:
             raise _Status(0x6982)
         if (p1, p2) != (0x00, 0x80):
             raise _Status(0x6A86)
+        if self.profile.refuse_key == {0x0018: "auth", 0x001B: "sign"}.get(ef.pin):
+            raise _Status(0x6984)  # the key can no longer be used
         if isinstance(ef.key, rsa.RSAPrivateKey):
             if not data or len(data) > ef.key.key_size // 8 - 11:
                 raise _Status(0x6700)

@@ -103,6 +103,7 @@ class CardProfile:
     t0_get_response: bool = False  #: answer SIGN with 61xx and serve it by GET RESPONSE
     wrong_le_6cxx: bool = False  #: READ BINARY asking more than 240 bytes (or past the end): 6Cxx
     corrupt_signature: bool = False  #: a faulty card: flip a bit in every signature
+    refuse_key: str = ""  #: "auth" or "sign": that key answers 6984 (no longer usable)
     apdu_delay_ms: float = 0.0  #: extra time per APDU
     sign_delay_ms: float = 0.0  #: extra time per signature
     #: A hostile card: non-zero seeds a generator that mangles answers (truncated or padded data,
@@ -198,6 +199,8 @@ class CardProfile:
             raise ValueError(f"token must be one of {', '.join(TOKEN_LABELS)}")
         if self.blocked_sw.upper() not in ("6983", "6984"):
             raise ValueError("blocked_sw must be 6983 or 6984")
+        if self.refuse_key not in ("", "auth", "sign"):
+            raise ValueError("refuse_key must be auth, sign or empty")
         if self.algorithm not in ("rsa2048", "ec-p384"):
             raise ValueError("algorithm must be rsa2048 or ec-p384")
         atr = bytes.fromhex(resolve_atr(self.atr))
