@@ -1,0 +1,30 @@
+"""The pre-marshalled GetStatus reply is byte-for-byte what dbus-next would send."""
+
+from __future__ import annotations
+
+from dbus_next import Message, Variant
+from dbus_next._private.marshaller import Marshaller
+
+from mncd.service import _PreMarshalledReply
+
+
+def test_premarshalled_reply_matches_dbus_next():
+    call = Message(
+        destination="io.github.mncd.MyNumberCard1",
+        path="/io/github/mncd/MyNumberCard1",
+        interface="io.github.mncd.MyNumberCard1",
+        member="GetStatus",
+        serial=41,
+    )
+    call.sender = ":1.7"
+    status = {
+        "state": Variant("s", "card-present"),
+        "auth": Variant("a{sv}", {"days_left": Variant("i", 1460), "present": Variant("b", True)}),
+        "readers": Variant("as", ["Virtual PCD 00 00"]),
+    }
+    body = Marshaller("a{sv}", [status])
+    body.marshall()
+    ours = _PreMarshalledReply(call, "a{sv}", bytes(body.buffer))
+    theirs = Message.new_method_return(call, "a{sv}", [status])
+    ours.serial = theirs.serial = 99
+    assert ours._marshall() == bytes(theirs._marshall())
