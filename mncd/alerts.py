@@ -75,6 +75,16 @@ class NoticeCenter:
         log.debug("notices checked for %d card(s)", len(records))
 
     async def _check_card(self, record: CardRecord, now: dt.datetime) -> None:
+        if record.renewed_to is not None:
+            # Renewed: the old card's certificates say nothing any more; take back its notice.
+            for which in ("auth", "sign"):
+                await self.notifier.withdraw(f"{record.card_id}:{which}:expiry")
+            return
+        if record.renewed_from is not None and self.config.notify["expiry"]:
+            key = f"{record.card_id}:renewed"
+            if "shown" not in self.log.shown(key):
+                await self._send(notices.renewed_message(record.card_id))
+                self.log.mark(key, {"shown"})
         if self.config.notify["expiry"]:
             for which, cert in (("auth", record.auth), ("sign", record.sign)):
                 if cert is None:

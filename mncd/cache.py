@@ -111,6 +111,9 @@ class CardRecord:
     #: {"fingerprint", "reason", "fields"} when the signing certificate was found invalid;
     #: ``fields`` names kinds of personal data (e.g. "address"), never their values.
     sign_invalidated: dict[str, Any] | None = None
+    #: Card ids linking a renewed card to the one it replaced (see CardManager._link_renewal).
+    renewed_to: str | None = None
+    renewed_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         certificates = {
@@ -132,6 +135,8 @@ class CardRecord:
             "sign_present": self.sign_present,
             "pin_tries": self.pin_tries,
             "sign_invalidated": self.sign_invalidated,
+            "renewed_to": self.renewed_to,
+            "renewed_from": self.renewed_from,
             "certificates": certificates,
         }
 
@@ -160,10 +165,20 @@ class CardRecord:
             sign_present=bool(data.get("sign_present", True)),
             pin_tries=dict(tries),
             sign_invalidated=_invalidation(data.get("sign_invalidated")),
+            renewed_to=_optional_id(data.get("renewed_to")),
+            renewed_from=_optional_id(data.get("renewed_from")),
         )
         if record.sign is not None:
             record.sign.der = None
         return record
+
+
+def _optional_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("malformed card id")
+    return value
 
 
 def _invalidation(value: Any) -> dict[str, Any] | None:

@@ -291,11 +291,46 @@ class CardManager:
             pin_tries=dict(snapshot.tries),
             sign_invalidated=old.sign_invalidated if old else None,
         )
+        if old is not None:
+            record.renewed_to, record.renewed_from = old.renewed_to, old.renewed_from
+        else:
+            await self._link_renewal(record)
         if record.sign is not None and not snapshot.sign_present:
             # The card had a signing certificate and has none now: the old one is dead.
             self._invalidate(record, record.sign.summary.fingerprint, "missing")
         await self._save(record)
         return record
+
+    async def _link_renewal(self, record: CardRecord) -> None:
+        """Link a card seen for the first time to the card it renews, when that is clear.
+
+        Renewal replaces the authentication certificate, by which cards are known, so a renewed
+        card looks new. It is taken as the renewal of a known card when exactly one known card
+        has an authentication certificate from the same CA, issued earlier, that is due for
+        renewal or expired. With none or several (a family), nothing is linked.
+        """
+        assert record.auth is not None
+        new = record.auth.summary
+        now = dt.datetime.now(dt.UTC)
+        loop = asyncio.get_running_loop()
+        candidates = [
+            other
+            for other in await loop.run_in_executor(None, self.cache.all)
+            if other.card_id != record.card_id
+            and other.renewed_to is None
+            and other.auth is not None
+            and other.auth.summary.issuer == new.issuer
+            and other.auth.summary.not_before < new.not_before
+            and other.auth.summary.not_after - now
+            <= certs.generation_for(other.auth.summary.algorithm).renewal_window
+        ]
+        if len(candidates) != 1:
+            return
+        old = candidates[0]
+        log.info("card %s renews card %s", record.card_id, old.card_id)
+        old.renewed_to = record.card_id
+        record.renewed_from = old.card_id
+        await self._save(old, touch=False)
 
     def _invalidate(
         self, record: CardRecord, fingerprint: str, reason: str, fields: list[str] | None = None
@@ -310,14 +345,16 @@ class CardManager:
             "fields": list(fields or []),
         }
 
-    async def _save(self, record: CardRecord) -> None:
-        record.last_seen = time.time()
+    async def _save(self, record: CardRecord, touch: bool = True) -> None:
+        if touch:
+            record.last_seen = time.time()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self.cache.save, record)
         except OSError as exc:
             log.warning("could not write the cache: %s", exc)
-        self.last_record = record
+        if touch:
+            self.last_record = record
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -126,6 +126,21 @@ def expiry_message(
     )
 
 
+def renewed_message(card_id: str) -> Message:
+    """A card seen for the first time took the place of one due for renewal."""
+    _ = translator().gettext
+    return Message(
+        subject=f"{card_id}:auth:renewed",
+        category="expiry",
+        summary=_("Your certificates have been renewed"),
+        body=_(
+            "A renewed My Number Card was read: the new user-authentication certificate "
+            "replaces the old one, and reminders for the old one stop."
+        ),
+        urgency=NORMAL,
+    )
+
+
 def invalidated_message(card_id: str, reason: str, fields: list[str]) -> Message:
     """The signing certificate was revoked: say which kind of data changed, never the values."""
     _ = translator().gettext

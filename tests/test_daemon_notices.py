@@ -212,3 +212,30 @@ def test_card_refusing_the_signing_key_invalidates_it(desktop, sandbox, insert_c
         assert notice["urgency"] == "CRITICAL" and "municipal office" in notice["body"]
     finally:
         daemon.stop()
+
+
+def test_renewed_card_takes_over_and_the_old_reminders_stop(
+    desktop, sandbox, insert_card, tmp_path
+):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
+    try:
+        old = insert_card(name="before-renewal", not_after_days=20)
+        wait_state(bus.address, "card-present")
+        wait_for(lambda: "expires in 20 days" in " ".join(summaries(server)), "the 20-day notice")
+        old.remove()
+        # The office renews the card: new keys and certificates, valid for years.
+        insert_card(name="after-renewal", generation=2, not_before_days=0, not_after_days=1800)
+        wait_state(bus.address, "card-present")
+        wait_for(lambda: "Your certificates have been renewed" in summaries(server), "renewed")
+        # A restart checks every cached card again: the old card's reminder does not come back.
+        daemon.stop()
+        checks = daemon.log.count("notices checked")
+        daemon.start()
+        wait_for(lambda: daemon.log.count("notices checked") > checks, "a check after restart")
+        got = summaries(server)
+        assert got.count("Your user-authentication certificate expires in 20 days") == 1
+        assert got.count("Your certificates have been renewed") == 1
+        assert server.live_count() == 1  # the old reminder was taken back; the renewal stays
+    finally:
+        daemon.stop()
