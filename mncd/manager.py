@@ -98,6 +98,8 @@ class CertificateView:
     summary: certs.CertificateSummary | None = None
     pin_tries_left: int = -1
     invalidated: bool = False
+    #: The signing certificate the card held before, when it was found revoked and replaced.
+    previous_invalidated: str = ""
 
     def state(self, now: dt.datetime | None = None) -> str:
         if self.invalidated:
@@ -395,9 +397,10 @@ class CardManager:
         invalidated = bool(invalid) and (
             summary is None or invalid["fingerprint"] == summary.fingerprint
         )
+        previous = invalid["fingerprint"] if invalid and not invalidated else ""
         if not record.sign_present:
-            return CertificateView(False, source, summary, -1, invalidated)
-        return CertificateView(True, source, summary, tries, invalidated)
+            return CertificateView(False, source, summary, -1, invalidated, previous)
+        return CertificateView(True, source, summary, tries, invalidated, previous)
 
     def pin_tries_left(self, which: str) -> int:
         """Tries left for ``which`` PIN (auth, sign, card-info) on the present card; -1 unknown."""

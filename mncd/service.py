@@ -276,6 +276,8 @@ def _view_to_dbus(view: CertificateView) -> dict[str, Variant]:
         "issuer": Variant("s", s.issuer if s else ""),
         "algorithm": Variant("s", s.algorithm if s else ""),
         "pin_tries_left": Variant("i", view.pin_tries_left),
+        "previous_fingerprint": Variant("s", view.previous_invalidated),
+        "previous_state": Variant("s", "invalidated" if view.previous_invalidated else ""),
     }
 
 

@@ -152,6 +152,7 @@ def test_replaced_signing_certificate(desktop, sandbox, insert_card, tmp_path):
         assert "different signing certificate" in notice["body"]
         now = status(bus.address)["sign"]
         assert now["fingerprint"] != old and now["state"] == "valid"
+        assert now["previous_fingerprint"] == old and now["previous_state"] == "invalidated"
     finally:
         daemon.stop()
 
