@@ -43,7 +43,11 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=self.log_path.open("ab"),
         )
-        wait_for(lambda: name_has_owner(self.bus.address), "mncd owning its bus name")
+        try:
+            wait_for(lambda: name_has_owner(self.bus.address), "mncd owning its bus name")
+        except TimeoutError:
+            self.stop()  # never leave a daemon behind
+            raise TimeoutError(f"mncd did not start; its log:\n{self.log}") from None
         return self
 
     def stop(self) -> int | None:

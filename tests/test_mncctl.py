@@ -26,10 +26,12 @@ def mncctl(address: str, *args: str, stdin: str | None = None) -> subprocess.Com
 @pytest.fixture
 def daemon(tmp_path, sandbox):
     bus = PrivateBus(tmp_path)
-    process = Daemon(bus, sandbox.env, tmp_path / "state").start()
-    yield process
-    process.stop()
-    bus.stop()
+    try:
+        process = Daemon(bus, sandbox.env, tmp_path / "state").start()
+        yield process
+        process.stop()
+    finally:
+        bus.stop()
 
 
 def test_status_for_people_and_as_json(daemon, card):

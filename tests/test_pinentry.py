@@ -67,7 +67,11 @@ def start_daemon(tmp_path, sandbox, terminal, program: str = "pinentry-tty") -> 
     bus = PrivateBus(tmp_path)
     env = {**sandbox.env, "GPG_TTY": terminal.tty, "TERM": "xterm", "LANG": "C.UTF-8",
            "LANGUAGE": "", "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
-    return Daemon(bus, env, tmp_path / "state").start()
+    try:
+        return Daemon(bus, env, tmp_path / "state").start()
+    except BaseException:
+        bus.stop()
+        raise
 
 
 @pytest.fixture

@@ -39,10 +39,12 @@ QUIRKS = {
 def daemon(sandbox, tmp_path_factory):
     directory = tmp_path_factory.mktemp("quirks")
     bus = PrivateBus(directory)
-    process = Daemon(bus, sandbox.env, directory / "state").start()
-    yield process
-    process.stop()
-    bus.stop()
+    try:
+        process = Daemon(bus, sandbox.env, directory / "state").start()
+        yield process
+        process.stop()
+    finally:
+        bus.stop()
     assert "Traceback" not in process.log
 
 
