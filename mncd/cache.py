@@ -173,10 +173,15 @@ class CardRecord:
         return record
 
 
+def is_card_id(value: Any) -> bool:
+    """Card ids are lower-case hex (a file name, so nothing else is allowed)."""
+    return isinstance(value, str) and bool(value) and all(c in "0123456789abcdef" for c in value)
+
+
 def _optional_id(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value or any(c not in "0123456789abcdef" for c in value):
+    if not is_card_id(value):
         raise ValueError("malformed card id")
     return value
 
@@ -217,7 +222,7 @@ class CardCache:
                 os.chmod(path, 0o700)
 
     def path_for(self, card_id: str) -> Path:
-        if not card_id or not all(c in "0123456789abcdef" for c in card_id):
+        if not is_card_id(card_id):
             raise ValueError("bad card id")
         return self.cards_dir / f"{card_id}.json"
 

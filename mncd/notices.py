@@ -68,13 +68,14 @@ def expiry_message(
 ) -> Message:
     _ = translator().gettext
     label = certificate_label(which)
+    subject = f"{card_id}:{which}:expiry"
     local_date = summary.not_after.astimezone().date()
     date_text = _("{year}-{month:02d}-{day:02d}").format(
         year=local_date.year, month=local_date.month, day=local_date.day
     )
     if milestone == EXPIRED:
         return Message(
-            subject=f"{card_id}:{which}:expiry",
+            subject=subject,
             category="expiry",
             summary=_("Your {label} has expired").format(label=label),
             body=_(
@@ -89,7 +90,7 @@ def expiry_message(
     )
     if renewal_opened:
         return Message(
-            subject=f"{card_id}:{which}:expiry",
+            subject=subject,
             category="expiry",
             summary=_("Your {label} can now be renewed").format(label=label),
             body=translator()
@@ -105,14 +106,14 @@ def expiry_message(
         )
     if days == 0:
         return Message(
-            subject=f"{card_id}:{which}:expiry",
+            subject=subject,
             category="expiry",
             summary=_("Your {label} expires today").format(label=label),
             body=body,
             urgency=CRITICAL,
         )
     return Message(
-        subject=f"{card_id}:{which}:expiry",
+        subject=subject,
         category="expiry",
         summary=translator()
         .ngettext(

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,20 @@ class Daemon:
     @property
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def daemon_on_private_bus(directory: Path, env: dict[str, str]) -> Iterator[Daemon]:
+    """A private bus in ``directory`` with mncd running on it; both stopped afterwards."""
+    bus = PrivateBus(directory)
+    try:
+        daemon = Daemon(bus, env, directory / "state").start()
+        try:
+            yield daemon
+        finally:
+            daemon.stop()
+    finally:
+        bus.stop()
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from busstack import Daemon, PrivateBus, wait_for
+from busstack import PrivateBus, daemon_on_private_bus, wait_for
 from test_daemon_dbus import wait_state
 
 MNCCTL = str(Path(sys.executable).with_name("mncctl"))
@@ -25,13 +25,8 @@ def mncctl(address: str, *args: str, stdin: str | None = None) -> subprocess.Com
 
 @pytest.fixture
 def daemon(tmp_path, sandbox):
-    bus = PrivateBus(tmp_path)
-    try:
-        process = Daemon(bus, sandbox.env, tmp_path / "state").start()
+    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
         yield process
-        process.stop()
-    finally:
-        bus.stop()
 
 
 def test_status_for_people_and_as_json(daemon, card):

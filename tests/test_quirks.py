@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from busstack import CallError, Daemon, PrivateBus, gdbus_call, gvariant_bytes, status
+from busstack import CallError, daemon_on_private_bus, gdbus_call, gvariant_bytes, status
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -38,13 +38,8 @@ QUIRKS = {
 @pytest.fixture(scope="module")
 def daemon(sandbox, tmp_path_factory):
     directory = tmp_path_factory.mktemp("quirks")
-    bus = PrivateBus(directory)
-    try:
-        process = Daemon(bus, sandbox.env, directory / "state").start()
+    with daemon_on_private_bus(directory, sandbox.env) as process:
         yield process
-        process.stop()
-    finally:
-        bus.stop()
     assert "Traceback" not in process.log
 
 
