@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
+
+
+def japan_today() -> dt.date:
+    """Today's date in Japan, the calendar JPKI validity is counted in."""
+    return dt.datetime.now(JST).date()
+
+
 #: Contact ATRs of real cards (OpenSC's lists); the first is the one OpenSC's JPKI driver matches.
 CONTACT_ATRS = {
     "contact-1": "3BE000FF8131FE4514",
@@ -126,8 +134,12 @@ class CardProfile:
         )
 
     def validity(self, today: dt.date | None = None) -> tuple[dt.datetime, dt.datetime]:
-        """notBefore and notAfter of the end-entity certificates (UTC)."""
-        today = today or dt.datetime.now(dt.UTC).date()
+        """notBefore and notAfter of the end-entity certificates.
+
+        Days count in Japan's calendar: a certificate ends at 23:59:59 JST of its last day, so
+        "N days from today" is N days from today's date in Japan, whatever the clock's zone.
+        """
+        today = today or japan_today()
         start = (
             dt.date.fromisoformat(self.not_before)
             if self.not_before
@@ -138,10 +150,9 @@ class CardProfile:
             if self.not_after
             else today + dt.timedelta(days=self.not_after_days)
         )
-        # JPKI certificates end at 23:59:59 JST of the last day = 14:59:59 UTC.
         return (
-            dt.datetime.combine(start, dt.time(0, 0), dt.UTC),
-            dt.datetime.combine(end, dt.time(14, 59, 59), dt.UTC),
+            dt.datetime.combine(start, dt.time(0, 0), JST),
+            dt.datetime.combine(end, dt.time(23, 59, 59), JST),
         )
 
     def pki_key(self) -> str:
@@ -151,7 +162,9 @@ class CardProfile:
             "birth_date", "sex", "not_before_days", "not_after_days", "not_before", "not_after",
             "generation", "algorithm",
         )  # fmt: skip
-        return json.dumps({k: getattr(self, k) for k in fields}, sort_keys=True)
+        key = {k: getattr(self, k) for k in fields}
+        key["today"] = japan_today().isoformat()  # relative validity moves with the date
+        return json.dumps(key, sort_keys=True)
 
     # -- (de)serialization ---------------------------------------------------------------
 
