@@ -20,7 +20,7 @@ from typing import Any
 from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
-from mncd.api import BUS_NAME, INTERFACE, OBJECT_PATH
+from mncd.dbus.api import BUS_NAME, INTERFACE, OBJECT_PATH
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 from mncd.vcard.sessionbus import PrivateSessionBus

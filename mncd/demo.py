@@ -22,12 +22,12 @@ from typing import Any
 from dbus_next import Variant
 from dbus_next.aio import MessageBus
 
-from . import signing
-from .api import BUS_NAME, INTERFACE, OBJECT_PATH
-from .card.digestinfo import digest
-from .vcard.profile import CardProfile
-from .vcard.sandbox import PcscSandbox
-from .vcard.sessionbus import PrivateSessionBus
+from mncd.card.digestinfo import digest
+from mncd.dbus.api import BUS_NAME, INTERFACE, OBJECT_PATH
+from mncd.jpki import signatures
+from mncd.vcard.profile import CardProfile
+from mncd.vcard.sandbox import PcscSandbox
+from mncd.vcard.sessionbus import PrivateSessionBus
 
 LABELS = {
     "auth": "利用者証明用電子証明書 (user authentication)",
@@ -100,13 +100,13 @@ async def client(address: str, sandbox: PcscSandbox, profile: CardProfile) -> in
     signature, cert = await mncd.call_authenticate(
         challenge, {"pin": Variant("s", profile.auth_pin)}
     )
-    signing.verify(cert, signature, "sha256", digest("sha256", challenge))
+    signatures.verify(cert, signature, "sha256", digest("sha256", challenge))
     print(f"== Authenticate: {len(signature)}-byte signature verified against the certificate")
 
     document = "mncd デモ文書 / demo document".encode()
     options = {"pin": Variant("s", profile.sign_password)}
     signature, cert = await mncd.call_sign(document, "sha256", options)
-    signing.verify(cert, signature, "sha256", digest("sha256", document))
+    signatures.verify(cert, signature, "sha256", digest("sha256", document))
     print(f"== Sign: {len(signature)}-byte signature verified against the signing certificate")
 
     sandbox.control.remove()

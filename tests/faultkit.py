@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
-from mncd.cache import CardCache
 from mncd.card.cardinfo import CARD_INFO_AID, INDIVIDUAL_NUMBER_FID
 from mncd.card.jpki import JPKI_AID
+from mncd.daemon.cache import CardCache
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 XML = (Path(__file__).resolve().parent.parent / "dbus" / f"{BUS_NAME}.xml").read_text()

@@ -18,7 +18,7 @@ from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from faultkit import ERR, ERROR_TEXTS, SECRET_CARD, Stack, authenticate, verify_rsa
 
-from mncd.api import MAX_DATA
+from mncd.dbus.api import MAX_DATA
 from mncd.vcard.control import CardControl
 from mncd.vcard.profile import CardProfile
 

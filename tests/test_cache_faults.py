@@ -20,8 +20,8 @@ from faultkit import SECRET_CARD, Stack, check_cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mncd import certs
-from mncd.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.jpki import certificates
 from mncd.vcard import pki
 from mncd.vcard.profile import CardProfile
 
@@ -35,11 +35,11 @@ def record_for(card_pki: pki.CardPki, tries: int = 3) -> CardRecord:
     der = card_pki.auth_certificate
     return CardRecord(
         card_id=card_id_for(der),
-        auth=CertificateRecord(certs.summarize(der), der),
+        auth=CertificateRecord(certificates.summarize(der), der),
         sign_ca=CertificateRecord(
-            certs.summarize(card_pki.sign_ca_certificate), card_pki.sign_ca_certificate
+            certificates.summarize(card_pki.sign_ca_certificate), card_pki.sign_ca_certificate
         ),
-        sign=CertificateRecord(certs.summarize(card_pki.sign_certificate)),  # summary only
+        sign=CertificateRecord(certificates.summarize(card_pki.sign_certificate)),  # summary only
         pin_tries={"auth": tries, "sign": 5},
     )
 
@@ -164,14 +164,14 @@ def test_arbitrary_json_is_never_trusted_blindly(
     loaded = cache.load(good.card_id)
     assert loaded is None or loaded.card_id == good.card_id
     if loaded is not None and loaded.auth is not None and loaded.auth.der is not None:
-        assert certs.summarize(loaded.auth.der) == loaded.auth.summary
+        assert certificates.summarize(loaded.auth.der) == loaded.auth.summary
     faultstats.add("fuzz_in_process")
 
 
 WRITER = """
 import sys
 from pathlib import Path
-from mncd.cache import atomic_write
+from mncd.daemon.cache import atomic_write
 path = Path(sys.argv[1])
 versions = [Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()]
 atomic_write(path, versions[0])

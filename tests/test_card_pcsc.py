@@ -9,7 +9,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from mncd import certs
 from mncd.card import cardinfo
 from mncd.card.digestinfo import digest, digest_info
 from mncd.card.errors import (
@@ -23,6 +22,7 @@ from mncd.card.errors import (
 )
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, TokenKind
 from mncd.card.pcsc import PcscContext
+from mncd.jpki import certificates
 
 HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
@@ -50,7 +50,7 @@ def test_reads_public_certificates_without_filler(context, card):
         assert session.read_certificate(Certificate.AUTH_CA) == expected["auth-ca"]
         assert session.read_certificate(Certificate.SIGN_CA) == expected["sign-ca"]
         assert session.read_token_info().kind is TokenKind.CARD
-    summary = certs.summarize(expected["auth"])
+    summary = certificates.summarize(expected["auth"])
     assert summary.algorithm == "rsa2048"
     assert summary.days_left() == card.profile.not_after_days
 
@@ -63,7 +63,7 @@ def test_signing_certificate_needs_the_signing_password(context, card):
         session.verify_pin(SIGN_KEY, card.profile.sign_password)
         der = session.read_certificate(Certificate.SIGN)
     assert der == card.certificates()["sign"]
-    data = certs.personal_data(der)
+    data = certificates.personal_data(der)
     assert data.name == card.profile.name
     assert data.address == card.profile.address
     assert data.gregorian_birth_date == card.profile.birth_date.replace("-", "")

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 from dbus_next import Variant
 
-from mncd import cli
-from mncd.cli import ExitCode
+from mncd.cli import main as cli
+from mncd.cli.main import ExitCode
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 JST = dt.timezone(dt.timedelta(hours=9))

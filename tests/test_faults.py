@@ -32,9 +32,9 @@ from faultkit import (
     verifies_with_pin,
 )
 
-from mncd.cache import CardCache
 from mncd.card.errors import CardTimeoutError, PcscUnavailableError
-from mncd.manager import CardManager
+from mncd.daemon.cache import CardCache
+from mncd.daemon.manager import CardManager
 
 AUTH_PIN = SECRET_CARD["auth_pin"]
 PASSWORD = SECRET_CARD["sign_password"]
@@ -230,7 +230,7 @@ def test_pcscd_gone_and_back_retries_nothing(monkeypatch):
         def release(self) -> None:
             pass
 
-    monkeypatch.setattr("mncd.manager.PcscContext", Context)
+    monkeypatch.setattr("mncd.daemon.manager.PcscContext", Context)
     manager = CardManager(CardCache(Path("/nonexistent")))
     calls: list[Context] = []
 
@@ -388,7 +388,7 @@ def test_timed_out_operations_never_run_later(monkeypatch):
         release.set()
         assert await manager.run_card(operation, "next") == "next"
 
-    monkeypatch.setattr("mncd.manager.PcscContext", Context)
+    monkeypatch.setattr("mncd.daemon.manager.PcscContext", Context)
     asyncio.run(run())
     manager.close()
     assert ran == ["stuck", "next"]

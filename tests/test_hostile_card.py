@@ -20,11 +20,12 @@ from faultkit import ERR, SECRET_CARD, Stack, authenticate, sign
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mncd import cardops, certs, signing
-from mncd.cache import card_id_for
 from mncd.card.errors import CardError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY
-from mncd.signing import SignatureMismatch
+from mncd.daemon import operations
+from mncd.daemon.cache import card_id_for
+from mncd.jpki import certificates, signatures
+from mncd.jpki.signatures import SignatureMismatch
 from mncd.vcard import pki
 from mncd.vcard.card import ODD_STATUS, VirtualCard
 from mncd.vcard.profile import CardProfile
@@ -114,7 +115,7 @@ def hostile(card_pki: pki.CardPki, plan: dict) -> HostileConnection:
     return HostileConnection(card, plan)
 
 
-TYPED = (CardError, certs.CertificateError, SignatureMismatch)
+TYPED = (CardError, certificates.CertificateError, SignatureMismatch)
 
 fuzz = settings(
     max_examples=250,
@@ -130,12 +131,12 @@ def test_read_on_insertion(card_pki, plan):
     """What the daemon does on insertion: read the card, then summarize what it read."""
     connection = hostile(card_pki, plan)
     try:
-        snapshot = cardops.read_card(HostileContext(connection), "reader")
+        snapshot = operations.read_card(HostileContext(connection), "reader")
         if snapshot.auth_der is not None:
             card_id_for(snapshot.auth_der)
         for der in (snapshot.auth_der, snapshot.auth_ca_der, snapshot.sign_ca_der):
             if der is not None:
-                certs.summarize(der)
+                certificates.summarize(der)
     except TYPED:
         pass
     faultstats.add("fuzz_in_process")
@@ -151,7 +152,7 @@ def test_sign(card_pki, plan, which):
     known = {"auth": card_pki.auth_certificate, "sign-known": card_pki.sign_certificate}
     digest = bytes(range(32))
     try:
-        result = cardops.sign(
+        result = operations.sign(
             HostileContext(connection), "reader", key, "sha256", digest, pin, known.get(which),
             card_pki.sign_ca_certificate,
         )  # fmt: skip
@@ -172,7 +173,7 @@ def test_personal_data_check(card_pki, plan):
     """The card-info AP's basic four information, never the individual number."""
     connection = hostile(card_pki, plan)
     with contextlib.suppress(TYPED):
-        cardops.check_personal_data(
+        operations.check_personal_data(
             HostileContext(connection), "reader", bytearray(b"6482"), bytearray(b"QZ7XK93W"), None
         )
     assert not any(e.command == "00A4020C020001" for e in _card_info_part(connection.card.log))
@@ -199,8 +200,8 @@ def test_garbage_certificates(card_pki, cut, flips):
     der = bytearray(card_pki.auth_certificate)
     for position, xor in flips:
         der[position % len(der)] ^= xor
-    with contextlib.suppress(certs.CertificateError):
-        certs.summarize(bytes(der[: max(cut, 1)] if cut < len(der) else der))
+    with contextlib.suppress(certificates.CertificateError):
+        certificates.summarize(bytes(der[: max(cut, 1)] if cut < len(der) else der))
     faultstats.add("fuzz_in_process")
 
 
@@ -277,8 +278,8 @@ def test_certificate_with_an_unusable_key(card_pki, oid):
     # Lengths of the enclosing structures change with the OID: patch them or accept a parse
     # error; both must come out as CertificateError.
     for candidate in (swapped, der[:i] + new_oid[: len(rsa_oid)].ljust(9, b"\x01") + der[i + 9 :]):
-        with contextlib.suppress(certs.CertificateError):
-            certs.summarize(candidate)
-        with contextlib.suppress(certs.CertificateError):
-            signing.card_input(candidate, "sha256", bytes(32))
+        with contextlib.suppress(certificates.CertificateError):
+            certificates.summarize(candidate)
+        with contextlib.suppress(certificates.CertificateError):
+            signatures.card_input(candidate, "sha256", bytes(32))
         faultstats.add("fuzz_in_process")

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from mncd import notices
-from mncd.certs import CertificateSummary
+from mncd.desktop import notices
 from mncd.i18n import LOCALE_DIR
+from mncd.jpki.certificates import CertificateSummary
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 THRESHOLDS = (90, 30, 7, 1)

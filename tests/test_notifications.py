@@ -11,7 +11,7 @@ from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, method, signal
 from notifyserver import NotifyServer
 
-from mncd.notifications import DesktopNotifier, Notice
+from mncd.desktop.notifications import DesktopNotifier, Notice
 from mncd.vcard.sessionbus import PrivateSessionBus
 
 SUBJECT = "0123abcd:sign:expiry"
@@ -196,7 +196,7 @@ def test_no_server_then_pending_notices_appear_by_themselves(bus, tmp_path, capl
     server = NotifyServer(tmp_path, bus.address)
 
     async def scenario(notifier: DesktopNotifier) -> None:
-        with caplog.at_level(logging.WARNING, logger="mncd.notifications"):
+        with caplog.at_level(logging.WARNING, logger="mncd.desktop.notifications"):
             assert await notifier.show(notice("a:sign:expiry", "古い")) is False
             assert await notifier.show(notice("a:sign:expiry", "新しい")) is False
             assert await notifier.show(notice("a:auth:expiry", "利用者証明用")) is False

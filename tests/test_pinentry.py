@@ -12,7 +12,7 @@ import pytest
 from busstack import Daemon, PrivateBus, gdbus, gvariant_bytes, wait_for
 from test_daemon_dbus import ERR, parse_gvariant_arrays, wait_state
 
-from mncd.pinentry import escape, unescape
+from mncd.desktop.pinentry import escape, unescape
 
 
 class Terminal:

@@ -58,7 +58,7 @@ def send(MESSAGE, **fields):
 
 # JournalHandler(level=NOTSET, sender_function=journal.send, **fields): swap the sender.
 journal.JournalHandler.__init__.__defaults__ = (0, send)
-from mncd.daemon import main
+from mncd.daemon.main import main
 sys.exit(main(["--verbose"]))
 """
 

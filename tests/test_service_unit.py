@@ -5,7 +5,7 @@ from __future__ import annotations
 from dbus_next import Message, Variant
 from dbus_next._private.marshaller import Marshaller
 
-from mncd.service import _PreMarshalledReply
+from mncd.dbus.service import _PreMarshalledReply
 
 
 def test_premarshalled_reply_matches_dbus_next():

@@ -30,7 +30,7 @@ import pytest
 import systemd.daemon
 from systemd.journal import JournalHandler
 
-from mncd import systemd as sd
+from mncd.daemon import systemd as sd
 
 REPO = Path(__file__).resolve().parents[1]
 BUS_NAME = "io.github.mncd.MyNumberCard1"

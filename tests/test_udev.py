@@ -4,7 +4,7 @@
 removes USB devices on command, sending uevents. A child process with the venv's python runs
 under ``umockdev-wrapper`` (libumockdev-preload) with the same ``UMOCKDEV_DIR``: its pyudev sees
 the testbed's /sys, and its netlink monitor socket receives the testbed's uevents. The child runs
-an asyncio loop with :class:`~mncd.udev.UdevReaderWatcher` and prints JSON lines.
+an asyncio loop with :class:`~mncd.daemon.udev.UdevReaderWatcher` and prints JSON lines.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import pytest
 
-from mncd import udev
+from mncd.daemon import udev
 
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = REPO / "tests" / "umockdev_testbed.py"
@@ -33,7 +33,7 @@ TIMEOUT = 15.0
 CHILD = r"""
 import asyncio, dataclasses, json, os, sys
 import pyudev
-from mncd.udev import UdevReaderWatcher, reader_from_device
+from mncd.daemon.udev import UdevReaderWatcher, reader_from_device
 
 def out(**msg):
     print(json.dumps(msg), flush=True)
@@ -348,7 +348,7 @@ def test_start_without_udev_returns_false(
     loop = asyncio.new_event_loop()
     try:
         watcher = udev.UdevReaderWatcher(loop, lambda action, reader: None)
-        with caplog.at_level(logging.WARNING, logger="mncd.udev"):
+        with caplog.at_level(logging.WARNING, logger="mncd.daemon.udev"):
             assert watcher.start() is False
         assert "udev is not available" in caplog.text
         assert watcher.present == {}

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ..certs import (
+from ..jpki.certificates import (
     OID_JPKI_ADDRESS,
     OID_JPKI_BIRTH_DATE,
     OID_JPKI_NAME,

@@ -22,15 +22,11 @@ from dbus_next.aio import MessageBus
 from dbus_next.constants import MessageType
 from dbus_next.service import ServiceInterface, dbus_property, method, signal
 
-from . import certs
-from .api import ERROR_PREFIX, INTERFACE, MAX_DATA
-from .card import errors as card_errors
-from .card.digestinfo import HASHES, digest, digest_size
-from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from .card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
-from .cardops import SignResult
-from .i18n import translator
-from .manager import (
+from mncd.card import errors as card_errors
+from mncd.card.digestinfo import HASHES, digest, digest_size
+from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
+from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
+from mncd.daemon.manager import (
     CardManager,
     CertificateMissingError,
     CertificateView,
@@ -39,8 +35,12 @@ from .manager import (
     NotSupportedError,
     PcscNotAvailableError,
 )
-from .prompts import Caller, PromptCancelledError, PromptUnavailableError, with_pin
-from .signing import SignatureMismatch
+from mncd.daemon.operations import SignResult
+from mncd.dbus.api import ERROR_PREFIX, INTERFACE, MAX_DATA
+from mncd.desktop.prompts import Caller, PromptCancelledError, PromptUnavailableError, with_pin
+from mncd.i18n import translator
+from mncd.jpki import certificates
+from mncd.jpki.signatures import SignatureMismatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,7 +131,7 @@ def to_service_error(exc: BaseException) -> ServiceError:
             "CertificateInvalid",
             "the card refuses to use this key: its certificate can no longer be used",
         )
-    if isinstance(exc, (SignatureMismatch, certs.CertificateError)):
+    if isinstance(exc, (SignatureMismatch, certificates.CertificateError)):
         return ServiceError(
             "CertificateInvalid",
             "the card's answer does not verify against its certificate; nothing was returned",

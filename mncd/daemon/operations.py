@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import certs, signing
-from .card.cardinfo import CardInfoSession
-from .card.errors import FileMissingError, SecurityStatusError
-from .card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
-from .card.pcsc import PcscContext
+from mncd.card.cardinfo import CardInfoSession
+from mncd.card.errors import FileMissingError, SecurityStatusError
+from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
+from mncd.card.pcsc import PcscContext
+from mncd.jpki import certificates, signatures
 
 
 @dataclass
@@ -92,9 +92,9 @@ def sign(
                 raise SecurityStatusError(0x6982, "certificate unknown")
             certificate = session.read_certificate(Certificate.SIGN)
             if issuer is not None:
-                certs.check_issued_by(certificate, issuer)
-        signature = session.sign(key, signing.card_input(certificate, hash_name, digest))
-    signing.verify(certificate, signature, hash_name, digest)
+                certificates.check_issued_by(certificate, issuer)
+        signature = session.sign(key, signatures.card_input(certificate, hash_name, digest))
+    signatures.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)
 
 
@@ -127,8 +127,12 @@ def check_personal_data(
             session.verify_pin(SIGN_KEY, sign_pin)
             sign_certificate = session.read_certificate(Certificate.SIGN)
             if issuer is not None:
-                certs.check_issued_by(sign_certificate, issuer)
-    changed = certs.changed_fields(
-        certs.personal_data(sign_certificate), info.name, info.address, info.birth_date, info.sex
+                certificates.check_issued_by(sign_certificate, issuer)
+    changed = certificates.changed_fields(
+        certificates.personal_data(sign_certificate),
+        info.name,
+        info.address,
+        info.birth_date,
+        info.sex,
     )
     return PersonalDataCheck(changed, sign_certificate)

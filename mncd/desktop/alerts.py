@@ -11,13 +11,13 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from . import notices
-from .cache import CardRecord
-from .certs import generation_for
-from .config import Config
-from .i18n import translator
-from .manager import CardManager
-from .notifications import DesktopNotifier, Notice
+from mncd.daemon.cache import CardRecord
+from mncd.daemon.config import Config
+from mncd.daemon.manager import CardManager
+from mncd.desktop import notices
+from mncd.desktop.notifications import DesktopNotifier, Notice
+from mncd.i18n import translator
+from mncd.jpki.certificates import generation_for
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .card.errors import PinBlockedError, PinFormatError, PinIncorrectError
-from .card.pin import PinPolicy, wipe
-from .i18n import translator
-from .pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
+from mncd.card.errors import PinBlockedError, PinFormatError, PinIncorrectError
+from mncd.card.pin import PinPolicy, wipe
+from mncd.desktop.pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
+from mncd.i18n import translator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from . import certs
-from .card.digestinfo import digest_info, digest_size
+from mncd.card.digestinfo import digest_info, digest_size
+from mncd.jpki import certificates
 
 _HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
@@ -25,11 +25,11 @@ class SignatureMismatch(Exception):
 def card_input(cert_der: bytes, hash_name: str, digest: bytes) -> bytes:
     """The bytes to send with COMPUTE DIGITAL SIGNATURE for this certificate's key.
 
-    Raises :class:`~mncd.certs.CertificateError` when ``cert_der`` is not a certificate (a card
-    can answer anything when the signing certificate is read)."""
+    Raises :class:`~mncd.jpki.certificates.CertificateError` when ``cert_der`` is not a
+    certificate (a card can answer anything when the signing certificate is read)."""
     if len(digest) != digest_size(hash_name):
         raise ValueError(f"a {hash_name} digest is {digest_size(hash_name)} bytes long")
-    key = certs.public_key(certs.load(cert_der))
+    key = certificates.public_key(certificates.load(cert_der))
     if isinstance(key, ec.EllipticCurvePublicKey):
         return digest
     return digest_info(hash_name, digest)
@@ -37,7 +37,7 @@ def card_input(cert_der: bytes, hash_name: str, digest: bytes) -> bytes:
 
 def verify(cert_der: bytes, signature: bytes, hash_name: str, digest: bytes) -> None:
     """Raise :class:`SignatureMismatch` unless ``signature`` over ``digest`` verifies."""
-    key = certs.public_key(certs.load(cert_der))
+    key = certificates.public_key(certificates.load(cert_der))
     algorithm = Prehashed(_HASHES[hash_name])
     try:
         if isinstance(key, rsa.RSAPublicKey):

@@ -19,17 +19,17 @@ from pathlib import Path
 from dbus_next import BusType
 from dbus_next.constants import NameFlag, RequestNameReply
 
-from . import __version__
-from .alerts import NoticeCenter
-from .api import BUS_NAME, OBJECT_PATH
-from .cache import CardCache
-from .config import Config
-from .manager import CARD_TIMEOUT, CardManager, Listener
-from .monitor import PcscMonitor
-from .notifications import DesktopNotifier
-from .service import MyNumberCardInterface, SafeMessageBus
-from .systemd import notify, setup_logging, watchdog_interval
-from .udev import UdevReaderWatcher
+from mncd import __version__
+from mncd.daemon.cache import CardCache
+from mncd.daemon.config import Config
+from mncd.daemon.manager import CARD_TIMEOUT, CardManager, Listener
+from mncd.daemon.monitor import PcscMonitor
+from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
+from mncd.daemon.udev import UdevReaderWatcher
+from mncd.dbus.api import BUS_NAME, OBJECT_PATH
+from mncd.dbus.service import MyNumberCardInterface, SafeMessageBus
+from mncd.desktop.alerts import NoticeCenter
+from mncd.desktop.notifications import DesktopNotifier
 
 log = logging.getLogger("mncd")
 

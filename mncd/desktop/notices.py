@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write
-from .certs import CertificateSummary
-from .i18n import translator
+from mncd.daemon.cache import atomic_write
+from mncd.i18n import translator
+from mncd.jpki.certificates import CertificateSummary
 
 log = logging.getLogger(__name__)
 

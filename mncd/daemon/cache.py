@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import certs
+from mncd.jpki import certificates
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def default_root() -> Path:
 class CertificateRecord:
     """A certificate as cached: its public summary, and the DER only when it is public."""
 
-    summary: certs.CertificateSummary
+    summary: certificates.CertificateSummary
     der: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -66,11 +66,11 @@ class CertificateRecord:
     def from_json(cls, data: dict[str, Any]) -> CertificateRecord:
         der = base64.b64decode(data["der"], validate=True) if "der" in data else None
         if der is not None:
-            summary = certs.summarize(der)  # recomputed: a DER on disk is the truth
+            summary = certificates.summarize(der)  # recomputed: a DER on disk is the truth
             if summary.fingerprint != data["fingerprint"]:
                 raise ValueError("certificate does not match its fingerprint")
             return cls(summary, der)
-        summary = certs.CertificateSummary(
+        summary = certificates.CertificateSummary(
             serial=_str(data["serial"]),
             fingerprint=_str(data["fingerprint"]),
             issuer=_str(data["issuer"]),
@@ -116,7 +116,7 @@ class CardRecord:
     renewed_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        certificates = {
+        entries = {
             name: rec.to_json()
             for name, rec in (
                 ("auth", self.auth),
@@ -126,7 +126,7 @@ class CardRecord:
             )
             if rec is not None
         }
-        certificates.get("sign", {}).pop("der", None)
+        entries.get("sign", {}).pop("der", None)
         return {
             "version": FORMAT_VERSION,
             "card_id": self.card_id,
@@ -137,19 +137,19 @@ class CardRecord:
             "sign_invalidated": self.sign_invalidated,
             "renewed_to": self.renewed_to,
             "renewed_from": self.renewed_from,
-            "certificates": certificates,
+            "certificates": entries,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CardRecord:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise ValueError("unknown cache format")
-        certificates = data.get("certificates", {})
-        if not isinstance(certificates, dict):
+        entries = data.get("certificates", {})
+        if not isinstance(entries, dict):
             raise ValueError("certificates must be an object")
 
         def cert(name: str) -> CertificateRecord | None:
-            return CertificateRecord.from_json(certificates[name]) if name in certificates else None
+            return CertificateRecord.from_json(entries[name]) if name in entries else None
 
         tries = data.get("pin_tries", {})
         if not isinstance(tries, dict) or not all(isinstance(v, int) for v in tries.values()):
@@ -205,7 +205,7 @@ def _invalidation(value: Any) -> dict[str, Any] | None:
 
 def card_id_for(auth_der: bytes) -> str:
     """A card's cache key: derived from its (public) authentication certificate."""
-    return certs.summarize(auth_der).fingerprint[:32]
+    return certificates.summarize(auth_der).fingerprint[:32]
 
 
 class CardCache:

@@ -30,9 +30,9 @@ from dbus_next import BusType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.errors import AuthError, InvalidAddressError
 
-from .api import BUS_NAME, ERROR_PREFIX, INTERFACE, MAX_DATA, OBJECT_PATH
-from .card.digestinfo import HASHES
-from .card.pin import AUTH_PIN, SIGN_PASSWORD
+from mncd.card.digestinfo import HASHES
+from mncd.card.pin import AUTH_PIN, SIGN_PASSWORD
+from mncd.dbus.api import BUS_NAME, ERROR_PREFIX, INTERFACE, MAX_DATA, OBJECT_PATH
 
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 
@@ -385,8 +385,8 @@ def verify_signature(
     certificate: bytes, signature: bytes, data: bytes, hash_name: str, *, prehashed: bool = False
 ) -> bool:
     """Whether ``signature`` over ``data`` (or over a digest when ``prehashed``) verifies."""
-    from .card.digestinfo import digest
-    from .signing import SignatureMismatch, verify
+    from mncd.card.digestinfo import digest
+    from mncd.jpki.signatures import SignatureMismatch, verify
 
     try:
         verify(certificate, signature, hash_name, data if prehashed else digest(hash_name, data))

@@ -18,9 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import cardops, certs
-from .cache import CardCache, CardRecord, CertificateRecord, card_id_for
-from .card.errors import (
+from mncd.card.errors import (
     CardError,
     CardTimeoutError,
     KeyUnusableError,
@@ -29,10 +27,19 @@ from .card.errors import (
     PinBlockedError,
     PinError,
 )
-from .card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from .card.pcsc import PcscContext
-from .monitor import CardAbsent, CardPresent, MonitorEvent, PcscUnavailable, ReadersChanged
-from .udev import ReaderDevice
+from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
+from mncd.card.pcsc import PcscContext
+from mncd.daemon import operations
+from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.daemon.monitor import (
+    CardAbsent,
+    CardPresent,
+    MonitorEvent,
+    PcscUnavailable,
+    ReadersChanged,
+)
+from mncd.daemon.udev import ReaderDevice
+from mncd.jpki import certificates
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +79,7 @@ class LiveCard:
 
     reader: str
     atr: bytes
-    snapshot: cardops.CardSnapshot | None = None
+    snapshot: operations.CardSnapshot | None = None
     record: CardRecord | None = None
     sign_der: bytes | None = None  #: held in memory only, while the card is present
     error: str = ""  #: why the card is not usable ("unknown-card", ...)
@@ -95,7 +102,7 @@ class CertificateView:
 
     present: bool = False
     source: str = "none"
-    summary: certs.CertificateSummary | None = None
+    summary: certificates.CertificateSummary | None = None
     pin_tries_left: int = -1
     invalidated: bool = False
     #: The signing certificate the card held before, when it was found revoked and replaced.
@@ -109,7 +116,7 @@ class CertificateView:
         now = now or dt.datetime.now(dt.UTC)
         if self.summary.is_expired(now):
             return "expired"
-        window = certs.generation_for(self.summary.algorithm).renewal_window
+        window = certificates.generation_for(self.summary.algorithm).renewal_window
         if self.summary.not_after - now <= window:
             return "expiring"
         return "valid"
@@ -257,7 +264,7 @@ class CardManager:
         if live is None:
             return
         try:
-            snapshot = await self.run_card(cardops.read_card, reader)
+            snapshot = await self.run_card(operations.read_card, reader)
             if self.cards.get(reader) is not live:
                 return  # removed while being read
             # Certificates are parsed here: a card that returns garbage is not a usable card.
@@ -265,7 +272,7 @@ class CardManager:
         except NotJpkiCardError:
             live.error = "unknown-card"
             log.info("card in %s is not a My Number Card", reader)
-        except (CardError, certs.CertificateError) as exc:
+        except (CardError, certificates.CertificateError) as exc:
             live.error = "unknown-card"
             log.warning("could not read the card in %s: %s", reader, exc)
         else:
@@ -276,7 +283,7 @@ class CardManager:
             self.listener.state_changed()
             self._publish_certificate_states()
 
-    async def _remember(self, snapshot: cardops.CardSnapshot) -> CardRecord | None:
+    async def _remember(self, snapshot: operations.CardSnapshot) -> CardRecord | None:
         if snapshot.auth_der is None:
             return None
         card_id = card_id_for(snapshot.auth_der)
@@ -285,7 +292,7 @@ class CardManager:
         record = CardRecord(
             card_id=card_id,
             token=snapshot.token.kind.value,
-            auth=CertificateRecord(certs.summarize(snapshot.auth_der), snapshot.auth_der),
+            auth=CertificateRecord(certificates.summarize(snapshot.auth_der), snapshot.auth_der),
             auth_ca=_public(snapshot.auth_ca_der),
             sign_ca=_public(snapshot.sign_ca_der),
             sign=old.sign if old else None,
@@ -324,7 +331,7 @@ class CardManager:
             and other.auth.summary.issuer == new.issuer
             and other.auth.summary.not_before < new.not_before
             and other.auth.summary.not_after - now
-            <= certs.generation_for(other.auth.summary.algorithm).renewal_window
+            <= certificates.generation_for(other.auth.summary.algorithm).renewal_window
         ]
         if len(candidates) != 1:
             return
@@ -446,7 +453,7 @@ class CardManager:
         digest: bytes,
         pin: bytearray,
         allow_last_try: bool = False,
-    ) -> cardops.SignResult:
+    ) -> operations.SignResult:
         """Sign ``digest`` with the auth or sign key of the present card.
 
         A blocked PIN is refused without asking the card, and the last try only when allowed.
@@ -468,7 +475,7 @@ class CardManager:
             certificate = live.sign_der
         try:
             result = await self.run_card(
-                cardops.sign,
+                operations.sign,
                 live.reader,
                 key,
                 hash_name,
@@ -509,7 +516,7 @@ class CardManager:
     def _learn_sign_certificate(self, live: LiveCard, record: CardRecord, der: bytes) -> bool:
         """Remember the signing certificate read from the card (summary only on disk)."""
         live.sign_der = der
-        summary = certs.summarize(der)
+        summary = certificates.summarize(der)
         if record.sign is not None and record.sign.summary == summary:
             return False
         if record.sign is not None:
@@ -530,7 +537,7 @@ class CardManager:
         if not live.snapshot or not live.snapshot.sign_present:
             raise CertificateMissingError("the card has no signing certificate")
         check = await self.run_card(
-            cardops.check_personal_data,
+            operations.check_personal_data,
             live.reader,
             card_info_pin,
             sign_pin,
@@ -539,7 +546,7 @@ class CardManager:
         )
         if record is not None:
             self._learn_sign_certificate(live, record, check.sign_certificate)
-            fingerprint = certs.summarize(check.sign_certificate).fingerprint
+            fingerprint = certificates.summarize(check.sign_certificate).fingerprint
             if check.changed:
                 self._invalidate(record, fingerprint, "personal-data", check.changed)
             await self._save(record)
@@ -564,4 +571,4 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 
 def _public(der: bytes | None) -> CertificateRecord | None:
-    return CertificateRecord(certs.summarize(der), der) if der is not None else None
+    return CertificateRecord(certificates.summarize(der), der) if der is not None else None

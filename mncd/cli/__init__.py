@@ -1,0 +1,1 @@
+"""``mncctl``: the command-line client of the mncd daemon."""

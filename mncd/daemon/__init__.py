@@ -1,0 +1,1 @@
+"""The long-running service: live state, the card thread, cache, monitors, systemd."""

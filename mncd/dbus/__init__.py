@@ -1,0 +1,1 @@
+"""The D-Bus front door: API names, the exported interface, its errors, dbus-next workarounds."""

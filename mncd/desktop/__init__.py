@@ -1,0 +1,1 @@
+"""Talking to the person: notices, desktop notifications and the daemon's own PIN dialogs."""

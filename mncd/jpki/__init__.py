@@ -1,0 +1,1 @@
+"""What JPKI means, independent of any card: certificate profile and checking signatures."""
