@@ -5,17 +5,17 @@ from __future__ import annotations
 from dbus_next import Message, Variant
 from dbus_next._private.marshaller import Marshaller
 
-from mncd.dbus.service import _PreMarshalledReply
+from mncd.dbus.bus import PreMarshalledReply, method_call
 
 
 def test_premarshalled_reply_matches_dbus_next():
-    call = Message(
-        destination="io.github.mncd.MyNumberCard1",
-        path="/io/github/mncd/MyNumberCard1",
-        interface="io.github.mncd.MyNumberCard1",
-        member="GetStatus",
-        serial=41,
+    call = method_call(
+        "io.github.mncd.MyNumberCard1",
+        "/io/github/mncd/MyNumberCard1",
+        "io.github.mncd.MyNumberCard1",
+        "GetStatus",
     )
+    call.serial = 41
     call.sender = ":1.7"
     status = {
         "state": Variant("s", "card-present"),
@@ -24,7 +24,7 @@ def test_premarshalled_reply_matches_dbus_next():
     }
     body = Marshaller("a{sv}", [status])
     body.marshall()
-    ours = _PreMarshalledReply(call, "a{sv}", bytes(body.buffer))
+    ours = PreMarshalledReply(call, "a{sv}", bytes(body.buffer))
     theirs = Message.new_method_return(call, "a{sv}", [status])
     ours.serial = theirs.serial = 99
     assert ours._marshall() == bytes(theirs._marshall())

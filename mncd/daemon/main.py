@@ -27,7 +27,8 @@ from mncd.daemon.monitor import PcscMonitor
 from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
 from mncd.daemon.udev import UdevReaderWatcher
 from mncd.dbus.api import BUS_NAME, OBJECT_PATH
-from mncd.dbus.service import MyNumberCardInterface, SafeMessageBus
+from mncd.dbus.bus import SafeMessageBus
+from mncd.dbus.service import MyNumberCardInterface
 from mncd.desktop.alerts import NoticeCenter
 from mncd.desktop.notifications import DesktopNotifier
 

@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from mncd import errors
 from mncd.card.errors import (
     CardError,
     CardTimeoutError,
     KeyUnusableError,
+    NoCardError,
     NotJpkiCardError,
     PcscUnavailableError,
     PinBlockedError,
@@ -31,6 +33,7 @@ from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pcsc import PcscContext
 from mncd.daemon import operations
 from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.daemon.errors import LastTryError
 from mncd.daemon.monitor import (
     CardAbsent,
     CardPresent,
@@ -47,30 +50,6 @@ T = TypeVar("T")
 #: that never answers must not hold callers forever (the operation itself cannot be interrupted:
 #: it ends when the reader gives up or the card is pulled).
 CARD_TIMEOUT = 60.0
-
-
-class CertificateMissingError(Exception):
-    """The card has no such certificate (or no card's certificate is known)."""
-
-
-class NoCardError(Exception):
-    """No My Number Card is present."""
-
-
-class PcscNotAvailableError(Exception):
-    """pcscd is not reachable."""
-
-
-class LastTryError(Exception):
-    """One try is left and the caller did not say it may be used."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__(f"one try left for the {label}")
-        self.label = label
-
-
-class NotSupportedError(Exception):
-    """The token is of a kind mncd cannot serve."""
 
 
 @dataclass
@@ -432,7 +411,7 @@ class CardManager:
 
     async def _usable_card(self) -> LiveCard:
         if not self.pcsc_available:
-            raise PcscNotAvailableError("the PC/SC service (pcscd) is not available")
+            raise PcscUnavailableError("the PC/SC service (pcscd) is not available")
         # A card just inserted is still being read: wait for that instead of failing.
         pending = [c.reading for c in self.cards.values() if c.reading and not c.reading.done()]
         if pending:
@@ -441,7 +420,7 @@ class CardManager:
         if live is None or live.snapshot is None:
             raise NoCardError("no My Number Card is inserted")
         if live.snapshot.token.kind.value not in ("card", "unknown"):
-            raise NotSupportedError(
+            raise errors.NotSupported(
                 f"tokens of kind {live.snapshot.token.kind.value} are not supported"
             )
         return live
@@ -468,10 +447,10 @@ class CardManager:
         if key is AUTH_KEY:
             certificate = live.snapshot.auth_der if live.snapshot else None
             if certificate is None:
-                raise CertificateMissingError("the card has no user-authentication certificate")
+                raise errors.CertificateMissing("the card has no user-authentication certificate")
         else:
             if not live.snapshot or not live.snapshot.sign_present:
-                raise CertificateMissingError("the card has no signing certificate")
+                raise errors.CertificateMissing("the card has no signing certificate")
             certificate = live.sign_der
         try:
             result = await self.run_card(
@@ -535,7 +514,7 @@ class CardManager:
         live = await self._usable_card()
         record = live.record
         if not live.snapshot or not live.snapshot.sign_present:
-            raise CertificateMissingError("the card has no signing certificate")
+            raise errors.CertificateMissing("the card has no signing certificate")
         check = await self.run_card(
             operations.check_personal_data,
             live.reader,
@@ -560,7 +539,7 @@ class CardManager:
         attr = {"auth": "auth", "auth-ca": "auth_ca", "sign-ca": "sign_ca"}[which]
         entry = getattr(record, attr) if record else None
         if entry is None or entry.der is None:
-            raise CertificateMissingError(f"no {which} certificate is known")
+            raise errors.CertificateMissing(f"no {which} certificate is known")
         return entry.der
 
 

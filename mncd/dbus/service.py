@@ -1,42 +1,32 @@
 """The D-Bus interface ``io.github.mncd.MyNumberCard1``: validates, delegates, maps errors.
 
-Only errors named under ``io.github.mncd.MyNumberCard1.Error`` reach callers, with short texts;
-no traceback, path or PIN ever does. :class:`SafeMessageBus` replaces dbus-next's handler for
-async methods, which would otherwise send tracebacks to callers and log every D-Bus error as an
-unhandled exception; it also records who called, for logs and prompts.
+Only the errors of :mod:`mncd.errors` reach callers, with short texts; no traceback, path or
+PIN ever does. Every exception from the layers below becomes one of them through
+:data:`ERROR_TABLE`.
 """
 
 import asyncio
-import contextvars
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from dbus_next import DBusError, Message, MessageFlag, PropertyAccess, Variant
-from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
-from dbus_next._private.marshaller import Marshaller
+from dbus_next import DBusError, PropertyAccess, Variant
 from dbus_next.aio import MessageBus
-from dbus_next.constants import MessageType
-from dbus_next.service import ServiceInterface, dbus_property, method, signal
+from dbus_next.service import dbus_property, method, signal
 
+from mncd import errors
 from mncd.card import errors as card_errors
 from mncd.card.digestinfo import HASHES, digest, digest_size
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
-from mncd.daemon.manager import (
-    CardManager,
-    CertificateMissingError,
-    CertificateView,
-    LastTryError,
-    NoCardError,
-    NotSupportedError,
-    PcscNotAvailableError,
-)
+from mncd.daemon.errors import LastTryError
+from mncd.daemon.manager import CardManager, CertificateView
 from mncd.daemon.operations import SignResult
-from mncd.dbus.api import ERROR_PREFIX, INTERFACE, MAX_DATA
+from mncd.dbus import bus as dbus_bus
+from mncd.dbus.api import INTERFACE, MAX_DATA
+from mncd.dbus.bus import ExportedInterface, current_call, marshall_body
 from mncd.desktop.prompts import Caller, PromptCancelledError, PromptUnavailableError, with_pin
 from mncd.i18n import translator
 from mncd.jpki import certificates
@@ -50,216 +40,93 @@ def _(text: str) -> str:
     return translator().gettext(text)
 
 
-ERROR = ERROR_PREFIX
 #: GetStatus reuses its answer this long when nothing changed (days left follow the clock).
 STATUS_MAX_AGE = 1.0
 CALLER_CACHE_SIZE = 256
 
+Text = str | Callable[[Any], str]
 
-@dataclass(frozen=True)
-class CallInfo:
-    """Who sent the method call being handled, and whether it allows interaction."""
-
-    sender: str = ""
-    allow_interaction: bool = False
-
-
-CALL: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("call", default=None)
-
-
-def current_call() -> CallInfo:
-    return CALL.get() or CallInfo()
-
-
-class ServiceError(DBusError):
-    """A D-Bus error of this interface (``io.github.mncd.MyNumberCard1.Error.<name>``)."""
-
-    def __init__(self, name: str, text: str) -> None:
-        super().__init__(ERROR + name, text)
-
-
-def to_service_error(exc: BaseException) -> ServiceError:
-    """The caller-facing error for an exception from the layers below."""
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, card_errors.PinFormatError):
-        return ServiceError("PinFormat", str(exc))
-    if isinstance(exc, card_errors.PinIncorrectError):
-        return ServiceError(
-            "PinIncorrect",
-            f"{exc} (暗証番号が違います。残り{exc.tries_left}回)",
-        )
-    if isinstance(exc, card_errors.PinBlockedError):
-        return ServiceError(
-            "PinBlocked",
+#: How exceptions from the layers below reach callers: the first entry whose types match gives
+#: the API error and its text (a string, or a function of the exception). Subclasses first.
+ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError], Text], ...] = (
+    ((card_errors.PinFormatError,), errors.PinFormat, str),
+    (
+        (card_errors.PinIncorrectError,),
+        errors.PinIncorrect,
+        lambda exc: f"{exc} (暗証番号が違います。残り{exc.tries_left}回)",
+    ),
+    (
+        (card_errors.PinBlockedError,),
+        errors.PinBlocked,
+        lambda exc: (
             f"{exc}; reset it at your municipal office "
-            "(暗証番号がロックされました。市区町村の窓口で再設定してください)",
-        )
-    if isinstance(exc, PromptCancelledError):
-        return ServiceError("Cancelled", "the user cancelled (操作はキャンセルされました)")
-    if isinstance(exc, PromptUnavailableError):
-        return ServiceError(
-            "PinRequired",
-            "no PIN dialog could be shown (is a pinentry program installed?); "
-            "pass the PIN in the pin option",
-        )
-    if isinstance(exc, LastTryError):
-        return ServiceError(
-            "PinRequired",
-            f"only one try is left for the {exc.label}: a wrong PIN would block it until it is "
-            "reset at the municipal office; set allow-last-try to send it anyway "
-            "(残り1回です。間違えるとロックされます)",
-        )
-    if isinstance(exc, card_errors.SecurityStatusError):
-        return ServiceError("PinRequired", "the card needs the PIN for this")
-    if isinstance(exc, card_errors.CardTimeoutError):
-        return ServiceError(
-            "Failed", "the card did not answer in time; take it out and insert it again"
-        )
-    if isinstance(exc, (card_errors.CardRemovedError, card_errors.CardResetError)):
-        return ServiceError("CardRemoved", "the card was removed or reset during the operation")
-    if isinstance(exc, (NoCardError, card_errors.NoCardError, card_errors.NoReaderError)):
-        return ServiceError(
-            "NoCard", "no My Number Card is inserted (マイナンバーカードがありません)"
-        )
-    if isinstance(exc, (PcscNotAvailableError, card_errors.PcscUnavailableError)):
-        return ServiceError("PcscUnavailable", "the PC/SC service (pcscd) is not available")
-    if isinstance(exc, CertificateMissingError):
-        return ServiceError("CertificateMissing", str(exc))
-    if isinstance(exc, card_errors.KeyUnusableError):
-        return ServiceError(
-            "CertificateInvalid",
-            "the card refuses to use this key: its certificate can no longer be used",
-        )
-    if isinstance(exc, (SignatureMismatch, certificates.CertificateError)):
-        return ServiceError(
-            "CertificateInvalid",
-            "the card's answer does not verify against its certificate; nothing was returned",
-        )
-    if isinstance(exc, card_errors.NotJpkiCardError):
-        return ServiceError("NotSupported", "this card is not a My Number Card")
-    if isinstance(exc, NotSupportedError):
-        return ServiceError("NotSupported", str(exc))
-    if isinstance(exc, card_errors.CardError):
-        return ServiceError("Failed", "the card did not complete the operation")
-    return ServiceError("Failed", "internal error in mncd; see its log")
+            "(暗証番号がロックされました。市区町村の窓口で再設定してください)"
+        ),
+    ),
+    ((PromptCancelledError,), errors.Cancelled, "the user cancelled (操作はキャンセルされました)"),
+    (
+        (PromptUnavailableError,),
+        errors.PinRequired,
+        "no PIN dialog could be shown (is a pinentry program installed?); "
+        "pass the PIN in the pin option",
+    ),
+    (
+        (LastTryError,),
+        errors.PinRequired,
+        lambda exc: (
+            f"only one try is left for the {exc.label}: a wrong PIN would block it "
+            "until it is reset at the municipal office; set allow-last-try to send it anyway "
+            "(残り1回です。間違えるとロックされます)"
+        ),
+    ),
+    ((card_errors.SecurityStatusError,), errors.PinRequired, "the card needs the PIN for this"),
+    (
+        (card_errors.CardTimeoutError,),
+        errors.Failed,
+        "the card did not answer in time; take it out and insert it again",
+    ),
+    (
+        (card_errors.CardRemovedError, card_errors.CardResetError),
+        errors.CardRemoved,
+        "the card was removed or reset during the operation",
+    ),
+    (
+        (card_errors.NoCardError, card_errors.NoReaderError),
+        errors.NoCard,
+        "no My Number Card is inserted (マイナンバーカードがありません)",
+    ),
+    (
+        (card_errors.PcscUnavailableError,),
+        errors.PcscUnavailable,
+        "the PC/SC service (pcscd) is not available",
+    ),
+    (
+        (card_errors.KeyUnusableError,),
+        errors.CertificateInvalid,
+        "the card refuses to use this key: its certificate can no longer be used",
+    ),
+    (
+        (SignatureMismatch, certificates.CertificateError),
+        errors.CertificateInvalid,
+        "the card's answer does not verify against its certificate; nothing was returned",
+    ),
+    ((card_errors.NotJpkiCardError,), errors.NotSupported, "this card is not a My Number Card"),
+    ((card_errors.CardError,), errors.Failed, "the card did not complete the operation"),
+)
 
 
-class SafeMessageBus(MessageBus):
-    """dbus-next's asyncio bus, with method handlers that never leak or mis-log errors."""
-
-    def _find_message_handler(self, msg: Message) -> Any:
-        handler = super()._find_message_handler(msg)
-        if handler is not None or msg.interface != INTERFACE:
-            return handler
-        # One of our methods with arguments of the wrong types: a clear InvalidArgument rather
-        # than dbus-next's UnknownMethod.
-        expected = next(
-            (
-                m.in_signature
-                for interface in self._path_exports.get(msg.path, [])
-                for m in ServiceInterface._get_methods(interface)
-                if m.name == msg.member and not m.disabled
-            ),
-            None,
-        )
-        if expected is None:
-            return None
-
-        def wrong_arguments(msg: Message, send_reply: Any) -> None:
-            text = f"{msg.member} takes arguments ({expected}), not ({msg.signature})"
-            send_reply(ServiceError("InvalidArgument", text)._as_message(msg))
-
-        return wrong_arguments
-
-    def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Any:
-        def reply_to(msg: Message, outcome: Callable[[], Any]) -> None:
-            try:
-                body, fds = ServiceInterface._fn_result_to_body(
-                    outcome(), method.out_signature_tree
-                )
-                reply = Message.new_method_return(msg, method.out_signature, body, fds)
-            except asyncio.CancelledError:
-                reply = ServiceError("Cancelled", "the operation was cancelled")._as_message(msg)
-            except Exception as exc:
-                error = to_service_error(exc)
-                if isinstance(exc, card_errors.CardError) and error.type == ERROR + "Failed":
-                    # The card or reader misbehaved: worth a line, not a traceback.
-                    log.warning("%s failed: %s", method.name, exc)
-                elif error.type == ERROR + "Failed" and not isinstance(exc, ServiceError):
-                    log.error("%s failed", method.name, exc_info=exc)
-                reply = error._as_message(msg)
-            if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
-                self.send(reply)
-
-        if method.name == "GetStatus" and isinstance(interface, MyNumberCardInterface):
-            # The most frequent call: answered at once with the body marshalled when the state
-            # last changed (see MyNumberCardInterface.status_body).
-            def status_handler(msg: Message, send_reply: Any) -> None:
-                try:
-                    reply = _PreMarshalledReply(msg, method.out_signature, interface.status_body())
-                except Exception as exc:
-                    log.error("GetStatus failed", exc_info=exc)
-                    reply = to_service_error(exc)._as_message(msg)
-                if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
-                    self.send(reply)
-
-            return status_handler
-
-        if not asyncio.iscoroutinefunction(method.fn):
-            # Answered at once, from memory: no task, same error handling.
-            def sync_handler(msg: Message, send_reply: Any) -> None:
-                args = ServiceInterface._msg_body_to_args(msg)
-                reply_to(msg, lambda: method.fn(interface, *args))
-
-            return sync_handler
-
-        def handler(msg: Message, send_reply: Any) -> None:
-            context = contextvars.copy_context()
-            allow = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
-            context.run(CALL.set, CallInfo(msg.sender or "", allow))
-            args = ServiceInterface._msg_body_to_args(msg)
-            task = asyncio.get_running_loop().create_task(
-                method.fn(interface, *args), context=context
-            )
-            task.add_done_callback(lambda done: reply_to(msg, done.result))
-
-        return handler
+def to_api_error(exc: BaseException) -> errors.MncdError:
+    """The API error a caller gets for an exception from the layers below."""
+    if isinstance(exc, errors.MncdError):
+        return exc
+    for types, api_error, text in ERROR_TABLE:
+        if isinstance(exc, types):
+            return api_error(text if isinstance(text, str) else text(exc))
+    return errors.Failed("internal error in mncd; see its log")
 
 
-class _PreMarshalledReply(Message):
-    """A method return whose body was marshalled earlier (dbus-next 0.2's wire format: the body
-    starts 8-aligned after the header, so its bytes do not depend on the header)."""
-
-    def __init__(self, call: Message, signature: str, body: bytes) -> None:
-        super().__init__(
-            message_type=MessageType.METHOD_RETURN,
-            reply_serial=call.serial,
-            destination=call.sender,
-            signature=signature,
-        )
-        self._marshalled_body = body
-
-    def _marshall(self, negotiate_unix_fd: bool = False) -> bytes:
-        fields = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
-        if self.destination:
-            fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
-        fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
-        header = Marshaller(
-            "yyyyuua(yv)",
-            [
-                LITTLE_ENDIAN,
-                self.message_type.value,
-                self.flags.value,
-                PROTOCOL_VERSION,
-                len(self._marshalled_body),
-                self.serial,
-                fields,
-            ],
-        )
-        header.marshall()
-        header.align(8)
-        return bytes(header.buffer) + self._marshalled_body
+def to_dbus_error(exc: errors.MncdError) -> DBusError:
+    return DBusError(exc.dbus_name(), exc.text)
 
 
 def _view_to_dbus(view: CertificateView) -> dict[str, Variant]:
@@ -286,11 +153,11 @@ def _option(options: dict[str, Variant], name: str, signature: str, default: Any
     if value is None:
         return default
     if value.signature != signature:
-        raise ServiceError("InvalidArgument", f"option {name!r} must have type {signature!r}")
+        raise errors.InvalidArgument(f"option {name!r} must have type {signature!r}")
     return value.value
 
 
-class MyNumberCardInterface(ServiceInterface):
+class MyNumberCardInterface(ExportedInterface):
     """The exported object."""
 
     KNOWN_OPTIONS: ClassVar[dict[str, str]] = {
@@ -311,6 +178,30 @@ class MyNumberCardInterface(ServiceInterface):
         self._status: tuple[float, bytes] | None = None
         self._callers: dict[str, Caller] = {}
         self._properties: dict[str, Any] = {}
+
+    # -- how the bus answers (see mncd.dbus.bus.ExportedInterface) ---------------------------
+
+    def error_reply(self, method: str, exc: BaseException) -> DBusError:
+        if isinstance(exc, asyncio.CancelledError):
+            return to_dbus_error(errors.Cancelled("the operation was cancelled"))
+        error = to_api_error(exc)
+        if isinstance(error, errors.Failed) and not isinstance(exc, errors.MncdError):
+            if isinstance(exc, card_errors.CardError):
+                # The card or reader misbehaved: worth a line, not a traceback.
+                log.warning("%s failed: %s", method, exc)
+            else:
+                log.error("%s failed", method, exc_info=exc)
+        return to_dbus_error(error)
+
+    def wrong_arguments(self, method: str, expected: str, given: str) -> DBusError:
+        return to_dbus_error(
+            errors.InvalidArgument(f"{method} takes arguments ({expected}), not ({given})")
+        )
+
+    def premarshalled(self, method: str) -> Callable[[], bytes] | None:
+        # The most frequent call: answered at once with the body marshalled when the state
+        # last changed (see status_body).
+        return self.status_body if method == "GetStatus" else None
 
     # -- change notification (called by the daemon's listener) ----------------------------
 
@@ -356,7 +247,7 @@ class MyNumberCardInterface(ServiceInterface):
 
     @method()
     def GetStatus(self) -> "a{sv}":
-        """Answered from memory (SafeMessageBus sends :meth:`status_body` directly)."""
+        """Answered from memory (the bus sends :meth:`status_body` directly)."""
         return self._build_status()
 
     def status_body(self) -> bytes:
@@ -364,9 +255,7 @@ class MyNumberCardInterface(ServiceInterface):
         (days left and expiry follow the clock)."""
         now = time.monotonic()
         if self._status is None or now - self._status[0] > STATUS_MAX_AGE:
-            marshaller = Marshaller("a{sv}", [self._build_status()])
-            marshaller.marshall()
-            self._status = (now, bytes(marshaller.buffer))
+            self._status = (now, marshall_body("a{sv}", [self._build_status()]))
         return self._status[1]
 
     def _build_status(self) -> dict[str, Variant]:
@@ -387,8 +276,7 @@ class MyNumberCardInterface(ServiceInterface):
     @method()
     async def GetCertificate(self, which: "s") -> "ay":
         if which not in ("auth", "auth-ca", "sign-ca"):
-            raise ServiceError(
-                "InvalidArgument",
+            raise errors.InvalidArgument(
                 "which must be auth, auth-ca or sign-ca (the signing certificate comes with Sign)",
             )
         return self.manager.certificate(which)
@@ -453,18 +341,17 @@ class MyNumberCardInterface(ServiceInterface):
     ) -> list[bytes]:
         _check_options(options, self.KNOWN_OPTIONS)
         if hash_name not in HASHES:
-            raise ServiceError("InvalidArgument", f"hash must be one of {', '.join(HASHES)}")
+            raise errors.InvalidArgument(f"hash must be one of {', '.join(HASHES)}")
         if not data:
-            raise ServiceError("InvalidArgument", "nothing to sign")
+            raise errors.InvalidArgument("nothing to sign")
         if len(data) > MAX_DATA:
-            raise ServiceError(
-                "InvalidArgument",
+            raise errors.InvalidArgument(
                 f"data is larger than {MAX_DATA} bytes; hash it and pass digest=true",
             )
         if _option(options, "digest", "b", False):
             if len(data) != digest_size(hash_name):
-                raise ServiceError(
-                    "InvalidArgument", f"a {hash_name} digest is {digest_size(hash_name)} bytes"
+                raise errors.InvalidArgument(
+                    f"a {hash_name} digest is {digest_size(hash_name)} bytes"
                 )
             digest_value = bytes(data)
         else:
@@ -525,8 +412,7 @@ class MyNumberCardInterface(ServiceInterface):
         if current_call().allow_interaction:
             log.debug("caller allows interactive authorization")
         if not _option(options, "interactive", "b", True):
-            raise ServiceError(
-                "PinRequired",
+            raise errors.PinRequired(
                 f"the {policy.label_en} is needed and interactive=false forbids asking "
                 f"({policy.label_ja}が必要です)",
             )
@@ -538,16 +424,10 @@ class MyNumberCardInterface(ServiceInterface):
         if sender in self._callers:  # unique names are never reused on a bus
             return self._callers[sender]
         try:
-            reply = await self.bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="GetConnectionUnixProcessID",
-                    signature="s",
-                    body=[sender],
-                )
-            )
+            reply = await dbus_bus.call(
+                self.bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                "GetConnectionUnixProcessID", "s", [sender],
+            )  # fmt: skip
             pid = int(reply.body[0])
         except Exception:
             return Caller(sender, 0)
@@ -560,7 +440,7 @@ class MyNumberCardInterface(ServiceInterface):
 def _check_options(options: dict[str, Variant], known: dict[str, str]) -> None:
     for name in options:
         if name not in known:
-            raise ServiceError("InvalidArgument", f"unknown option {name!r}")
+            raise errors.InvalidArgument(f"unknown option {name!r}")
         _option(options, name, known[name], None)
 
 

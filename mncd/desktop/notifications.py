@@ -22,6 +22,8 @@ from typing import Any
 from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 
+from mncd.dbus.bus import CallError, call
+
 log = logging.getLogger(__name__)
 
 BUS_NAME = "org.freedesktop.Notifications"
@@ -64,14 +66,6 @@ class Notice:
 
 #: ``on_action(subject, action_key)``; may return an awaitable, which is run as a task.
 ActionCallback = Callable[[str, str], Any]
-
-
-class NotifyCallError(Exception):
-    """A D-Bus call to the notification server failed."""
-
-    def __init__(self, name: str, text: str = "") -> None:
-        super().__init__(f"{name}: {text}" if text else name)
-        self.name = name
 
 
 class DesktopNotifier:
@@ -120,14 +114,14 @@ class DesktopNotifier:
         for rule in _MATCH_RULES:
             try:
                 await self._call(_DBUS, "/org/freedesktop/DBus", _DBUS, "AddMatch", "s", [rule])
-            except NotifyCallError as exc:
+            except CallError as exc:
                 log.warning("cannot watch the notification server: %s", exc)
         try:
             reply = await self._call(
                 _DBUS, "/org/freedesktop/DBus", _DBUS, "GetNameOwner", "s", [BUS_NAME]
             )
             self._owner = reply.body[0]
-        except NotifyCallError:
+        except CallError:
             self._owner = None
 
     async def stop(self) -> None:
@@ -140,7 +134,7 @@ class DesktopNotifier:
             task.cancel()
         self._pending.clear()
         for rule in _MATCH_RULES:
-            with contextlib.suppress(NotifyCallError):
+            with contextlib.suppress(CallError):
                 await self._call(_DBUS, "/org/freedesktop/DBus", _DBUS, "RemoveMatch", "s", [rule])
 
     async def show(self, notice: Notice) -> bool:
@@ -161,13 +155,13 @@ class DesktopNotifier:
                 await self._call(
                     BUS_NAME, OBJECT_PATH, INTERFACE, "CloseNotification", "u", [notification_id]
                 )
-            except NotifyCallError as exc:
+            except CallError as exc:
                 log.debug("CloseNotification failed: %s", exc)
 
     async def _show(self, notice: Notice) -> bool:
         try:
             notification_id = await self._notify(notice)
-        except NotifyCallError as exc:
+        except CallError as exc:
             self._pending[notice.subject] = notice
             if not self._warned:
                 self._warned = True
@@ -191,7 +185,7 @@ class DesktopNotifier:
         replaces_id = self._ids.get(notice.subject, 0)
         try:
             return await self._send_notify(notice, caps, replaces_id)
-        except NotifyCallError as exc:
+        except CallError as exc:
             if not replaces_id or exc.name in _NO_SERVER:
                 raise
             # The id may be stale (the server restarted): retry once as a new notification.
@@ -230,26 +224,9 @@ class DesktopNotifier:
     async def _call(
         self, destination: str, path: str, interface: str, member: str, signature: str, body: list
     ) -> Message:
-        message = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=body,
+        return await call(
+            self._bus, destination, path, interface, member, signature, body, CALL_TIMEOUT
         )
-        try:
-            reply = await asyncio.wait_for(self._bus.call(message), CALL_TIMEOUT)
-        except TimeoutError as exc:
-            raise NotifyCallError("Timeout", f"no reply to {member}") from exc
-        except Exception as exc:  # a broken or closed connection
-            raise NotifyCallError(type(exc).__name__, str(exc)) from exc
-        if reply is None:
-            raise NotifyCallError("NoReply", member)
-        if reply.message_type == MessageType.ERROR:
-            text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-            raise NotifyCallError(reply.error_name or "Error", text)
-        return reply
 
     def _forget(self, notification_id: int) -> None:
         notice = self._live.pop(notification_id, None)

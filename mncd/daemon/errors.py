@@ -1,0 +1,11 @@
+"""Errors of the daemon's own rules (the API's errors are in :mod:`mncd.errors`)."""
+
+from __future__ import annotations
+
+
+class LastTryError(Exception):
+    """One try is left and the caller did not say it may be used."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(f"one try left for the {label}")
+        self.label = label

@@ -1,0 +1,251 @@
+"""Every workaround of dbus-next's internals, in one place.
+
+dbus-next 0.2.3 is the library's final release (pinned exactly in ``pyproject.toml``), so these
+patches cannot break under a new version; each names the private attribute it touches and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_next import DBusError, Message, MessageFlag, Variant
+
+# Private: the header layout constants and the marshaller, for a reply marshalled in advance.
+from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
+from dbus_next._private.marshaller import Marshaller
+from dbus_next.aio import MessageBus
+from dbus_next.constants import MessageType
+from dbus_next.service import ServiceInterface
+
+log = logging.getLogger(__name__)
+
+#: Longest the daemon waits for a reply from another service (the bus, a notification server).
+CALL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who sent the method call being handled, and whether it allows interaction."""
+
+    sender: str = ""
+    allow_interaction: bool = False
+
+
+_CALL: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("call", default=None)
+
+
+def current_call() -> CallInfo:
+    """The method call the running handler answers (empty outside a handler)."""
+    return _CALL.get() or CallInfo()
+
+
+class ExportedInterface(ServiceInterface):
+    """A ServiceInterface served by :class:`SafeMessageBus`: it says how errors reach callers
+    and which replies it marshals in advance."""
+
+    def error_reply(self, method: str, exc: BaseException) -> DBusError:
+        """The D-Bus error a caller gets for ``exc`` (no traceback, path or secret)."""
+        return DBusError("org.freedesktop.DBus.Error.Failed", "internal error")
+
+    def wrong_arguments(self, method: str, expected: str, given: str) -> DBusError:
+        """The error for a call of ``method`` with arguments of the wrong types."""
+        return DBusError(
+            "org.freedesktop.DBus.Error.InvalidArgs",
+            f"{method} takes arguments ({expected}), not ({given})",
+        )
+
+    def premarshalled(self, method: str) -> Callable[[], bytes] | None:
+        """A function giving ``method``'s reply body already marshalled, or None."""
+        return None
+
+
+class SafeMessageBus(MessageBus):
+    """dbus-next's asyncio bus, with method handlers that never leak or mis-log errors."""
+
+    # Private: MessageBus._find_message_handler(msg) picks the handler of an incoming call and
+    # answers UnknownMethod when the signature differs; one of our methods called with the
+    # wrong argument types gets a clear error from the interface instead.
+    def _find_message_handler(self, msg: Message) -> Any:
+        handler = super()._find_message_handler(msg)
+        if handler is not None:
+            return handler
+        # Private: MessageBus._path_exports maps object paths to exported interfaces, and
+        # ServiceInterface._get_methods lists an interface's methods with their signatures.
+        for interface in self._path_exports.get(msg.path, []):
+            if not isinstance(interface, ExportedInterface) or interface.name != msg.interface:
+                continue
+            for method in ServiceInterface._get_methods(interface):
+                if method.name == msg.member and not method.disabled:
+                    return _answer_with(
+                        interface.wrong_arguments(method.name, method.in_signature, msg.signature)
+                    )
+        return None
+
+    # Private: MessageBus._make_method_handler(interface, method) builds the function that
+    # answers a call. dbus-next's own sends tracebacks to callers and logs every D-Bus error as
+    # an unhandled exception; ours maps errors through the interface, runs async methods as
+    # tasks that know their caller, and sends pre-marshalled replies where the interface has one.
+    def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Any:
+        if not isinstance(interface, ExportedInterface):
+            return super()._make_method_handler(interface, method)
+
+        def send(msg: Message, reply: Message) -> None:
+            if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                self.send(reply)
+
+        def reply_to(msg: Message, outcome: Callable[[], Any]) -> None:
+            try:
+                # Private: ServiceInterface._fn_result_to_body turns a method's return value
+                # into a reply body (as dbus-next's own handler does).
+                body, fds = ServiceInterface._fn_result_to_body(
+                    outcome(), method.out_signature_tree
+                )
+                reply = Message.new_method_return(msg, method.out_signature, body, fds)
+            except Exception as exc:
+                reply = interface.error_reply(method.name, exc)._as_message(msg)
+            except asyncio.CancelledError as exc:
+                reply = interface.error_reply(method.name, exc)._as_message(msg)
+            send(msg, reply)
+
+        body_of = interface.premarshalled(method.name)
+        if body_of is not None:
+
+            def premarshalled_handler(msg: Message, send_reply: Any) -> None:
+                try:
+                    reply: Message = PreMarshalledReply(msg, method.out_signature, body_of())
+                except Exception as exc:
+                    reply = interface.error_reply(method.name, exc)._as_message(msg)
+                send(msg, reply)
+
+            return premarshalled_handler
+
+        # Private: ServiceInterface._msg_body_to_args unpacks a call's body into arguments.
+        if not asyncio.iscoroutinefunction(method.fn):
+            # Answered at once, from memory: no task, same error handling.
+            def sync_handler(msg: Message, send_reply: Any) -> None:
+                args = ServiceInterface._msg_body_to_args(msg)
+                reply_to(msg, lambda: method.fn(interface, *args))
+
+            return sync_handler
+
+        def handler(msg: Message, send_reply: Any) -> None:
+            context = contextvars.copy_context()
+            allow = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
+            context.run(_CALL.set, CallInfo(msg.sender or "", allow))
+            args = ServiceInterface._msg_body_to_args(msg)
+            task = asyncio.get_running_loop().create_task(
+                method.fn(interface, *args), context=context
+            )
+            task.add_done_callback(lambda done: reply_to(msg, done.result))
+
+        return handler
+
+
+def _answer_with(error: DBusError) -> Callable[[Message, Any], None]:
+    """A message handler that answers every call with ``error``."""
+
+    def answer(msg: Message, send_reply: Any) -> None:
+        send_reply(error._as_message(msg))
+
+    return answer
+
+
+class PreMarshalledReply(Message):
+    """A method return whose body was marshalled earlier.
+
+    dbus-next 0.2's wire format starts the body 8-aligned after the header, so its bytes do not
+    depend on the header; only the header is marshalled per reply.
+    """
+
+    def __init__(self, call: Message, signature: str, body: bytes) -> None:
+        super().__init__(
+            message_type=MessageType.METHOD_RETURN,
+            reply_serial=call.serial,
+            destination=call.sender,
+            signature=signature,
+        )
+        self._marshalled_body = body
+
+    # Private: Message._marshall() is what the bus's writer calls to get a message's bytes.
+    def _marshall(self, negotiate_unix_fd: bool = False) -> bytes:
+        fields = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
+        if self.destination:
+            fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
+        fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
+        header = Marshaller(
+            "yyyyuua(yv)",
+            [
+                LITTLE_ENDIAN,
+                self.message_type.value,
+                self.flags.value,
+                PROTOCOL_VERSION,
+                len(self._marshalled_body),
+                self.serial,
+                fields,
+            ],
+        )
+        header.marshall()
+        header.align(8)
+        return bytes(header.buffer) + self._marshalled_body
+
+
+def marshall_body(signature: str, body: Sequence[Any]) -> bytes:
+    """A message body marshalled once, for :class:`PreMarshalledReply`."""
+    marshaller = Marshaller(signature, list(body))
+    marshaller.marshall()
+    return bytes(marshaller.buffer)
+
+
+def method_call(
+    destination: str, path: str, interface: str, member: str, signature: str = "",
+    body: Sequence[Any] = (),
+) -> Message:  # fmt: skip
+    """A method call message (for the daemon's own calls to other services)."""
+    return Message(
+        destination=destination,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=list(body),
+    )
+
+
+class CallError(Exception):
+    """A call to another service failed: an error reply, no reply in time, or no connection."""
+
+    def __init__(self, name: str, text: str = "") -> None:
+        super().__init__(f"{name}: {text}" if text else name)
+        self.name = name
+        self.text = text
+
+
+async def call(
+    bus: MessageBus,
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: Sequence[Any] = (),
+    timeout: float = CALL_TIMEOUT,
+) -> Message:
+    """Call another service's method; the reply, or :class:`CallError`."""
+    message = method_call(destination, path, interface, member, signature, body)
+    try:
+        reply = await asyncio.wait_for(bus.call(message), timeout)
+    except TimeoutError as exc:
+        raise CallError("Timeout", f"no reply to {member}") from exc
+    except Exception as exc:  # a broken or closed connection
+        raise CallError(type(exc).__name__, str(exc)) from exc
+    if reply is None:
+        raise CallError("NoReply", member)
+    if reply.message_type == MessageType.ERROR:
+        text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+        raise CallError(reply.error_name or "Error", text)
+    return reply
