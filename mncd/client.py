@@ -247,14 +247,13 @@ class Event:
     args: list[Any] | dict[str, Any]
 
 
-def _event(message: Message) -> Event | None:
+def event_from_signal(interface: str, path: str, member: str, body: Sequence[Any]) -> Event | None:
     """The event for a signal, or None when it is not about mncd."""
-    interface, member, body = message.interface or "", message.member or "", message.body
-    if interface == INTERFACE and message.path == OBJECT_PATH:
+    if interface == INTERFACE and path == OBJECT_PATH:
         return Event(member, plain(list(body)))
     if (
         interface == PROPERTIES_INTERFACE
-        and message.path == OBJECT_PATH
+        and path == OBJECT_PATH
         and member == "PropertiesChanged"
         and len(body) >= 2
         and body[0] == INTERFACE
@@ -409,7 +408,9 @@ class MyNumberCard:
 
         def on_message(message: Message) -> None:
             if message.message_type == MessageType.SIGNAL:
-                event = _event(message)
+                event = event_from_signal(
+                    message.interface or "", message.path or "", message.member or "", message.body
+                )
                 if event is not None:
                     handler(event)
 

@@ -5,6 +5,7 @@ None of these needs a bus, a daemon or a card.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import io
@@ -17,8 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 from dbus_next import Variant
 
+from mncd import client
+from mncd.cli import errors as cli_errors
+from mncd.cli import files, output
 from mncd.cli import main as cli
-from mncd.cli.main import ExitCode
+from mncd.cli import pin as cli_pin
+from mncd.cli import status as status_command
+from mncd.cli.errors import ExitCode
+from mncd.client import Event, Status, error_for_reply
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -59,6 +66,16 @@ def daemon_status(**overrides: Variant) -> dict[str, Variant]:
     return status
 
 
+def lines_for(name: str, text: str) -> list[str]:
+    """What mncctl prints for an error reply named ``name``."""
+    return cli_errors.error_lines(error_for_reply(name, text))
+
+
+def table(status: dict[str, Variant], tz: dt.tzinfo | None = None) -> str:
+    """The status table for a GetStatus answer."""
+    return output.format_status(Status.from_dbus(status), tz=tz)
+
+
 def section(text: str, title: str) -> str:
     """The block of the status table under ``title`` (up to the next blank line)."""
     start = text.index(title)
@@ -96,7 +113,7 @@ def section(text: str, title: str) -> str:
     ],
 )
 def test_exit_code_for_error(name: str, code: ExitCode) -> None:
-    assert cli.exit_code_for_error(name) == code
+    assert cli_errors.exit_code(error_for_reply(name, "")) == code
 
 
 def test_exit_codes_are_the_documented_numbers() -> None:
@@ -105,11 +122,11 @@ def test_exit_codes_are_the_documented_numbers() -> None:
 
 def test_daemon_error_text_is_shown_as_is() -> None:
     text = "incorrect signing password: 4 tries left (残り4回)"
-    assert cli.error_lines(ERR + "PinIncorrect", text) == [text]
+    assert lines_for(ERR + "PinIncorrect", text) == [text]
 
 
 def test_pin_blocked_gets_the_municipal_office_hint() -> None:
-    lines = cli.error_lines(ERR + "PinBlocked", "signing password is blocked: no tries left")
+    lines = lines_for(ERR + "PinBlocked", "signing password is blocked: no tries left")
     assert lines == [
         "signing password is blocked: no tries left",
         "The PIN is blocked: reset it at your municipal office "
@@ -118,17 +135,17 @@ def test_pin_blocked_gets_the_municipal_office_hint() -> None:
 
 
 def test_pin_required_tells_how_to_give_the_pin() -> None:
-    lines = cli.error_lines(ERR + "PinRequired", "a PIN is required")
+    lines = lines_for(ERR + "PinRequired", "a PIN is required")
     assert lines[0] == "a PIN is required"
     assert "--pin-stdin" in lines[1]
 
 
 def test_empty_error_text_falls_back_to_a_readable_name() -> None:
-    assert cli.error_lines(ERR + "CertificateMissing", "") == ["certificate missing"]
+    assert lines_for(ERR + "CertificateMissing", "") == ["certificate missing"]
 
 
 def test_unreachable_daemon_message() -> None:
-    lines = cli.error_lines(
+    lines = lines_for(
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "The name io.github.mncd.MyNumberCard1 was not provided by any .service files",
     )
@@ -139,7 +156,7 @@ def test_unreachable_daemon_message() -> None:
 
 
 def test_foreign_error_names_are_kept_for_diagnosis() -> None:
-    assert cli.error_lines("org.freedesktop.DBus.Error.AccessDenied", "denied") == [
+    assert lines_for("org.freedesktop.DBus.Error.AccessDenied", "denied") == [
         "denied (org.freedesktop.DBus.Error.AccessDenied)"
     ]
 
@@ -148,9 +165,9 @@ def test_main_prints_one_prefixed_line_and_returns_the_code(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def fail(_: object) -> int:
-        raise cli.DaemonError(ERR + "PinBlocked", "signing password is blocked: no tries left")
+        raise error_for_reply(ERR + "PinBlocked", "signing password is blocked: no tries left")
 
-    monkeypatch.setattr(cli, "cmd_status", fail)
+    monkeypatch.setattr(status_command, "run", fail)
     assert cli.main(["status"]) == ExitCode.PIN
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -164,12 +181,12 @@ def test_main_prints_one_prefixed_line_and_returns_the_code(
 @pytest.mark.parametrize(
     ("error", "code", "message"),
     [
-        (cli.BusUnavailableError("cannot connect to the session bus: x"), 3, "cannot connect"),
-        (cli.UsageError("cannot read nope.pdf: No such file or directory"), 2, "nope.pdf"),
-        (cli.PinInputError("--pin-stdin: standard input is empty"), 4, "--pin-stdin"),
-        (cli.CancelledByUserError("cancelled"), 5, "cancelled"),
+        (client.BusUnavailable("cannot connect to the session bus: x"), 3, "cannot connect"),
+        (cli_errors.UsageError("cannot read nope.pdf: No such file or directory"), 2, "nope.pdf"),
+        (cli_errors.PinInputError("--pin-stdin: standard input is empty"), 4, "--pin-stdin"),
+        (cli_errors.CancelledByUserError("cancelled"), 5, "cancelled"),
         (KeyboardInterrupt(), 5, "cancelled"),
-        (cli.VerificationError("the signature does not verify"), 1, "does not verify"),
+        (cli_errors.VerificationError("the signature does not verify"), 1, "does not verify"),
         (OSError("cannot write a.sig: Disk quota exceeded"), 1, "a.sig"),
     ],
 )
@@ -183,7 +200,7 @@ def test_main_maps_local_failures(
     def fail(_: object) -> int:
         raise error
 
-    monkeypatch.setattr(cli, "cmd_status", fail)
+    monkeypatch.setattr(status_command, "run", fail)
     assert cli.main(["status"]) == code
     err = capsys.readouterr().err
     assert err.startswith("mncctl: ")
@@ -215,7 +232,7 @@ def test_sign_of_a_missing_file_is_a_usage_error(
 
 
 def test_to_plain_unwraps_nested_variants_and_keeps_types() -> None:
-    plain = cli.to_plain(daemon_status())
+    plain = client.plain(daemon_status())
     assert plain["state"] == "card-present"
     assert plain["readers"] == ["ACS ACR39U ICC Reader 00 00"]
     assert plain["auth"]["present"] is True
@@ -225,12 +242,12 @@ def test_to_plain_unwraps_nested_variants_and_keeps_types() -> None:
 
 
 def test_to_plain_turns_bytes_into_hex() -> None:
-    assert cli.to_plain(Variant("ay", b"\x01\xff")) == "01ff"
+    assert client.plain(Variant("ay", b"\x01\xff")) == "01ff"
 
 
 def test_status_json_is_valid_json_with_ints_and_japanese_unescaped() -> None:
     status = daemon_status(reader=Variant("s", "リーダー"))
-    text = cli.status_json(status)
+    text = output.status_json(Status.from_dbus(status))
     assert "リーダー" in text
     parsed = json.loads(text)
     assert parsed["auth"]["days_left"] == 1283
@@ -243,7 +260,7 @@ def test_status_json_is_valid_json_with_ints_and_japanese_unescaped() -> None:
 
 
 def test_status_table_shows_state_reader_and_both_certificates() -> None:
-    text = cli.format_status(daemon_status(), tz=JST)
+    text = table(daemon_status(), tz=JST)
     assert text.splitlines()[0] == "State:     card-present (My Number Card present)"
     assert "Reader:    ACS ACR39U ICC Reader 00 00" in text
     assert "Token:     card (My Number Card)" in text
@@ -261,8 +278,8 @@ def test_status_table_shows_state_reader_and_both_certificates() -> None:
 
 
 def test_status_expiry_is_a_date_in_the_given_time_zone() -> None:
-    assert "2029-05-30" in cli.format_status(daemon_status(), tz=dt.UTC)
-    assert "2029-05-31" in cli.format_status(daemon_status(), tz=JST)
+    assert "2029-05-30" in table(daemon_status(), tz=dt.UTC)
+    assert "2029-05-31" in table(daemon_status(), tz=JST)
 
 
 def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
@@ -276,7 +293,7 @@ def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
             pin_tries_left=Variant("i", 0),
         ),
     )
-    text = cli.format_status(status, tz=JST)
+    text = table(status, tz=JST)
     assert text.splitlines()[0] == "State:     no-card (no card in the reader)"
     assert "Reader:    (none)" in text
     assert "Readers:   ACS ACR39U ICC Reader 00 00" in text
@@ -291,7 +308,7 @@ def test_status_of_an_expired_certificate() -> None:
     status = daemon_status(
         auth=cert_status(state=Variant("s", "expired"), days_left=Variant("i", -12))
     )
-    auth = section(cli.format_status(status, tz=JST), "利用者証明用")
+    auth = section(table(status, tz=JST), "利用者証明用")
     assert "  State:        expired (有効期限切れ)" in auth
     assert "(expired 12 days ago)" in auth
 
@@ -308,7 +325,7 @@ def test_status_with_missing_certificate_and_unknown_values() -> None:
         ),
         sign=cert_status(not_after=Variant("x", 0), pin_tries_left=Variant("i", -1)),
     )
-    text = cli.format_status(status, tz=JST)
+    text = table(status, tz=JST)
     auth = section(text, "利用者証明用")
     assert auth.splitlines()[1:] == ["  Certificate:  not present"]
     sign = section(text, "署名用")
@@ -322,7 +339,7 @@ def test_status_ignores_unknown_keys_and_survives_missing_ones() -> None:
         "future_key": Variant("a{sv}", {"x": Variant("i", 1)}),
         "auth": Variant("a{sv}", {"present": Variant("b", True), "brand_new": Variant("b", True)}),
     }
-    text = cli.format_status(status)
+    text = table(status)
     assert text.startswith("State:     pcsc-unavailable (the smart-card service is not available")
     assert "future_key" not in text
     assert "brand_new" not in text
@@ -332,7 +349,7 @@ def test_status_ignores_unknown_keys_and_survives_missing_ones() -> None:
 
 def test_status_shows_unknown_state_and_token_values_raw() -> None:
     status = daemon_status(state=Variant("s", "warming-up"), token=Variant("s", "android"))
-    text = cli.format_status(status)
+    text = table(status)
     assert text.splitlines()[0] == "State:     warming-up"
     assert "Token:     android (Android smartphone (スマホ用電子証明書))" in text
 
@@ -342,31 +359,56 @@ def test_status_shows_unknown_state_and_token_values_raw() -> None:
     [(30, "30 days left"), (1, "1 day left"), (0, "expires today"), (-1, "expired 1 day ago")],
 )
 def test_format_days_left(days: int, text: str) -> None:
-    assert cli.format_days_left(days) == text
+    assert output.format_days_left(days) == text
 
 
 def test_tries_note_only_when_tries_are_short() -> None:
-    assert cli.tries_note("sign", 5) is None
-    assert cli.tries_note("sign", -1) is None
-    assert cli.tries_note("auth", 2) == "2 tries are left before the PIN is blocked (残り2回)."
-    assert cli.tries_note("auth", 1) == "Only 1 try is left before the PIN is blocked (残り1回)."
+    assert cli_pin.tries_note("sign", 5) is None
+    assert cli_pin.tries_note("sign", -1) is None
+    assert cli_pin.tries_note("auth", 2) == "2 tries are left before the PIN is blocked (残り2回)."
+    assert (
+        cli_pin.tries_note("auth", 1) == "Only 1 try is left before the PIN is blocked (残り1回)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # options and PIN input
 
 
+class Recorder(client.MyNumberCard):
+    """A client whose calls are recorded instead of sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, list]] = []
+
+    async def call(self, member, signature="", body=(), **kwargs):  # type: ignore[override]
+        self.calls.append((member, signature, list(body)))
+        return [b"signature", b"certificate"]
+
+
+def sent_options(coroutine_of: object) -> dict[str, Variant]:
+    recorder = Recorder()
+    asyncio.run(coroutine_of(recorder))  # type: ignore[operator]
+    return recorder.calls[0][2][-1]
+
+
 def test_sign_options_never_include_what_was_not_asked() -> None:
-    assert cli.sign_options(None) == {}
-    options = cli.sign_options("ABC123", digest=True, allow_last_try=True)
+    assert sent_options(lambda card: card.sign(b"x")) == {}
+    options = sent_options(
+        lambda card: card.sign(b"x", pin="ABC123", digest=True, allow_last_try=True)
+    )
     assert options["pin"] == Variant("s", "ABC123")
     assert options["digest"] == Variant("b", True)
     assert options["allow-last-try"] == Variant("b", True)
 
 
 def test_auth_options_always_name_the_hash() -> None:
-    assert cli.auth_options("sha384", None) == {"hash": Variant("s", "sha384")}
-    assert cli.auth_options("sha256", "1234")["pin"] == Variant("s", "1234")
+    assert sent_options(lambda card: card.authenticate(b"x", "sha384")) == {
+        "hash": Variant("s", "sha384")
+    }
+    assert sent_options(lambda card: card.authenticate(b"x", pin="1234"))["pin"] == Variant(
+        "s", "1234"
+    )
 
 
 def no_note() -> str | None:
@@ -375,18 +417,18 @@ def no_note() -> str | None:
 
 def test_pin_from_stdin_is_the_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("ABC123\r\nrest\n"))
-    pin = cli.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
+    pin = cli_pin.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
     assert pin == "ABC123"
 
 
 def test_empty_pin_on_stdin_is_a_pin_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    with pytest.raises(cli.PinInputError):
-        cli.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
+    with pytest.raises(cli_errors.PinInputError):
+        cli_pin.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
 
 
 def test_no_pin_is_sent_when_stdin_is_not_a_terminal() -> None:
-    assert cli.read_pin(from_stdin=False, prompt="?", stdin_is_tty=False, note=no_note) is None
+    assert cli_pin.read_pin(from_stdin=False, prompt="?", stdin_is_tty=False, note=no_note) is None
 
 
 def test_terminal_prompt_uses_getpass_and_shows_the_note(
@@ -398,9 +440,9 @@ def test_terminal_prompt_uses_getpass_and_shows_the_note(
         prompts.append(prompt)
         return "ABC123"
 
-    monkeypatch.setattr(cli.getpass, "getpass", fake_getpass)
-    pin = cli.read_pin(
-        from_stdin=False, prompt=cli.SIGN_PROMPT, stdin_is_tty=True, note=lambda: "1 left"
+    monkeypatch.setattr(cli_pin.getpass, "getpass", fake_getpass)
+    pin = cli_pin.read_pin(
+        from_stdin=False, prompt=cli_pin.SIGN_PROMPT, stdin_is_tty=True, note=lambda: "1 left"
     )
     assert pin == "ABC123"
     assert prompts == ["署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "]
@@ -416,9 +458,9 @@ def test_empty_terminal_answer_cancels(monkeypatch: pytest.MonkeyPatch, answer: 
             raise answer
         return str(answer)
 
-    monkeypatch.setattr(cli.getpass, "getpass", fake_getpass)
-    with pytest.raises(cli.CancelledByUserError):
-        cli.read_pin(from_stdin=False, prompt="?", stdin_is_tty=True, note=lambda: None)
+    monkeypatch.setattr(cli_pin.getpass, "getpass", fake_getpass)
+    with pytest.raises(cli_errors.CancelledByUserError):
+        cli_pin.read_pin(from_stdin=False, prompt="?", stdin_is_tty=True, note=lambda: None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,30 +469,35 @@ def test_empty_terminal_answer_cancels(monkeypatch: pytest.MonkeyPatch, answer: 
 WHEN = dt.datetime(2025, 11, 25, 13, 0, 1, tzinfo=JST)
 
 
+def signal(interface: str, member: str, body: list) -> Event | None:
+    path = "/org/freedesktop/DBus" if interface == "org.freedesktop.DBus" else client.OBJECT_PATH
+    return client.event_from_signal(interface, path, member, body)
+
+
 def test_signal_line() -> None:
-    event = cli.describe_signal(cli.INTERFACE, "CardInserted", ["ACS ACR39U 00 00"])
-    assert event == ("CardInserted", ["ACS ACR39U 00 00"])
+    event = signal(client.INTERFACE, "CardInserted", ["ACS ACR39U 00 00"])
+    assert event == Event("CardInserted", ["ACS ACR39U 00 00"])
     assert (
-        cli.format_event(WHEN, *event)
+        output.format_event(WHEN, event)
         == '2025-11-25T13:00:01+09:00 CardInserted "ACS ACR39U 00 00"'
     )
 
 
 def test_certificate_status_line() -> None:
-    event = cli.describe_signal(cli.INTERFACE, "CertificateStatusChanged", ["sign", "expiring"])
+    event = signal(client.INTERFACE, "CertificateStatusChanged", ["sign", "expiring"])
     assert event is not None
-    assert cli.format_event(WHEN, *event).endswith(' CertificateStatusChanged "sign" "expiring"')
+    assert output.format_event(WHEN, event).endswith(' CertificateStatusChanged "sign" "expiring"')
 
 
 def test_properties_changed_line() -> None:
     body = [
-        cli.INTERFACE,
+        client.INTERFACE,
         {"State": Variant("s", "no-card"), "CardPresent": Variant("b", False)},
         ["Readers"],
     ]
-    event = cli.describe_signal(cli.PROPERTIES_INTERFACE, "PropertiesChanged", body)
+    event = signal(client.PROPERTIES_INTERFACE, "PropertiesChanged", body)
     assert event is not None
-    line = cli.format_event(WHEN, *event)
+    line = output.format_event(WHEN, event)
     assert line == (
         '2025-11-25T13:00:01+09:00 PropertiesChanged State="no-card" CardPresent=false '
         'Readers="(invalidated)"'
@@ -459,22 +506,18 @@ def test_properties_changed_line() -> None:
 
 def test_properties_of_other_interfaces_are_skipped() -> None:
     body = ["org.example.Other", {"X": Variant("i", 1)}, []]
-    assert cli.describe_signal(cli.PROPERTIES_INTERFACE, "PropertiesChanged", body) is None
+    assert signal(client.PROPERTIES_INTERFACE, "PropertiesChanged", body) is None
 
 
 def test_daemon_start_and_stop() -> None:
-    started = cli.describe_signal(
-        "org.freedesktop.DBus", "NameOwnerChanged", [cli.BUS_NAME, "", ":1.5"]
-    )
-    stopped = cli.describe_signal(
-        "org.freedesktop.DBus", "NameOwnerChanged", [cli.BUS_NAME, ":1.5", ""]
-    )
-    assert started == ("DaemonStarted", [])
-    assert stopped == ("DaemonStopped", [])
+    started = signal("org.freedesktop.DBus", "NameOwnerChanged", [client.BUS_NAME, "", ":1.5"])
+    stopped = signal("org.freedesktop.DBus", "NameOwnerChanged", [client.BUS_NAME, ":1.5", ""])
+    assert started == Event("DaemonStarted", [])
+    assert stopped == Event("DaemonStopped", [])
 
 
 def test_json_event_line() -> None:
-    line = cli.format_event(WHEN, "CardRemoved", ["リーダー"], as_json=True)
+    line = output.format_event(WHEN, Event("CardRemoved", ["リーダー"]), as_json=True)
     assert "リーダー" in line
     assert json.loads(line) == {
         "time": "2025-11-25T13:00:01+09:00",
@@ -523,16 +566,16 @@ def test_rsa_pkcs1_signature_verifies(
     cert = self_signed(rsa_key)
     data = b"challenge" * 3
     signature = rsa_key.sign(data, padding.PKCS1v15(), algorithm)
-    assert cli.verify_signature(cert, signature, data, hash_name)
-    assert not cli.verify_signature(cert, signature, data + b"!", hash_name)
+    assert files.verify_signature(cert, signature, data, hash_name)
+    assert not files.verify_signature(cert, signature, data + b"!", hash_name)
 
 
 def test_rsa_signature_over_a_local_digest_verifies(rsa_key: rsa.RSAPrivateKey) -> None:
     cert = self_signed(rsa_key)
     digest = hashlib.sha256(b"big file").digest()
     signature = rsa_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-    assert cli.verify_signature(cert, signature, digest, "sha256", prehashed=True)
-    assert not cli.verify_signature(cert, signature, digest, "sha256")
+    assert files.verify_signature(cert, signature, digest, "sha256", prehashed=True)
+    assert not files.verify_signature(cert, signature, digest, "sha256")
 
 
 def test_ecdsa_signature_verifies_in_der_form(ec_key: ec.EllipticCurvePrivateKey) -> None:
@@ -541,31 +584,31 @@ def test_ecdsa_signature_verifies_in_der_form(ec_key: ec.EllipticCurvePrivateKey
     der = ec_key.sign(data, ec.ECDSA(hashes.SHA256()))
     r, s = utils.decode_dss_signature(der)
     raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    assert cli.verify_signature(cert, der, data, "sha256")
-    assert not cli.verify_signature(cert, raw, data, "sha256")  # the API returns DER
-    assert not cli.verify_signature(cert, der, b"other", "sha256")
+    assert files.verify_signature(cert, der, data, "sha256")
+    assert not files.verify_signature(cert, raw, data, "sha256")  # the API returns DER
+    assert not files.verify_signature(cert, der, b"other", "sha256")
 
 
 def test_unreadable_certificate_is_a_verification_error() -> None:
-    with pytest.raises(cli.VerificationError):
-        cli.verify_signature(b"not a certificate", b"sig", b"data", "sha256")
+    with pytest.raises(cli_errors.VerificationError):
+        files.verify_signature(b"not a certificate", b"sig", b"data", "sha256")
 
 
 def test_certificate_summary(rsa_key: rsa.RSAPrivateKey) -> None:
-    assert cli.certificate_summary(self_signed(rsa_key)).startswith("serial 1A2B, expires ")
-    assert cli.certificate_summary(b"junk") == ""
+    assert output.certificate_summary(self_signed(rsa_key)).startswith("serial 1A2B, expires ")
+    assert output.certificate_summary(b"junk") == ""
 
 
 def test_desktop_session_leaves_the_pin_to_the_daemon(monkeypatch) -> None:
     asked = []
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "1234")
-    assert cli.in_desktop_session({"WAYLAND_DISPLAY": "wayland-0"})
-    assert not cli.in_desktop_session({})
-    pin = cli.read_pin(
+    monkeypatch.setattr(cli_pin.getpass, "getpass", lambda prompt: asked.append(prompt) or "1234")
+    assert cli_pin.in_desktop_session({"WAYLAND_DISPLAY": "wayland-0"})
+    assert not cli_pin.in_desktop_session({})
+    pin = cli_pin.read_pin(
         from_stdin=False, prompt="PIN: ", stdin_is_tty=True, note=lambda: None, desktop=True
     )
     assert pin is None and asked == []
-    pin = cli.read_pin(
+    pin = cli_pin.read_pin(
         from_stdin=False, prompt="PIN: ", stdin_is_tty=True, note=lambda: None, desktop=False
     )
     assert pin == "1234" and asked == ["PIN: "]

@@ -1,0 +1,71 @@
+"""Files mncctl reads and writes, and checking the card's signatures locally."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mncd.cli.errors import UsageError, VerificationError
+from mncd.dbus.api import MAX_DATA
+
+#: Files larger than the daemon accepts are hashed here and only the digest is sent.
+MAX_SIGN_DATA = MAX_DATA
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What Sign is given for a file: the data itself, or its digest."""
+
+    data: bytes
+    is_digest: bool
+
+
+def read_payload(path: Path, hash_name: str) -> Payload:
+    """The file's bytes, or its digest when it is larger than :data:`MAX_SIGN_DATA`."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(MAX_SIGN_DATA + 1)
+            if len(head) <= MAX_SIGN_DATA:
+                return Payload(head, False)
+            hasher = hashlib.new(hash_name, head)
+            while chunk := stream.read(1024 * 1024):
+                hasher.update(chunk)
+            return Payload(hasher.digest(), True)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def check_output(path: Path) -> None:
+    """Refuse early an output path that cannot be written (before a PIN is typed)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def verify_signature(
+    certificate: bytes, signature: bytes, data: bytes, hash_name: str, *, prehashed: bool = False
+) -> bool:
+    """Whether ``signature`` over ``data`` (or over a digest when ``prehashed``) verifies."""
+    from mncd.card.digestinfo import digest
+    from mncd.jpki.signatures import SignatureMismatch, verify
+
+    try:
+        verify(certificate, signature, hash_name, data if prehashed else digest(hash_name, data))
+    except SignatureMismatch:
+        return False
+    except ValueError as exc:
+        raise VerificationError("the daemon returned a certificate that cannot be read") from exc
+    return True
