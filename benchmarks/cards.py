@@ -15,13 +15,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from dbus_next import Variant
-
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY
 from mncd.card.pcsc import PcscContext
 
 from . import raw
-from .stack import READERS, CardSpeed, SignalWatch, Stack, mncd_call
+from .stack import READERS, CardSpeed, SignalWatch, Stack
 from .stats import Row, summary
 
 AUTH_PIN, SIGN_PIN = raw.PINS["auth"], raw.PINS["sign"]
@@ -67,15 +65,15 @@ class CardBench:
     """Measures one inserted card speed against its baselines."""
 
     def __init__(self, stack: Stack, log: Callable[[str], None]) -> None:
-        assert stack.bus is not None, "start the stack first"
+        assert stack.client is not None, "start the stack first"
         self.stack = stack
         self.log = log
         self.context = PcscContext()
         self.reader = READERS[0]
         self.data_file = stack.dir / "data"
         self.data_file.write_bytes(DATA)
-        self.inserted = SignalWatch(stack.bus, "CardInserted")
-        self.removed = SignalWatch(stack.bus, "CardRemoved")
+        self.inserted = SignalWatch(stack.client, "CardInserted")
+        self.removed = SignalWatch(stack.client, "CardRemoved")
         self.apdus: dict[str, Any] = {}
         # A person inserts a card at any moment, not in step with pcscd's polling.
         self.random = random.Random(7)
@@ -89,17 +87,12 @@ class CardBench:
     # -- operations ------------------------------------------------------------------------
 
     async def dbus_sign(self) -> None:
-        assert self.stack.bus is not None
-        await mncd_call(
-            self.stack.bus, "Sign", "aysa{sv}", DATA, "sha256", {"pin": Variant("s", SIGN_PIN)}
-        )
+        assert self.stack.client is not None
+        await self.stack.client.sign(DATA, "sha256", pin=SIGN_PIN)
 
     async def dbus_auth(self) -> None:
-        assert self.stack.bus is not None
-        challenge = os.urandom(32)
-        await mncd_call(
-            self.stack.bus, "Authenticate", "aya{sv}", challenge, {"pin": Variant("s", AUTH_PIN)}
-        )
+        assert self.stack.client is not None
+        await self.stack.client.authenticate(os.urandom(32), pin=AUTH_PIN)
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .stack import Stack, connect, mncd_call
+from mncd.client import MyNumberCard
+
+from .stack import Stack, connect
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
 #: The event loop's and the interpreter's scaffolding, in every sample: not listed.
@@ -63,7 +65,7 @@ async def getstatus(
     assert stack.daemon is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / "getstatus-profile.collapsed"
-    buses = [await connect(stack.address) for _ in range(8)]
+    conns = [await connect(stack.address) for _ in range(8)]
     record = await asyncio.create_subprocess_exec(
         spy, "record", "--pid", str(stack.daemon.pid), "--rate", "500",
         "--duration", str(seconds), "--format", "raw", "--output", str(raw), "--nonblocking",
@@ -71,19 +73,18 @@ async def getstatus(
     )  # fmt: skip
     calls = 0
 
-    async def load(bus: Any) -> None:
+    async def load(client: MyNumberCard) -> None:
         nonlocal calls
         while record.returncode is None:
-            await mncd_call(bus, "GetStatus")
+            await client.call("GetStatus", timeout=None)  # as the latency benchmark calls it
             calls += 1
 
     try:
-        tasks = [asyncio.ensure_future(load(bus)) for bus in buses]
+        tasks = [asyncio.ensure_future(load(client)) for client in conns]
         _, err = await record.communicate()
         await asyncio.gather(*tasks)
     finally:
-        for bus in buses:
-            bus.disconnect()
+        await asyncio.gather(*(client.close() for client in conns), return_exceptions=True)
     if record.returncode != 0 or not raw.exists():
         log(f"--profile: py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
         return {}

@@ -12,21 +12,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dbus_next import Message, MessageType
-from dbus_next.aio import MessageBus
 
-from mncd.dbus.api import BUS_NAME, INTERFACE, OBJECT_PATH
+from mncd.client import Event, MyNumberCard, Status
+from mncd.dbus.api import BUS_NAME
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 from mncd.vcard.sessionbus import PrivateSessionBus
 
 READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
-DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 
 
 @dataclass(frozen=True)
@@ -60,57 +58,27 @@ SPEEDS = {
 }
 
 
-class CallFailed(RuntimeError):
-    """A D-Bus call answered with an error."""
-
-
-async def connect(address: str) -> MessageBus:
-    """A new dbus-next connection to the bus at ``address``."""
-    return await MessageBus(bus_address=address).connect()
-
-
-async def call(
-    bus: MessageBus,
-    destination: str,
-    path: str,
-    interface: str,
-    member: str,
-    signature: str = "",
-    body: Sequence[Any] = (),
-) -> list[Any]:
-    """One method call; the reply's body, or :class:`CallFailed`."""
-    reply = await bus.call(
-        Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=list(body),
-        )
-    )
-    if reply.message_type == MessageType.ERROR:
-        raise CallFailed(f"{member}: {reply.error_name}: {reply.body}")
-    return reply.body
-
-
-async def mncd_call(bus: MessageBus, member: str, signature: str = "", *body: Any) -> list[Any]:
-    """A call of the daemon's interface."""
-    return await call(bus, BUS_NAME, OBJECT_PATH, INTERFACE, member, signature, body)
+async def connect(address: str) -> MyNumberCard:
+    """A new client connection (:mod:`mncd.client`) to the bus at ``address``."""
+    return await MyNumberCard.connect(address)
 
 
 class NameWatch:
-    """Records when names get an owner on a bus (``NameOwnerChanged``), race-free."""
+    """Records when names get an owner on a bus (``NameOwnerChanged``), race-free.
 
-    def __init__(self, bus: MessageBus) -> None:
-        self.bus = bus
+    Any name (the startup baseline's too), so not :meth:`MyNumberCard.subscribe`, which reports
+    mncd's name only: the signals are read straight off the client's connection.
+    """
+
+    def __init__(self, client: MyNumberCard) -> None:
+        self.client = client
         self.owned: dict[str, float] = {}
         self._events: dict[str, asyncio.Event] = {}
-        bus.add_message_handler(self._on_message)
+        client.bus.add_message_handler(self._on_message)
 
     async def start(self) -> NameWatch:
         rule = "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"
-        await call(self.bus, *DBUS, "AddMatch", "s", [rule])
+        await self.client.call_bus("AddMatch", "s", [rule])
         return self
 
     def _on_message(self, msg: Message) -> None:
@@ -132,7 +100,7 @@ class NameWatch:
         """perf_counter() time at which ``name`` got an owner."""
         event = self._events.setdefault(name, asyncio.Event())
         if name not in self.owned:
-            (has_owner,) = await call(self.bus, *DBUS, "NameHasOwner", "s", [name])
+            has_owner = await self.client.call_bus("NameHasOwner", "s", [name])
             if has_owner and name not in self.owned:
                 self.owned[name] = time.perf_counter()
                 event.set()
@@ -141,23 +109,21 @@ class NameWatch:
 
 
 class SignalWatch:
-    """Records arrival times of one of the daemon's signals."""
+    """Records arrival times of one of the daemon's signals (:meth:`MyNumberCard.subscribe`)."""
 
-    def __init__(self, bus: MessageBus, member: str) -> None:
-        self.bus = bus
+    def __init__(self, client: MyNumberCard, member: str) -> None:
+        self.client = client
         self.member = member
-        self.times: list[tuple[float, list[Any]]] = []
+        self.times: list[tuple[float, Any]] = []
         self._event = asyncio.Event()
-        bus.add_message_handler(self._on_message)
 
     async def start(self) -> SignalWatch:
-        rule = f"type='signal',interface='{INTERFACE}',member='{self.member}'"
-        await call(self.bus, *DBUS, "AddMatch", "s", [rule])
+        await self.client.subscribe(self._on_event)
         return self
 
-    def _on_message(self, msg: Message) -> None:
-        if msg.message_type == MessageType.SIGNAL and msg.member == self.member:
-            self.times.append((time.perf_counter(), list(msg.body)))
+    def _on_event(self, event: Event) -> None:
+        if event.name == self.member:
+            self.times.append((time.perf_counter(), event.args))
             self._event.set()
 
     @property
@@ -229,7 +195,7 @@ class Stack:
         self.sandbox = PcscSandbox(workdir / "pcsc")
         self.session: PrivateSessionBus | None = None
         self.daemon: Daemon | None = None
-        self.bus: MessageBus | None = None
+        self.client: MyNumberCard | None = None
         self.names: NameWatch | None = None
         self.inserted: dict[int, str] = {}
         self._known_cards: set[str] = set()
@@ -259,8 +225,8 @@ class Stack:
         bus_dir = self.dir / "bus"
         bus_dir.mkdir()
         self.session = PrivateSessionBus(bus_dir)
-        self.bus = await connect(self.address)
-        self.names = await NameWatch(self.bus).start()
+        self.client = await connect(self.address)
+        self.names = await NameWatch(self.client).start()
         self.daemon = Daemon(self.child_env(), self.dir)
 
     async def start_daemon(self) -> float:
@@ -272,9 +238,8 @@ class Stack:
         return await self.names.wait(BUS_NAME) - start
 
     async def unique_name(self) -> str:
-        assert self.bus is not None
-        (owner,) = await call(self.bus, *DBUS, "GetNameOwner", "s", [BUS_NAME])
-        return owner
+        assert self.client is not None
+        return str(await self.client.call_bus("GetNameOwner", "s", [BUS_NAME]))
 
     async def insert(self, speed: CardSpeed, slot: int = 0) -> None:
         """Insert the card of ``speed`` (the same card, PIN counters kept, on later calls).
@@ -303,22 +268,21 @@ class Stack:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.sandbox.control.commands, name, clear)
 
-    async def wait_card_read(self, timeout: float = 30.0) -> dict[str, Any]:
+    async def wait_card_read(self, timeout: float = 30.0) -> Status:
         """Wait until the daemon has read the card (auth certificate from the card)."""
-        assert self.bus is not None
+        assert self.client is not None
         deadline = time.monotonic() + timeout
         while True:
-            (status,) = await mncd_call(self.bus, "GetStatus")
-            auth = status["auth"].value
-            if status["state"].value == "card-present" and auth["source"].value == "card":
+            status = await self.client.get_status()
+            if status.state == "card-present" and status.auth.source == "card":
                 return status
             if time.monotonic() > deadline:
                 raise TimeoutError("the daemon did not read the card")
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
-        if self.bus is not None:
-            self.bus.disconnect()
+        if self.client is not None:
+            await self.client.close()
         if self.daemon is not None:
             self.daemon.stop()
         if self.session is not None:

@@ -103,8 +103,8 @@ async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[R
     directory = stack.dir / "coldbus"
     directory.mkdir()
     session = PrivateSessionBus(directory)
-    bus = await connect(session.address)
-    names = await NameWatch(bus).start()
+    client = await connect(session.address)
+    names = await NameWatch(client).start()
     notify = NotifySocket(str(stack.dir / "notify.sock"))
     env = {**stack.child_env(session.address), "NOTIFY_SOCKET": notify.path}
     times: dict[str, list[tuple[float, float]]] = {"mncd": [], "trivial": []}
@@ -124,9 +124,7 @@ async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[R
                 times["trivial"].append(trivial)
     finally:
         notify.close()
-        bus.disconnect()
-        with contextlib.suppress(Exception):
-            await bus.wait_for_disconnect()
+        await client.close()
         session.stop()
     log(f"cold start: mncd {times['mncd']}, trivial {times['trivial']}")
     rows = []

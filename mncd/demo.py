@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -19,11 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dbus_next import Variant
-from dbus_next.aio import MessageBus
-
 from mncd.card.digestinfo import digest
-from mncd.dbus.api import BUS_NAME, INTERFACE, OBJECT_PATH
+from mncd.client import MyNumberCard, Status
+from mncd.dbus.api import BUS_NAME
 from mncd.jpki import signatures
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
@@ -36,32 +33,23 @@ LABELS = {
 MAX_TRIES = {"auth": 3, "sign": 5}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return _plain(value.value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def print_status(status: dict[str, Any]) -> None:
-    print(f"  state   {status['state']}   reader: {status['reader'] or '-'}")
+def print_status(status: Status) -> None:
+    print(f"  state   {status.state}   reader: {status.reader or '-'}")
     for which in ("auth", "sign"):
-        cert = status[which]
-        if not cert["present"]:
+        cert = status.certificate(which)
+        if not cert.present:
             print(f"  {LABELS[which]}: none")
             continue
         expiry = (
-            f"expires {dt.datetime.fromtimestamp(cert['not_after']):%Y-%m-%d}"
-            f" ({cert['days_left']} days)"
-            if cert["not_after"]
+            f"expires {cert.not_after.astimezone():%Y-%m-%d} ({cert.days_left} days)"
+            if cert.not_after
             else "dates known after the first signature"
         )
-        tries = cert["pin_tries_left"]
+        tries = cert.pin_tries_left
         print(f"  {LABELS[which]}")
         print(
-            f"      {cert['state']:<9} {expiry}  "
-            f"from {cert['source']}  PIN tries {tries if tries >= 0 else '?'}/{MAX_TRIES[which]}"
+            f"      {cert.state:<9} {expiry}  "
+            f"from {cert.source}  PIN tries {'?' if tries is None else tries}/{MAX_TRIES[which]}"
         )
 
 
@@ -76,43 +64,45 @@ async def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
 
 
 async def client(address: str, sandbox: PcscSandbox, profile: CardProfile) -> int:
-    bus = await MessageBus(bus_address=address).connect()
+    async with await MyNumberCard.connect(address) as mncd:
 
-    async def owned() -> bool:
-        reply = await bus.introspect("org.freedesktop.DBus", "/org/freedesktop/DBus")
-        proxy = bus.get_proxy_object("org.freedesktop.DBus", "/org/freedesktop/DBus", reply)
-        return await proxy.get_interface("org.freedesktop.DBus").call_name_has_owner(BUS_NAME)
+        async def owned() -> bool:
+            return bool(await mncd.call_bus("NameHasOwner", "s", [BUS_NAME]))
 
-    await _wait_for(owned, "the daemon to own its bus name")
-    introspection = await bus.introspect(BUS_NAME, OBJECT_PATH)
-    mncd = bus.get_proxy_object(BUS_NAME, OBJECT_PATH, introspection).get_interface(INTERFACE)
+        await _wait_for(owned, "the daemon to own its bus name")
 
-    async def status_when(state: str) -> dict[str, Any] | None:
-        status = _plain(await mncd.call_get_status())
-        read = status["auth"]["source"] == "card"
-        ok = status["state"] == state and (state != "card-present" or read)
-        return status if ok else None
+        async def status_when(state: str) -> Status | None:
+            status = await mncd.get_status()
+            read = status.auth.source == "card"
+            ok = status.state == state and (state != "card-present" or read)
+            return status if ok else None
 
-    print("== card inserted: GetStatus (answered from memory)")
-    print_status(await _wait_for(lambda: status_when("card-present"), "the card"))
+        print("== card inserted: GetStatus (answered from memory)")
+        print_status(await _wait_for(lambda: status_when("card-present"), "the card"))
 
-    challenge = os.urandom(32)
-    signature, cert = await mncd.call_authenticate(
-        challenge, {"pin": Variant("s", profile.auth_pin)}
-    )
-    signatures.verify(cert, signature, "sha256", digest("sha256", challenge))
-    print(f"== Authenticate: {len(signature)}-byte signature verified against the certificate")
+        challenge = os.urandom(32)
+        signed = await mncd.authenticate(challenge, pin=profile.auth_pin)
+        signatures.verify(
+            signed.certificate, signed.signature, "sha256", digest("sha256", challenge)
+        )
+        print(
+            f"== Authenticate: {len(signed.signature)}-byte signature verified against the "
+            "certificate"
+        )
 
-    document = "mncd デモ文書 / demo document".encode()
-    options = {"pin": Variant("s", profile.sign_password)}
-    signature, cert = await mncd.call_sign(document, "sha256", options)
-    signatures.verify(cert, signature, "sha256", digest("sha256", document))
-    print(f"== Sign: {len(signature)}-byte signature verified against the signing certificate")
+        document = "mncd デモ文書 / demo document".encode()
+        signed = await mncd.sign(document, "sha256", pin=profile.sign_password)
+        signatures.verify(
+            signed.certificate, signed.signature, "sha256", digest("sha256", document)
+        )
+        print(
+            f"== Sign: {len(signed.signature)}-byte signature verified against the signing "
+            "certificate"
+        )
 
-    sandbox.control.remove()
-    print("== card removed: GetStatus (from the cache)")
-    print_status(await _wait_for(lambda: status_when("no-card"), "the removal"))
-    bus.disconnect()
+        sandbox.control.remove()
+        print("== card removed: GetStatus (from the cache)")
+        print_status(await _wait_for(lambda: status_when("no-card"), "the removal"))
     return 0
 
 

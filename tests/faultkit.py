@@ -28,11 +28,11 @@ from busstack import (
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
 from mncd.card.cardinfo import CARD_INFO_AID, INDIVIDUAL_NUMBER_FID
 from mncd.card.jpki import JPKI_AID
+from mncd.client import MyNumberCard
 from mncd.daemon.cache import CardCache
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
@@ -179,22 +179,8 @@ async def client(address: str) -> Any:
 
 async def properties(address: str) -> dict[str, Any]:
     """mncd's D-Bus properties, read through org.freedesktop.DBus.Properties.GetAll."""
-    bus = await MessageBus(bus_address=address).connect()
-    try:
-        reply = await bus.call(
-            Message(
-                destination=BUS_NAME,
-                path=OBJECT_PATH,
-                interface="org.freedesktop.DBus.Properties",
-                member="GetAll",
-                signature="s",
-                body=[INTERFACE],
-            )
-        )
-        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
-        return {name: variant.value for name, variant in reply.body[0].items()}
-    finally:
-        bus.disconnect()
+    async with await MyNumberCard.connect(address) as card:
+        return await card.get_properties()
 
 
 def dbus_properties(address: str) -> dict[str, Any]:

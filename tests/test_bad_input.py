@@ -8,17 +8,19 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import faultstats
 import pytest
 from busstack import BUS_NAME, INTERFACE, OBJECT_PATH
 from conftest import READERS, wait_for_card
-from dbus_next import Message, MessageType, Variant
-from dbus_next.aio import MessageBus
+from dbus_next import Variant
 from faultkit import ERR, ERROR_TEXTS, SECRET_CARD, Stack, authenticate, verify_rsa
 
+from mncd.client import BusError, BusUnavailable, MyNumberCard
 from mncd.dbus.api import MAX_DATA
+from mncd.errors import MncdError
 from mncd.vcard.control import CardControl
 from mncd.vcard.profile import CardProfile
 
@@ -50,28 +52,28 @@ def r(stack, sandbox) -> Rejections:
     return rejections
 
 
-async def raw_call(address: str, member: str, signature: str, body: list[Any]) -> Message | None:
+@dataclass(frozen=True)
+class Reply:
+    """What the caller got: the reply's body, or an error's D-Bus name and text."""
+
+    body: list[Any] = field(default_factory=list)
+    error: str | None = None
+    text: str = ""
+
+
+async def raw_call(address: str, member: str, signature: str, body: list[Any]) -> Reply | None:
     """Send a method call with any signature; the reply, or None when the bus dropped us."""
-    bus = await MessageBus(bus_address=address).connect()
+    card = await MyNumberCard.connect(address)
     try:
-        reply = await asyncio.wait_for(
-            bus.call(
-                Message(
-                    destination=BUS_NAME,
-                    path=OBJECT_PATH,
-                    interface=INTERFACE,
-                    member=member,
-                    signature=signature,
-                    body=body,
-                )
-            ),
-            timeout=60,
-        )
-    except (EOFError, ConnectionError, OSError):
+        return Reply(await card.call(member, signature, body, timeout=60))
+    except MncdError as exc:  # one of the API's errors, as a client application sees it
+        return Reply(error=exc.dbus_name(), text=exc.text)
+    except BusError as exc:
+        return Reply(error=exc.name, text=exc.text)
+    except BusUnavailable:
         return None  # the bus itself refused the message and closed the connection
     finally:
-        bus.disconnect()
-    return reply
+        await card.close()
 
 
 class Rejections:
@@ -86,25 +88,20 @@ class Rejections:
         """APDUs the card answered since the last look."""
         return self.control.commands(CARD, clear=True)
 
-    def expect(self, label: str, reply: Message | None, error: str, secret: str = "") -> None:
+    def expect(self, label: str, reply: Reply | None, error: str, secret: str = "") -> None:
         sent = self.commands()
         if reply is None:
             ok = error == "bus" and not sent
             text = "(the bus refused it)"
         else:
-            text = " ".join(map(str, reply.body))
+            text = reply.text if reply.error is not None else " ".join(map(str, reply.body))
             ERROR_TEXTS.append(text)
-            ok = (
-                reply.message_type == MessageType.ERROR
-                and reply.error_name == error
-                and not sent
-                and (not secret or secret not in text)
-            )
+            ok = reply.error == error and not sent and (not secret or secret not in text)
             if error == "bus":  # the bus let it through: then it must be refused by us
-                ok = reply.message_type == MessageType.ERROR and not sent
+                ok = reply.error is not None and not sent
         faultstats.bad_input(untouched=ok)
         if not ok:
-            name = reply.error_name if reply is not None else None
+            name = reply.error if reply is not None else None
             self.failures.append(f"{label}: got {name} {text[:120]!r}, APDUs {sent[:3]}")
 
     def call(self, label: str, member: str, signature: str, body: list[Any], error: str) -> None:
@@ -209,19 +206,23 @@ def test_bad_data_hashes_and_options(r):
 
 NUL_SENDER = """
 import asyncio, sys
-from dbus_next import Message, MessageType, Variant
-from dbus_next.aio import MessageBus
+from dbus_next import Variant
+from mncd.client import BusError, MyNumberCard
+from mncd.errors import MncdError
 
 async def main(address, pin):
-    bus = await MessageBus(bus_address=address).connect()
+    card = await MyNumberCard.connect(address)
     try:
-        reply = await asyncio.wait_for(bus.call(Message(
-            destination="io.github.mncd.MyNumberCard1", path="/io/github/mncd/MyNumberCard1",
-            interface="io.github.mncd.MyNumberCard1", member="Authenticate",
-            signature="aya{sv}", body=[b"x", {"pin": Variant("s", pin)}])), 30)
+        await card.call("Authenticate", "aya{sv}", [b"x", {"pin": Variant("s", pin)}], timeout=30)
+    except MncdError as exc:
+        return exc.dbus_name()
+    except BusError as exc:
+        return exc.name
     except Exception:
         return "bus"
-    return reply.error_name if reply.message_type == MessageType.ERROR else "accepted"
+    finally:
+        await card.close()
+    return "accepted"
 
 print(asyncio.run(main(sys.argv[1], bytes.fromhex(sys.argv[2]).decode())))
 """
@@ -276,11 +277,11 @@ def test_data_limit_is_exactly_one_mib(stack):
     """1 MiB is accepted (and signed); one byte more is refused before the card."""
     data = bytes(range(256)) * (MAX_DATA // 256)
 
-    async def run() -> Message | None:
+    async def run() -> Reply | None:
         return await raw_call(stack.address, "Authenticate", "aya{sv}",
                               [data, pin(SECRET_CARD["auth_pin"])])  # fmt: skip
 
     reply = asyncio.run(run())
-    assert reply is not None and reply.message_type == MessageType.METHOD_RETURN
+    assert reply is not None and reply.error is None, reply
     signature, certificate = reply.body
     verify_rsa(certificate, signature, data)
