@@ -40,7 +40,7 @@ class NoticeCenter:
         self.log = notices.NoticeLog(log_path)
         self._scheduled: asyncio.Task[None] | None = None
         self._readers_shown: set[str] = set()
-        self.sent: list[notices.Message] = []  #: what was handed to the desktop (for tests)
+        self.sent: list[notices.NoticeText] = []  #: what was handed to the desktop (for tests)
 
     def schedule(self) -> None:
         """Run a check soon; several requests in a row make one check."""
@@ -138,14 +138,14 @@ class NoticeCenter:
             label=notices.certificate_label(which), serial=serial
         )
 
-    async def _send(self, message: notices.Message, details: str = "") -> None:
+    async def _send(self, message: notices.NoticeText, details: str = "") -> None:
         self.sent.append(message)
         log.info("notice: %s", message.subject)
         if not await self.notifier.show(to_notice(message, details)):
             log.info("no notification server yet; the notice waits for one")
 
 
-def to_notice(message: notices.Message, details: str = "") -> Notice:
+def to_notice(message: notices.NoticeText, details: str = "") -> Notice:
     """The desktop notification for a message."""
     return Notice(
         subject=message.subject,

@@ -27,7 +27,7 @@ NORMAL, CRITICAL = 1, 2
 
 
 @dataclass(frozen=True)
-class Message:
+class NoticeText:
     """A notice ready for the desktop: one live notification per ``subject``."""
 
     subject: str
@@ -65,7 +65,7 @@ def expiry_message(
     milestone: str,
     now: dt.datetime,
     renewal_opened: bool = False,
-) -> Message:
+) -> NoticeText:
     _ = translator().gettext
     label = certificate_label(which)
     subject = f"{card_id}:{which}:expiry"
@@ -74,7 +74,7 @@ def expiry_message(
         year=local_date.year, month=local_date.month, day=local_date.day
     )
     if milestone == EXPIRED:
-        return Message(
+        return NoticeText(
             subject=subject,
             category="expiry",
             summary=_("Your {label} has expired").format(label=label),
@@ -89,7 +89,7 @@ def expiry_message(
         date=date_text
     )
     if renewal_opened:
-        return Message(
+        return NoticeText(
             subject=subject,
             category="expiry",
             summary=_("Your {label} can now be renewed").format(label=label),
@@ -105,14 +105,14 @@ def expiry_message(
             urgency=NORMAL,
         )
     if days == 0:
-        return Message(
+        return NoticeText(
             subject=subject,
             category="expiry",
             summary=_("Your {label} expires today").format(label=label),
             body=body,
             urgency=CRITICAL,
         )
-    return Message(
+    return NoticeText(
         subject=subject,
         category="expiry",
         summary=translator()
@@ -127,10 +127,10 @@ def expiry_message(
     )
 
 
-def renewed_message(card_id: str) -> Message:
+def renewed_message(card_id: str) -> NoticeText:
     """A card seen for the first time took the place of one due for renewal."""
     _ = translator().gettext
-    return Message(
+    return NoticeText(
         subject=f"{card_id}:auth:renewed",
         category="expiry",
         summary=_("Your certificates have been renewed"),
@@ -142,7 +142,7 @@ def renewed_message(card_id: str) -> Message:
     )
 
 
-def invalidated_message(card_id: str, reason: str, fields: list[str]) -> Message:
+def invalidated_message(card_id: str, reason: str, fields: list[str]) -> NoticeText:
     """The signing certificate was revoked: say which kind of data changed, never the values."""
     _ = translator().gettext
     names = {
@@ -167,7 +167,7 @@ def invalidated_message(card_id: str, reason: str, fields: list[str]) -> Message
             "Your card no longer holds a usable signing certificate. Get a new one issued at "
             "your municipal office."
         )
-    return Message(
+    return NoticeText(
         subject=f"{card_id}:sign:invalidated",
         category="invalidated",
         summary=_("Your signing certificate is no longer valid"),
@@ -176,13 +176,13 @@ def invalidated_message(card_id: str, reason: str, fields: list[str]) -> Message
     )
 
 
-def pin_blocked_message(card_id: str, which: str) -> Message:
+def pin_blocked_message(card_id: str, which: str) -> NoticeText:
     _ = translator().gettext
     if which == "sign":
         summary = _("The signing password is locked")
     else:
         summary = _("The user-authentication PIN is locked")
-    return Message(
+    return NoticeText(
         subject=f"{card_id}:{which}:pin",
         category="pin-blocked",
         summary=summary,
@@ -194,9 +194,9 @@ def pin_blocked_message(card_id: str, which: str) -> Message:
     )
 
 
-def unsupported_reader_message(name: str) -> Message:
+def unsupported_reader_message(name: str) -> NoticeText:
     _ = translator().gettext
-    return Message(
+    return NoticeText(
         subject=f"reader:{name}",
         category="readers",
         summary=_("This card reader cannot be used"),
