@@ -113,6 +113,12 @@ class NotSupported(MncdError):
     name = "NotSupported"
 
 
+class Busy(MncdError):
+    """Too many calls are waiting for a PIN dialog; try again when the open one is closed."""
+
+    name = "Busy"
+
+
 class Failed(MncdError):
     """Anything else; the daemon's log says more."""
 
@@ -135,6 +141,7 @@ API_ERRORS: dict[str, type[MncdError]] = {
         CertificateInvalid,
         InvalidArgument,
         NotSupported,
+        Busy,
         Failed,
     )
 }

@@ -49,8 +49,11 @@ def select_ef(fid: int) -> str:
     return f"00A4020C02{fid:04X}"
 
 
-#: The APDUs of one Authenticate, in order: SELECT AP, SELECT PIN EF, VERIFY, SELECT key, SIGN.
-AUTHENTICATE_APDUS = (SELECT_JPKI, select_ef(0x0018), VERIFY, select_ef(0x0017), SIGN)
+#: The APDUs of one Authenticate, in order: SELECT AP, SELECT PIN EF, the live counter (an empty
+#: VERIFY, inside the same transaction), VERIFY, SELECT key, SIGN.
+AUTHENTICATE_APDUS = (
+    SELECT_JPKI, select_ef(0x0018), "VERIFY-EMPTY", VERIFY, select_ef(0x0017), SIGN,
+)  # fmt: skip
 
 #: A card whose secrets appear nowhere else, so a grep for them cannot match by chance.
 SECRET_CARD = {

@@ -56,6 +56,8 @@ def summary_line() -> str | None:
         f"fuzz cases {c['fuzz_in_process']} in-process + {c['fuzz_stack']} through the stack",
         f"secrets grepped in {c['secret_files']} files + {c['secret_texts']} error texts / "
         f"leaks {c['secret_leaks']}",
+        f"PIN paths {c['pin_paths']} / PIN tries spent that the user did not mean "
+        f"{c['unmeant_tries']}",
     ]
     idle, queued = p50_ms("getstatus_idle"), p50_ms("getstatus_queued")
     if idle is not None and queued is not None:

@@ -31,6 +31,17 @@ class ScriptedPinentry:
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line]
 
+    def commands(self, name: str) -> list[dict[str, object]]:
+        return [entry for entry in self.log() if entry["command"] == name]
+
+    def started(self) -> int:
+        """How many pinentry processes were started."""
+        return len(self.commands("START")) + len(self.commands("OVERLAP"))
+
+    def overlaps(self) -> int:
+        """How many started while another was alive."""
+        return len(self.commands("OVERLAP"))
+
     def descriptions(self) -> list[str]:
         return [str(entry["text"]) for entry in self.log() if entry["command"] == "SETDESC"]
 

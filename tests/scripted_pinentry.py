@@ -1,17 +1,22 @@
 """A pinentry that answers from a script: the Assuan peer for tests that need no terminal.
 
 Run as ``scripted_pinentry.py SCRIPT LOG``. SCRIPT is a JSON list of answers, consumed in
-order: a string answers the next GETPIN with that PIN; ``true``/``false`` answer the next
-CONFIRM (OK / not confirmed); ``"cancel"`` cancels a GETPIN. LOG receives one JSON line per
-command (SETDESC texts decoded; GETPIN answers never written). With no answers left, GETPIN
-is cancelled.
+order across every pinentry process started: a string answers the next GETPIN with that PIN;
+``true``/``false`` answer the next CONFIRM (OK / not confirmed); ``"cancel"`` cancels a GETPIN;
+``{"wait": PATH, "then": ANSWER}`` first waits until PATH exists (``"delay": SECONDS``: that
+long); ``"hold"`` never answers
+(until the process is killed). With no answers left, GETPIN is cancelled. LOG receives one JSON
+line per command (SETDESC texts decoded; PINs never written), and ``OVERLAP`` when another
+scripted pinentry was alive at the same time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -33,48 +38,69 @@ def unescape(text: str) -> str:
     return out.decode(errors="replace")
 
 
-def main(script_path: str, log_path: str) -> None:
-    answers = json.loads(Path(script_path).read_text())
-    state_path = Path(script_path + ".used")
-    used = int(state_path.read_text()) if state_path.exists() else 0
-    with Path(log_path).open("a", encoding="utf-8") as log:
-        converse(answers, state_path, used, log)
+class Script:
+    """The answers, shared by every instance through a file of how many were used."""
 
+    def __init__(self, path: str) -> None:
+        self.answers = json.loads(Path(path).read_text())
+        self.used_path = Path(path + ".used")
 
-def converse(answers: list[object], state_path: Path, used: int, log: TextIO) -> None:
-    """Answer the Assuan commands on stdin until BYE or end of input."""
-
-    def next_answer() -> object:
-        nonlocal used
-        if used >= len(answers):
+    def next(self) -> object:
+        used = int(self.used_path.read_text()) if self.used_path.exists() else 0
+        if used >= len(self.answers):
             return None
-        answer = answers[used]
-        used += 1
-        state_path.write_text(str(used))
+        self.used_path.write_text(str(used + 1))
+        answer = self.answers[used]
+        if isinstance(answer, dict):  # {"wait": PATH | "delay": SECONDS, "then": ANSWER}
+            time.sleep(answer.get("delay", 0))
+            while "wait" in answer and not Path(answer["wait"]).exists():
+                time.sleep(0.05)
+            answer = answer["then"]
+        while answer == "hold":
+            time.sleep(1)
         return answer
+
+
+def main(script_path: str, log_path: str) -> None:
+    # One lock for all instances, held for the process's life (released even when killed).
+    lock = Path(script_path + ".lock").open("a")  # noqa: SIM115 (held until exit)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        overlap = False
+    except BlockingIOError:
+        overlap = True
+    with Path(log_path).open("a", encoding="utf-8") as log:
+        write(log, {"command": "OVERLAP" if overlap else "START"})
+        converse(Script(script_path), log)
+        write(log, {"command": "END"})
+
+
+def write(log: TextIO, entry: dict[str, object]) -> None:
+    log.write(json.dumps({"pid": os.getpid(), **entry}, ensure_ascii=False) + "\n")
+    log.flush()
+
+
+def converse(script: Script, log: TextIO) -> None:
+    """Answer the Assuan commands on stdin until BYE or end of input."""
 
     def say(line: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    log.write(json.dumps({"pid": os.getpid(), "command": "START"}) + "\n")
-    log.flush()
     say("OK Pleased to meet you")
     for raw in sys.stdin:
         line = raw.rstrip("\n")
         command, _, argument = line.partition(" ")
-        log.write(json.dumps({"pid": os.getpid(), "command": command,
-                              "text": unescape(argument)}, ensure_ascii=False) + "\n")  # fmt: skip
-        log.flush()
+        write(log, {"command": command, "text": unescape(argument)})
         if command == "GETPIN":
-            answer = next_answer()
+            answer = script.next()
             if isinstance(answer, str) and answer != "cancel":
                 say("D " + answer.replace("%", "%25"))
                 say("OK")
             else:
                 say(CANCELLED)
         elif command == "CONFIRM":
-            say("OK" if next_answer() is True else NOT_CONFIRMED)
+            say("OK" if script.next() is True else NOT_CONFIRMED)
         elif command == "BYE":
             say("OK closing connection")
             break

@@ -217,7 +217,8 @@ def test_basic_four_information_and_never_the_individual_number(context, insert_
         session = cardinfo.CardInfoSession(conn)
         session.select_application()
         assert session.pin_tries_left() == 3
-        info = session.read_basic_info(card.profile.card_info_pin)
+        session.verify_pin(card.profile.card_info_pin)
+        info = session.read_basic_info()
     assert info.name == card.profile.name
     assert info.address == "大阪府大阪市北区中之島一丁目三番二十号"
     assert info.birth_date == dt.date.fromisoformat(card.profile.birth_date)
@@ -228,6 +229,6 @@ def test_basic_four_information_and_never_the_individual_number(context, insert_
 
 def test_card_info_wrong_pin(context, card):
     with context.connect(card.reader) as conn, pytest.raises(PinIncorrectError) as wrong:
-        cardinfo.CardInfoSession(conn).read_basic_info("0000")
+        cardinfo.CardInfoSession(conn).verify_pin("0000")
     assert wrong.value.tries_left == 2
     assert card.tries()["card_info"] == 2

@@ -85,20 +85,26 @@ def reinsert_and_authenticate(stack: Stack, card) -> None:
     assert operations(card.commands()) == [AUTHENTICATE_APDUS]
 
 
+#: The live counter's read: an empty VERIFY (see faultkit.kind).
+COUNTER = "VERIFY-EMPTY"
+AUTH_PIN_CHECK = (SELECT_JPKI, select_ef(0x0018), COUNTER)
+SIGN_PIN_CHECK = (SELECT_JPKI, select_ef(0x001B), COUNTER)
+
 # What the card has answered before the pull, as kinds, for each step.
 PULLS = {
     "auth-after-select": ("auth", select_ef(0x0018), [SELECT_JPKI]),
-    "auth-at-verify": ("auth", VERIFY_AUTH, [SELECT_JPKI, select_ef(0x0018)]),
-    "auth-after-verify": ("auth", select_ef(0x0017), [SELECT_JPKI, select_ef(0x0018), VERIFY]),
-    "auth-during-sign": ("auth", SIGN, [SELECT_JPKI, select_ef(0x0018), VERIFY, select_ef(0x17)]),
+    "auth-at-counter": ("auth", f"{VERIFY}", [SELECT_JPKI, select_ef(0x0018)]),
+    "auth-at-verify": ("auth", VERIFY_AUTH, [SELECT_JPKI, select_ef(0x0018), COUNTER]),
+    "auth-after-verify": ("auth", select_ef(0x0017), [*AUTH_PIN_CHECK, VERIFY]),
+    "auth-during-sign": ("auth", SIGN, [*AUTH_PIN_CHECK, VERIFY, select_ef(0x17)]),
     "sign-after-select": ("sign", select_ef(0x001B), [SELECT_JPKI]),
-    "sign-at-verify": ("sign", VERIFY_SIGN, [SELECT_JPKI, select_ef(0x001B)]),
-    "sign-after-verify": ("sign", select_ef(0x0001), [SELECT_JPKI, select_ef(0x001B), VERIFY]),
+    "sign-at-verify": ("sign", VERIFY_SIGN, [SELECT_JPKI, select_ef(0x001B), COUNTER]),
+    "sign-after-verify": ("sign", select_ef(0x0001), [*SIGN_PIN_CHECK, VERIFY]),
     "sign-during-certificate-read": (
-        "sign", f"{READ_BINARY}0100", [SELECT_JPKI, select_ef(0x1B), VERIFY, select_ef(0x1), "*"],
+        "sign", f"{READ_BINARY}0100", [*SIGN_PIN_CHECK, VERIFY, select_ef(0x1), "*"],
     ),
     "sign-during-sign": (
-        "sign", SIGN, [SELECT_JPKI, select_ef(0x1B), VERIFY, select_ef(1), "*", select_ef(0x1A)],
+        "sign", SIGN, [*SIGN_PIN_CHECK, VERIFY, select_ef(1), "*", select_ef(0x1A)],
     ),
 }  # fmt: skip
 

@@ -22,8 +22,11 @@ from hypothesis import strategies as st
 
 from mncd.card.errors import CardError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY
+from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD
 from mncd.daemon import operations
 from mncd.daemon.cache import card_id_for
+from mncd.daemon.errors import LastTryError
+from mncd.daemon.pingate import CardRef, PinTicket
 from mncd.jpki import certificates, signatures
 from mncd.jpki.signatures import SignatureMismatch
 from mncd.vcard import pki
@@ -89,6 +92,9 @@ class HostileConnection:
         if reset_after:
             self.card.reset()
 
+    def card_events(self) -> int:
+        return 1  # one card, never swapped
+
     def __enter__(self) -> HostileConnection:
         return self
 
@@ -115,7 +121,8 @@ def hostile(card_pki: pki.CardPki, plan: dict) -> HostileConnection:
     return HostileConnection(card, plan)
 
 
-TYPED = (CardError, certificates.CertificateError, SignatureMismatch)
+TYPED = (CardError, certificates.CertificateError, SignatureMismatch, LastTryError)
+CARD = CardRef("reader", 1)
 
 fuzz = settings(
     max_examples=250,
@@ -151,9 +158,10 @@ def test_sign(card_pki, plan, which):
     pin = bytearray((PROFILE.auth_pin if which == "auth" else PROFILE.sign_password).encode())
     known = {"auth": card_pki.auth_certificate, "sign-known": card_pki.sign_certificate}
     digest = bytes(range(32))
+    ticket = PinTicket(key.pin, pin, CARD, last_try=True)
     try:
         result = operations.sign(
-            HostileContext(connection), "reader", key, "sha256", digest, pin, known.get(which),
+            HostileContext(connection), key, "sha256", digest, ticket, known.get(which),
             card_pki.sign_ca_certificate,
         )  # fmt: skip
     except TYPED:
@@ -172,10 +180,13 @@ def test_sign(card_pki, plan, which):
 def test_personal_data_check(card_pki, plan):
     """The card-info AP's basic four information, never the individual number."""
     connection = hostile(card_pki, plan)
+    context = HostileContext(connection)
     with contextlib.suppress(TYPED):
-        operations.check_personal_data(
-            HostileContext(connection), "reader", bytearray(b"6482"), bytearray(b"QZ7XK93W"), None
-        )
+        sign = PinTicket(SIGN_PASSWORD, bytearray(b"QZ7XK93W"), CARD, last_try=True)
+        certificate = operations.read_sign_certificate(context, sign)
+        card_info = PinTicket(CARD_INFO_PIN, bytearray(b"6482"), CARD, last_try=True)
+        info = operations.read_personal_data(context, card_info)
+        operations.changed_personal_data(certificate, info)
     assert not any(e.command == "00A4020C020001" for e in _card_info_part(connection.card.log))
     faultstats.add("fuzz_in_process")
 

@@ -34,7 +34,7 @@ def run_example(address: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_python_api_example_signs_with_the_pin_from_the_daemons_dialog(tmp_path, sandbox, card):
     pinentry = ScriptedPinentry(tmp_path / "pinentry", [card.profile.sign_password])
-    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8"}
+    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
     with daemon_on_private_bus(tmp_path, env) as daemon:
         wait_state(daemon.bus.address, "card-present")
         result = run_example(daemon.bus.address, tmp_path)
@@ -49,7 +49,7 @@ def test_python_api_example_signs_with_the_pin_from_the_daemons_dialog(tmp_path,
 def test_python_api_example_reports_a_wrong_pin(tmp_path, sandbox, insert_card):
     card = insert_card()
     pinentry = ScriptedPinentry(tmp_path / "pinentry", ["ZZZ999", "cancel"])
-    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8"}
+    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
     with daemon_on_private_bus(tmp_path, env) as daemon:
         wait_state(daemon.bus.address, "card-present")
         result = run_example(daemon.bus.address, tmp_path)

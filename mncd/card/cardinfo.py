@@ -127,29 +127,46 @@ class CardInfoSession:
 
     def __init__(self, connection: CardConnection) -> None:
         self.protocol = CardProtocol(connection)
+        self._selected = False
+        self._current_ef: int | None = None
 
     def select_application(self) -> None:
+        """Select the card-info AP unless this session already did (reselecting logs out)."""
+        if self._selected:
+            return
         _, sw = self.protocol.exchange(select_df(CARD_INFO_AID))
         if sw != SW.OK:
             raise NotJpkiCardError(f"no card-info application on this card (status {sw:04X})")
+        self._selected = True
+        self._current_ef = None
+
+    def _select_ef(self, fid: int) -> None:
+        self.select_application()
+        if self._current_ef == fid:
+            return
+        self._current_ef = None
+        self.protocol.send(select_ef(fid))
+        self._current_ef = fid
 
     def pin_tries_left(self) -> int:
         """Tries left on the card-info PIN, without spending one."""
-        self.protocol.send(select_ef(PIN_FID))
+        self._select_ef(PIN_FID)
         _, sw = self.protocol.exchange(verify(b""))
         return tries_left_from_status(sw, CARD_INFO_PIN)
 
-    def read_basic_info(self, pin: str | bytes | bytearray) -> BasicInfo:
-        """Verify the card-info PIN and read name, address, birth date and sex."""
+    def verify_pin(self, pin: str | bytes | bytearray) -> None:
+        """VERIFY the card-info PIN. Its format is checked first; a malformed PIN is never sent."""
         encoded = CARD_INFO_PIN.check(pin)
         try:
-            self.select_application()
-            self.protocol.send(select_ef(PIN_FID))
+            self._select_ef(PIN_FID)
             _, sw = self.protocol.exchange(verify(encoded))
         finally:
             wipe(encoded)
         raise_for_verify_status(sw, CARD_INFO_PIN)
-        self.protocol.send(select_ef(BASIC_INFO_FID))
+
+    def read_basic_info(self) -> BasicInfo:
+        """Name, address, birth date and sex; the card-info PIN must be verified."""
+        self._select_ef(BASIC_INFO_FID)
         header = self.protocol.send(read_binary(0, HEADER_READ))
         total = template_length(header)
         if total > MAX_BASIC_INFO_SIZE:

@@ -97,6 +97,7 @@ class PcscConnection:
 
     def __init__(self, context: PcscContext, reader: str) -> None:
         self.reader = reader
+        self._context = context
         hresult, self._card, self._protocol = scard.SCardConnect(
             context.handle,
             reader,
@@ -131,26 +132,46 @@ class PcscConnection:
         _check(hresult, "reading the card status")
         return bytes(atr)
 
+    def card_events(self) -> int:
+        """pcsc-lite's count of insertions and removals in this reader so far.
+
+        It changes whenever a card comes or goes, and not when a card is reset: the same value
+        before and inside a transaction means the same card, never swapped in between.
+        """
+        hresult, states = scard.SCardGetStatusChange(
+            self._context.handle, 0, [(self.reader, scard.SCARD_STATE_UNAWARE)]
+        )
+        _check(hresult, "reading the reader's state")
+        return int(states[0][1]) >> 16
+
     def transmit(self, apdu: bytes) -> bytes:
         self._reconnect_after_our_reset()
         hresult, response = scard.SCardTransmit(self._card, self._pci, list(apdu))
-        _check(hresult, "talking to the card")
+        if hresult != scard.SCARD_S_SUCCESS:
+            error = pcsc_error(hresult, "talking to the card")
+            if type(error) is TransportError:
+                # A failed transaction is often a card that left mid-command.
+                self._explain_missing_answer(error)
+            raise error
         if len(response) < 2:
-            self._explain_missing_answer()
+            self._explain_missing_answer(TransportError("the reader returned no answer"))
         return bytes(response)
 
-    def _explain_missing_answer(self) -> None:
-        """Some drivers (vpcd among them) answer an empty response when the card vanished
-        mid-command; pcscd notices the removal a moment later."""
+    def _explain_missing_answer(self, error: TransportError) -> None:
+        """Some drivers (vpcd among them) fail a command or answer nothing when the card
+        vanished mid-command; pcscd notices the removal a moment later. Raises
+        CardRemovedError when it does, else ``error``."""
         for _ in range(STATUS_POLLS):
             hresult, _reader, state, _protocol, _atr = scard.SCardStatus(self._card)
+            if hresult in _REMOVED:
+                break
             _check(hresult, "talking to the card")
             if state & _PCSC_ABSENT or not state & _PCSC_PRESENT:
                 break
             time.sleep(STATUS_POLL_INTERVAL)
         else:
-            raise TransportError("the reader returned no answer from the card")
-        raise CardRemovedError("the card was removed while it was being used")
+            raise error
+        raise CardRemovedError("the card was removed while it was being used") from error
 
     @contextmanager
     def transaction(self, reset_after: bool = False) -> Iterator[PcscConnection]:

@@ -27,7 +27,7 @@ from mncd.daemon.monitor import PcscMonitor
 from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
 from mncd.daemon.udev import UdevReaderWatcher
 from mncd.dbus.api import BUS_NAME, OBJECT_PATH
-from mncd.dbus.bus import SafeMessageBus
+from mncd.dbus.bus import NameWatcher, SafeMessageBus
 from mncd.dbus.service import MyNumberCardInterface
 from mncd.desktop.alerts import NoticeCenter
 from mncd.desktop.notifications import DesktopNotifier
@@ -58,7 +58,9 @@ async def run(state_dir: Path | None = None) -> int:
     manager = CardManager(cache, timeout=_card_timeout())
     config = Config.load()
     notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
-    interface = MyNumberCardInterface(manager, bus, pinentry=config.pinentry)
+    manager.gate.pinentry = config.pinentry
+    manager.gate.watch_caller = NameWatcher(bus).watch
+    interface = MyNumberCardInterface(manager, bus)
     last_status = ""
 
     def state_changed() -> None:

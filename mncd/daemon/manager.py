@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mncd import errors
+from mncd.card.cardinfo import BasicInfo
 from mncd.card.errors import (
     CardError,
     CardTimeoutError,
@@ -31,6 +32,7 @@ from mncd.card.errors import (
 )
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pcsc import PcscContext
+from mncd.card.pin import PinPolicy
 from mncd.daemon import operations
 from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
 from mncd.daemon.errors import LastTryError
@@ -41,6 +43,7 @@ from mncd.daemon.monitor import (
     PcscUnavailable,
     ReadersChanged,
 )
+from mncd.daemon.pingate import CardChangedError, CardRef, PinGate, PinRequest, PinTicket
 from mncd.daemon.udev import ReaderDevice
 from mncd.jpki import certificates
 
@@ -63,6 +66,11 @@ class LiveCard:
     sign_der: bytes | None = None  #: held in memory only, while the card is present
     error: str = ""  #: why the card is not usable ("unknown-card", ...)
     reading: asyncio.Task[None] | None = None  #: the read on insertion, while it runs
+
+    @property
+    def ref(self) -> CardRef:
+        """The card as the user is told about it (see :class:`~mncd.daemon.pingate.CardRef`)."""
+        return CardRef(self.reader, self.snapshot.events if self.snapshot else -1)
 
 
 @dataclass
@@ -123,6 +131,8 @@ class CardManager:
         self.usb_readers: dict[str, ReaderDevice] = {}  #: USB readers udev reports
         self.rescan: Callable[[], None] = lambda: None
         self.operations = 0  #: card operations run (for tests and benchmarks)
+        self._card_watchers: dict[int, tuple[CardRef, Callable[[], None]]] = {}
+        self.gate = PinGate(self.read_pin_tries, self.watch_card)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,8 +223,23 @@ class CardManager:
             live.reading = asyncio.get_running_loop().create_task(self._read_inserted(event.reader))
         elif isinstance(event, CardAbsent) and self.cards.pop(event.reader, None) is not None:
             self.listener.card_removed(event.reader)
+        self._check_card_watchers()
         self.listener.state_changed()
         self._publish_certificate_states()
+
+    def watch_card(self, card: CardRef, on_gone: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_gone`` once when ``card`` leaves its reader (or is gone already)."""
+        key = id(on_gone)
+        self._card_watchers[key] = (card, on_gone)
+        self._check_card_watchers()
+        return lambda: self._card_watchers.pop(key, None)
+
+    def _check_card_watchers(self) -> None:
+        for key, (card, on_gone) in list(self._card_watchers.items()):
+            live = self.cards.get(card.reader)
+            if live is None or (live.snapshot is not None and live.ref != card):
+                del self._card_watchers[key]
+                on_gone()
 
     def handle_usb_reader(self, action: str, device: ReaderDevice) -> None:
         """udev saw a USB reader come or go: let PC/SC rescan, and note readers it cannot use."""
@@ -258,6 +283,7 @@ class CardManager:
             live.snapshot = snapshot
             live.record = record
             self.listener.card_inserted(reader)
+        self._check_card_watchers()
         if self.cards.get(reader) is live:
             self.listener.state_changed()
             self._publish_certificate_states()
@@ -388,18 +414,6 @@ class CardManager:
             return CertificateView(False, source, summary, -1, invalidated, previous)
         return CertificateView(True, source, summary, tries, invalidated, previous)
 
-    def pin_tries_left(self, which: str) -> int:
-        """Tries left for ``which`` PIN (auth, sign, card-info) on the present card; -1 unknown."""
-        live = self.current()
-        if live is None or live.record is None:
-            return -1
-        return live.record.pin_tries.get(which, -1)
-
-    def sign_certificate_known(self) -> bool:
-        """Whether the present card's signing certificate was already read in this insertion."""
-        live = self.current()
-        return live is not None and live.sign_der is not None
-
     def _publish_certificate_states(self) -> None:
         for which in ("auth", "sign"):
             state = self.certificate_view(which).state()
@@ -425,25 +439,56 @@ class CardManager:
             )
         return live
 
-    async def sign(
-        self,
-        key: KeySlot,
-        hash_name: str,
-        digest: bytes,
-        pin: bytearray,
-        allow_last_try: bool = False,
-    ) -> operations.SignResult:
-        """Sign ``digest`` with the auth or sign key of the present card.
+    async def read_pin_tries(self, policy: PinPolicy, card: CardRef) -> int:
+        """The live counter of ``policy``'s PIN on ``card`` (no try spent); kept as status."""
+        tries = await self._gated(card, policy, operations.read_pin_tries, card, policy)
+        await self._note_tries(card, policy, tries)
+        return tries
 
-        A blocked PIN is refused without asking the card, and the last try only when allowed.
-        """
+    async def _gated(self, card: CardRef, policy: PinPolicy, fn: Callable[..., T], *args: Any) -> T:
+        """Run a card operation that reads or uses ``policy``'s PIN; keep what it taught us of
+        the card's counter; a card found changed is read again."""
+        try:
+            return await self.run_card(fn, *args)
+        except PinError as exc:
+            tries = getattr(exc, "tries_left", None)
+            if tries is not None:
+                await self._note_tries(card, policy, tries)
+            raise
+        except LastTryError:
+            await self._note_tries(card, policy, 1)
+            raise
+        except CardChangedError:
+            live = self.cards.get(card.reader)
+            if live is not None and live.ref == card:
+                # The monitor missed a swap: this is a new card; read it as one.
+                log.info("card in %s was changed unnoticed; reading it again", card.reader)
+                self.handle_event(CardPresent(card.reader, live.atr))
+            raise
+
+    async def _note_tries(self, card: CardRef, policy: PinPolicy, tries: int) -> None:
+        live = self.cards.get(card.reader)
+        record = live.record if live is not None and live.ref == card else None
+        if record is None or record.pin_tries.get(policy.name) == tries:
+            return
+        record.pin_tries[policy.name] = tries
+        await self._save(record)
+        self.listener.state_changed()
+
+    def _card_for(self, live: LiveCard, policy: PinPolicy) -> CardRef:
+        """The card a PIN request goes to; refused at once when its PIN is known blocked."""
+        record = live.record
+        if record is not None and record.pin_tries.get(policy.name) == 0:
+            raise PinBlockedError(policy.label_en)
+        return live.ref
+
+    async def sign(
+        self, key: KeySlot, hash_name: str, digest: bytes, request: PinRequest
+    ) -> operations.SignResult:
+        """Sign ``digest`` with the auth or sign key of the present card, the PIN through the
+        gate. Nothing is asked when the card, its certificate or its PIN cannot be used."""
         live = await self._usable_card()
         record = live.record
-        tries = record.pin_tries.get(key.name, -1) if record else -1
-        if tries == 0:
-            raise PinBlockedError(key.pin.label_en)
-        if tries == 1 and not allow_last_try:
-            raise LastTryError(key.pin.label_en)
         if key is AUTH_KEY:
             certificate = live.snapshot.auth_der if live.snapshot else None
             if certificate is None:
@@ -452,17 +497,17 @@ class CardManager:
             if not live.snapshot or not live.snapshot.sign_present:
                 raise errors.CertificateMissing("the card has no signing certificate")
             certificate = live.sign_der
+        card = self._card_for(live, key.pin)
+        issuer = live.snapshot.sign_ca_der if live.snapshot else None
+
+        async def operation(ticket: PinTicket) -> operations.SignResult:
+            return await self._gated(
+                card, key.pin, operations.sign, key, hash_name, digest, ticket, certificate,
+                issuer,
+            )  # fmt: skip
+
         try:
-            result = await self.run_card(
-                operations.sign,
-                live.reader,
-                key,
-                hash_name,
-                digest,
-                pin,
-                certificate,
-                live.snapshot.sign_ca_der if live.snapshot else None,
-            )
+            result = await self.gate.use(request, card, operation)
         except KeyUnusableError:
             if key is SIGN_KEY and record is not None:
                 # Mark what is known: the cached certificate, or the card's unread one.
@@ -470,13 +515,6 @@ class CardManager:
                 self._invalidate(record, known, "refused")
                 await self._save(record)
                 self._changed()
-            raise
-        except PinError as exc:
-            tries = getattr(exc, "tries_left", None)
-            if tries is not None and record is not None:
-                record.pin_tries[key.name] = tries
-                await self._save(record)
-                self.listener.state_changed()
             raise
         if record is not None:
             changed = record.pin_tries.get(key.name) != key.pin.max_tries
@@ -505,32 +543,52 @@ class CardManager:
         return True
 
     async def check_personal_data(
-        self, card_info_pin: bytearray, sign_pin: bytearray | None
+        self, card_info: PinRequest, sign: PinRequest | None
     ) -> list[str]:
         """Compare the card's basic four information with the signing certificate.
 
-        Returns the kinds of data that changed; a change marks the certificate invalidated.
+        Each PIN goes through the gate on its own: the signing password first, only when the
+        certificate was not read in this insertion, then the card-info PIN. Returns the kinds of
+        data that changed; a change marks the certificate invalidated.
         """
         live = await self._usable_card()
-        record = live.record
         if not live.snapshot or not live.snapshot.sign_present:
             raise errors.CertificateMissing("the card has no signing certificate")
-        check = await self.run_card(
-            operations.check_personal_data,
-            live.reader,
-            card_info_pin,
-            sign_pin,
-            live.sign_der,
-            live.snapshot.sign_ca_der,
-        )
+        record = live.record
+        if live.sign_der is None:
+            if sign is None:
+                raise errors.PinRequired("the signing password is needed to read the certificate")
+            card = self._card_for(live, sign.policy)
+            issuer = live.snapshot.sign_ca_der
+
+            async def read_certificate(ticket: PinTicket) -> bytes:
+                return await self._gated(
+                    card, sign.policy, operations.read_sign_certificate, ticket, issuer
+                )
+
+            der = await self.gate.use(sign, card, read_certificate)
+            if record is not None:
+                record.pin_tries[SIGN_KEY.name] = SIGN_KEY.pin.max_tries
+                self._learn_sign_certificate(live, record, der)
+            else:
+                live.sign_der = der
+        sign_der = live.sign_der
+        assert sign_der is not None
+        card = self._card_for(live, card_info.policy)
+
+        async def read_personal_data(ticket: PinTicket) -> BasicInfo:
+            return await self._gated(card, card_info.policy, operations.read_personal_data, ticket)
+
+        info = await self.gate.use(card_info, card, read_personal_data)
+        changed = operations.changed_personal_data(sign_der, info)
         if record is not None:
-            self._learn_sign_certificate(live, record, check.sign_certificate)
-            fingerprint = certificates.summarize(check.sign_certificate).fingerprint
-            if check.changed:
-                self._invalidate(record, fingerprint, "personal-data", check.changed)
+            record.pin_tries[card_info.policy.name] = card_info.policy.max_tries
+            if changed:
+                fingerprint = certificates.summarize(sign_der).fingerprint
+                self._invalidate(record, fingerprint, "personal-data", changed)
             await self._save(record)
             self._changed()
-        return check.changed
+        return changed
 
     def certificate(self, which: str) -> bytes:
         """Public certificates (auth, auth-ca, sign-ca) from the card or the cache."""

@@ -249,3 +249,78 @@ async def call(
         text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
         raise CallError(reply.error_name or "Error", text)
     return reply
+
+
+class NameWatcher:
+    """Tells when a name leaves the bus (``NameOwnerChanged`` with no new owner)."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self._watches: dict[int, tuple[str, Callable[[], None]]] = {}
+        self._rules: dict[str, int] = {}
+        bus.add_message_handler(self._on_message)
+
+    def watch(self, name: str, on_gone: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_gone`` once when ``name`` has no owner (at once if it has none now);
+        returns a function that stops watching."""
+        key = id(on_gone)
+        self._watches[key] = (name, on_gone)
+        if self._rules.get(name, 0) == 0:
+            self._match("AddMatch", name)
+        self._rules[name] = self._rules.get(name, 0) + 1
+        asyncio.get_running_loop().create_task(self._check_owner(key, name))
+
+        def stop() -> None:
+            if self._watches.pop(key, None) is not None:
+                self._release(name)
+
+        return stop
+
+    def _release(self, name: str) -> None:
+        self._rules[name] -= 1
+        if self._rules[name] == 0:
+            del self._rules[name]
+            self._match("RemoveMatch", name)
+
+    def _match(self, member: str, name: str) -> None:
+        rule = (
+            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+            f"member='NameOwnerChanged',arg0='{name}'"
+        )
+        message = method_call(
+            "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", member, "s",
+            [rule],
+        )  # fmt: skip
+        message.flags = MessageFlag.NO_REPLY_EXPECTED
+        if self.bus.connected:
+            self.bus.send(message)
+
+    async def _check_owner(self, key: int, name: str) -> None:
+        # The name may have left before the match rule was in place.
+        try:
+            reply = await call(
+                self.bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                "org.freedesktop.DBus", "NameHasOwner", "s", [name],
+            )  # fmt: skip
+        except CallError:
+            return
+        if not reply.body[0]:
+            self._gone(key)
+
+    def _gone(self, key: int) -> None:
+        entry = self._watches.pop(key, None)
+        if entry is not None:
+            self._release(entry[0])
+            entry[1]()
+
+    def _on_message(self, msg: Message) -> None:
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and msg.member == "NameOwnerChanged"
+            and msg.sender == "org.freedesktop.DBus"
+            and msg.signature == "sss"
+            and not msg.body[2]
+        ):
+            for key, (name, _) in list(self._watches.items()):
+                if name == msg.body[0]:
+                    self._gone(key)

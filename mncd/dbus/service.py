@@ -9,7 +9,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from dbus_next import DBusError, PropertyAccess, Variant
@@ -23,11 +23,11 @@ from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
 from mncd.daemon.errors import LastTryError
 from mncd.daemon.manager import CardManager, CertificateView
-from mncd.daemon.operations import SignResult
+from mncd.daemon.pingate import CardChangedError, PinRequest
 from mncd.dbus import bus as dbus_bus
 from mncd.dbus.api import INTERFACE, MAX_DATA
 from mncd.dbus.bus import ExportedInterface, current_call, marshall_body
-from mncd.desktop.prompts import Caller, PromptCancelledError, PromptUnavailableError, with_pin
+from mncd.desktop.prompts import Caller, PromptCancelledError, PromptUnavailableError
 from mncd.i18n import translator
 from mncd.jpki import certificates
 from mncd.jpki.signatures import SignatureMismatch
@@ -67,8 +67,7 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
     (
         (PromptUnavailableError,),
         errors.PinRequired,
-        "no PIN dialog could be shown (is a pinentry program installed?); "
-        "pass the PIN in the pin option",
+        lambda exc: f"no PIN dialog could be shown ({exc}); pass the PIN in the pin option",
     ),
     (
         (LastTryError,),
@@ -84,6 +83,11 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
         (card_errors.CardTimeoutError,),
         errors.Failed,
         "the card did not answer in time; take it out and insert it again",
+    ),
+    (
+        (CardChangedError,),
+        errors.CardRemoved,
+        "the card was changed since the PIN was asked for; nothing was sent to it",
     ),
     (
         (card_errors.CardRemovedError, card_errors.CardResetError),
@@ -168,13 +172,10 @@ class MyNumberCardInterface(ExportedInterface):
         "allow-last-try": "b",
     }
 
-    def __init__(
-        self, manager: CardManager, bus: MessageBus | None = None, pinentry: str = "pinentry"
-    ) -> None:
+    def __init__(self, manager: CardManager, bus: MessageBus | None = None) -> None:
         super().__init__(INTERFACE)
         self.manager = manager
         self.bus = bus
-        self.pinentry_program = pinentry
         self._status: tuple[float, bytes] | None = None
         self._callers: dict[str, Caller] = {}
         self._properties: dict[str, Any] = {}
@@ -294,38 +295,25 @@ class MyNumberCardInterface(ExportedInterface):
     async def CheckPersonalData(self, options: "a{sv}") -> "a{sv}":
         """Compare the card's basic four information with the signing certificate."""
         _check_options(options, {"pin": "s", "sign-pin": "s", "interactive": "b"})
-        caller = await self._caller()
-        log.info("CheckPersonalData requested by %s", caller)
-        pin_text = _option(options, "pin", "s", None)
-        sign_text = _option(options, "sign-pin", "s", None)
-        # Formats first: nothing reaches the card when either is malformed.
-        card_info_pin = CARD_INFO_PIN.check(pin_text) if pin_text is not None else None
+        # Shapes first: nothing reaches the card when either PIN is malformed.
+        card_info_pin = _pin_option(options, "pin", CARD_INFO_PIN)
         try:
-            sign_pin = SIGN_PASSWORD.check(sign_text) if sign_text is not None else None
+            sign_pin = _pin_option(options, "sign-pin", SIGN_PASSWORD)
         except card_errors.PinFormatError:
             wipe(card_info_pin or bytearray())
             raise
+        caller = await self._caller()
+        log.info("CheckPersonalData requested by %s", caller)
+        card_info = self._request(
+            options, CARD_INFO_PIN, card_info_pin, caller,
+            _("compare your card's personal data with the signing certificate"),
+        )  # fmt: skip
+        sign = self._request(
+            options, SIGN_PASSWORD, sign_pin, caller,
+            _("read the signing certificate to compare it with your card"),
+        )  # fmt: skip
         try:
-            if sign_pin is None and not self.manager.sign_certificate_known():
-                sign_pin = await self._ask(
-                    options,
-                    caller,
-                    SIGN_KEY.pin,
-                    "sign",
-                    _("read the signing certificate to compare it with your card"),
-                )
-            if card_info_pin is not None:
-                changed = await self.manager.check_personal_data(card_info_pin, sign_pin)
-            else:
-                interactive_sign_pin = sign_pin
-
-                async def attempt(pin: bytearray) -> list[str]:
-                    return await self.manager.check_personal_data(pin, interactive_sign_pin)
-
-                changed = await self._interactive(
-                    options, caller, CARD_INFO_PIN, "card-info",
-                    _("compare your card's personal data with the signing certificate"), attempt,
-                )  # fmt: skip
+            changed = await self.manager.check_personal_data(card_info, sign)
         finally:
             for buffer in (card_info_pin, sign_pin):
                 if buffer is not None:
@@ -356,66 +344,40 @@ class MyNumberCardInterface(ExportedInterface):
             digest_value = bytes(data)
         else:
             digest_value = digest(hash_name, bytes(data))
-        pin_text = _option(options, "pin", "s", None)
-        pin = key.pin.check(pin_text) if pin_text is not None else None  # before the card
-        caller = await self._caller()
-        log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
-        if pin is None:
-
-            async def attempt(entered: bytearray) -> SignResult:
-                return await self.manager.sign(key, hash_name, digest_value, entered, True)
-
+        pin = _pin_option(options, "pin", key.pin)  # its shape, before the card
+        try:
+            caller = await self._caller()
+            log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
             purpose = _("sign a document") if key is SIGN_KEY else _("prove who you are (log in)")
-            result = await self._interactive(options, caller, key.pin, key.name, purpose, attempt)
-        else:
-            try:
-                allow_last_try = _option(options, "allow-last-try", "b", False)
-                result = await self.manager.sign(key, hash_name, digest_value, pin, allow_last_try)
-            finally:
+            request = self._request(options, key.pin, pin, caller, purpose)
+            result = await self.manager.sign(key, hash_name, digest_value, request)
+        finally:
+            if pin is not None:
                 wipe(pin)
         return [result.signature, result.certificate]
 
-    async def _interactive(
+    def _request(
         self,
         options: dict[str, Variant],
-        caller: Caller,
         policy: PinPolicy,
-        tries_key: str,
+        pin: bytearray | None,
+        caller: Caller,
         purpose: str,
-        attempt: Callable[[bytearray], Awaitable[T]],
-    ) -> T:
-        """Run ``attempt`` with a PIN the daemon asks the user for itself."""
-        self._require_interactive(options, policy)
-        return await with_pin(
-            self.pinentry_program,
-            caller,
-            purpose,
-            policy,
-            lambda: self.manager.pin_tries_left(tries_key),
-            attempt,
-        )
-
-    async def _ask(
-        self, options: dict[str, Variant], caller: Caller, policy: PinPolicy, tries_key: str,
-        purpose: str,
-    ) -> bytearray:  # fmt: skip
-        """Ask for a PIN that is checked later by the card (no retry loop here)."""
-
-        async def keep(pin: bytearray) -> bytearray:
-            return bytearray(pin)
-
-        return await self._interactive(options, caller, policy, tries_key, purpose, keep)
-
-    def _require_interactive(self, options: dict[str, Variant], policy: PinPolicy) -> None:
-        # Interactive unless the caller says interactive=false; a caller that also sets D-Bus's
-        # ALLOW_INTERACTIVE_AUTHORIZATION flag is logged as expecting a prompt.
-        if current_call().allow_interaction:
+    ) -> PinRequest:
+        """A PIN request for the gate from the call's options."""
+        # A caller that also sets D-Bus's ALLOW_INTERACTIVE_AUTHORIZATION flag is logged as
+        # expecting a prompt; interactive=false forbids one.
+        if pin is None and current_call().allow_interaction:
             log.debug("caller allows interactive authorization")
-        if not _option(options, "interactive", "b", True):
-            raise errors.PinRequired(
-                f"the {policy.label_en} is needed and interactive=false forbids asking "
-                f"({policy.label_ja}が必要です)",
-            )
+        return PinRequest(
+            policy=policy,
+            purpose=purpose,
+            caller=caller,
+            sender=current_call().sender,
+            pin=pin,
+            allow_last_try=_option(options, "allow-last-try", "b", False),
+            interactive=_option(options, "interactive", "b", True),
+        )
 
     async def _caller(self) -> Caller:
         sender = current_call().sender
@@ -435,6 +397,12 @@ class MyNumberCardInterface(ExportedInterface):
             self._callers.pop(next(iter(self._callers)))
         caller = self._callers[sender] = Caller(executable_of(pid), pid)
         return caller
+
+
+def _pin_option(options: dict[str, Variant], name: str, policy: PinPolicy) -> bytearray | None:
+    """The PIN given in option ``name``, its shape checked; None when not given."""
+    text = _option(options, name, "s", None)
+    return policy.check(text) if text is not None else None
 
 
 def _check_options(options: dict[str, Variant], known: dict[str, str]) -> None:

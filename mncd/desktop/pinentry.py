@@ -98,7 +98,11 @@ class Pinentry:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.returncode is None:
+        if process.returncode is None and exc and exc[0] is not None:
+            # Cancelled or failed: the dialog goes away now, not when the user answers it.
+            process.kill()
+            await process.wait()
+        elif process.returncode is None:
             try:
                 process.stdin.write(b"BYE\n")  # type: ignore[union-attr]
                 await asyncio.wait_for(process.wait(), 5)

@@ -8,17 +8,14 @@ the card until it is reset at the municipal office.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import os
 from dataclasses import dataclass
-from typing import TypeVar
 
-from mncd.card.errors import PinBlockedError, PinFormatError, PinIncorrectError
-from mncd.card.pin import PinPolicy, wipe
+from mncd.card.pin import PinPolicy
 from mncd.desktop.pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
 from mncd.i18n import translator
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class PromptCancelledError(Exception):
@@ -100,55 +97,60 @@ def last_try_dialog(caller: Caller, policy: PinPolicy) -> Dialog:
     )
 
 
-async def with_pin(
-    program: str,
-    caller: Caller,
-    purpose: str,
-    policy: PinPolicy,
-    tries_left: Callable[[], int],
-    attempt: Callable[[bytearray], Awaitable[T]],
-) -> T:
-    """Ask for the PIN and run ``attempt`` with it until it succeeds, is cancelled or blocks."""
-    _ = translator().gettext
-    try:
-        async with Pinentry(program) as entry:
-            error = ""
-            confirmed_last_try = False
-            while True:
-                tries = tries_left()
-                if tries == 0:
-                    raise PinBlockedError(policy.label_en)
-                if tries == 1 and not confirmed_last_try:
-                    if not await entry.confirm(last_try_dialog(caller, policy)):
-                        raise PromptCancelledError("the last try was not confirmed")
-                    confirmed_last_try = True
-                pin = await entry.get_pin(dialog(caller, purpose, policy, tries), error)
-                try:
-                    try:
-                        checked = policy.check(pin)
-                    except PinFormatError:
-                        error = _("That is not a valid {label}: {rule}.").format(
-                            label=_policy_label(policy), rule=_rule(policy)
-                        )
-                        continue
-                    try:
-                        return await attempt(checked)
-                    except PinIncorrectError as exc:
-                        error = (
-                            translator()
-                            .ngettext(
-                                "Wrong {label}. {n} try left.",
-                                "Wrong {label}. {n} tries left.",
-                                exc.tries_left,
-                            )
-                            .format(label=_policy_label(policy), n=exc.tries_left)
-                        )
-                    finally:
-                        wipe(checked)
-                finally:
-                    wipe(pin)
-    except PinentryCancelled as exc:
-        raise PromptCancelledError("the PIN dialog was cancelled") from exc
-    except PinentryError as exc:
-        log.warning("cannot ask for the PIN: %s", exc)
-        raise PromptUnavailableError(str(exc)) from exc
+class PinDialog:
+    """One pinentry conversation for one PIN request: confirmations and entries, with texts."""
+
+    def __init__(self, program: str, caller: Caller, purpose: str, policy: PinPolicy) -> None:
+        self.caller = caller
+        self.purpose = purpose
+        self.policy = policy
+        self._entry = Pinentry(program)
+
+    async def __aenter__(self) -> PinDialog:
+        if not any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "GPG_TTY")):
+            # A pinentry needs a screen or a terminal: without either, fail before the card.
+            raise PromptUnavailableError("no display or terminal to show the PIN dialog on")
+        try:
+            await self._entry.__aenter__()
+        except PinentryError as exc:
+            log.warning("cannot ask for the PIN: %s", exc)
+            raise PromptUnavailableError(str(exc)) from exc
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._entry.__aexit__(*exc_info)
+
+    async def confirm_last_try(self) -> bool:
+        """Whether the user agrees to use the last try."""
+        try:
+            return await self._entry.confirm(last_try_dialog(self.caller, self.policy))
+        except PinentryError as exc:
+            raise PromptUnavailableError(str(exc)) from exc
+
+    async def ask(self, tries_left: int, error: str = "") -> bytearray:
+        """The PIN the user typed (unchecked); raises PromptCancelledError on Cancel."""
+        try:
+            return await self._entry.get_pin(
+                dialog(self.caller, self.purpose, self.policy, tries_left), error
+            )
+        except PinentryCancelled as exc:
+            raise PromptCancelledError("the PIN dialog was cancelled") from exc
+        except PinentryError as exc:
+            raise PromptUnavailableError(str(exc)) from exc
+
+    def malformed_text(self) -> str:
+        _ = translator().gettext
+        return _("That is not a valid {label}: {rule}.").format(
+            label=_policy_label(self.policy), rule=_rule(self.policy)
+        )
+
+    def wrong_text(self, tries_left: int) -> str:
+        return (
+            translator()
+            .ngettext(
+                "Wrong {label}. {n} try left.",
+                "Wrong {label}. {n} tries left.",
+                tries_left,
+            )
+            .format(label=_policy_label(self.policy), n=tries_left)
+        )

@@ -219,6 +219,8 @@ def personal_data(der: bytes) -> PersonalData:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
         raise CertificateError("certificate carries no personal data") from exc
+    except ValueError as exc:  # the extensions are parsed lazily: a mangled one shows here
+        raise CertificateError("certificate's personal data cannot be read") from exc
     values: dict[x509.ObjectIdentifier, str] = {}
     for other in san.get_values_for_type(x509.OtherName):
         if other.type_id in (OID_JPKI_NAME, OID_JPKI_ADDRESS, OID_JPKI_BIRTH_DATE, OID_JPKI_SEX):

@@ -1,0 +1,228 @@
+"""The one PIN gate: every PIN mncd sends to a card passes here.
+
+On the card, inside the operation's own transaction (:func:`admit`): the card is the one the user
+was told about (pcsc-lite's event counter of the reader has not moved), the live counter is read
+with an empty VERIFY, a blocked PIN is refused, the last try needs a consent given for this card,
+and only then is one VERIFY sent. Around the card (:class:`PinGate`): nothing is asked in vain,
+one dialog is open at a time, a wrong PIN is asked again through the gate, and a dialog is
+cancelled, with nothing sent, when its card or its caller goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from mncd import errors
+from mncd.card.errors import CardError, PinBlockedError, PinFormatError, PinIncorrectError
+from mncd.card.pin import PinPolicy, wipe
+from mncd.daemon.errors import LastTryError
+from mncd.desktop.prompts import Caller, PinDialog, PromptCancelledError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Calls that may wait for the open PIN dialog; one more gets ``Busy`` at once.
+MAX_WAITING_DIALOGS = 4
+
+
+@dataclass(frozen=True)
+class CardRef:
+    """A card as the user was told about it: its reader and the reader's event count then."""
+
+    reader: str
+    events: int
+
+
+class CardChangedError(CardError):
+    """The reader holds another card than the one the PIN was meant for (or none)."""
+
+
+class Connection(Protocol):
+    def card_events(self) -> int: ...
+
+
+@dataclass
+class PinTicket:
+    """One PIN on its way to one card, with the consent to use its last try if given."""
+
+    policy: PinPolicy
+    pin: bytearray
+    card: CardRef
+    last_try: bool = False
+    #: Tries left on the card just before the VERIFY (set by :func:`admit`).
+    tries_before: int = field(default=-1)
+
+    def wipe(self) -> None:
+        wipe(self.pin)
+
+
+def same_card(connection: Connection, card: CardRef) -> None:
+    """Raise :class:`CardChangedError` unless the reader still holds ``card``."""
+    if connection.card_events() != card.events:
+        raise CardChangedError("the card was changed since the PIN was asked for")
+
+
+def admit(
+    connection: Connection,
+    ticket: PinTicket,
+    tries_left: Callable[[], int],
+    verify: Callable[[bytearray], None],
+) -> None:
+    """Send the ticket's PIN to the card through the gate (card thread, inside a transaction)."""
+    same_card(connection, ticket.card)
+    tries = tries_left()
+    ticket.tries_before = tries
+    if tries == 0:
+        raise PinBlockedError(ticket.policy.label_en)
+    if tries == 1 and not ticket.last_try:
+        raise LastTryError(ticket.policy.label_en)
+    verify(ticket.pin)
+
+
+@dataclass
+class PinRequest:
+    """What an operation needs a PIN for, and how the caller wants it handled."""
+
+    policy: PinPolicy
+    purpose: str  #: for the dialog: "sign a document", ...
+    caller: Caller
+    sender: str = ""  #: the caller's bus name: the dialog closes when it leaves
+    pin: bytearray | None = None  #: given by the caller (shape already checked)
+    allow_last_try: bool = False
+    interactive: bool = True
+
+
+class PinGate:
+    """Runs operations with a PIN given by the caller or asked of the user."""
+
+    def __init__(
+        self,
+        read_tries: Callable[[PinPolicy, CardRef], Awaitable[int]],
+        watch_card: Callable[[CardRef, Callable[[], None]], Callable[[], None]],
+        pinentry: str = "pinentry",
+        max_waiting: int = MAX_WAITING_DIALOGS,
+    ) -> None:
+        self._read_tries = read_tries
+        self._watch_card = watch_card
+        self.pinentry = pinentry
+        self.max_waiting = max_waiting
+        #: ``watch_caller(bus_name, on_gone) -> stop``; set by the D-Bus front door.
+        self.watch_caller: Callable[[str, Callable[[], None]], Callable[[], None]] = (
+            lambda name, on_gone: lambda: None
+        )
+        self._dialog_lock = asyncio.Lock()
+        self._waiting = 0
+
+    async def use(
+        self,
+        request: PinRequest,
+        card: CardRef,
+        operation: Callable[[PinTicket], Awaitable[T]],
+    ) -> T:
+        """Run ``operation`` with a ticket for ``card``; with no PIN given, ask the user."""
+        if request.pin is not None:
+            ticket = PinTicket(request.policy, request.pin, card, request.allow_last_try)
+            try:
+                return await operation(ticket)
+            finally:
+                ticket.wipe()
+        if not request.interactive:
+            raise errors.PinRequired(
+                f"the {request.policy.label_en} is needed and interactive=false forbids asking "
+                f"({request.policy.label_ja}が必要です)"
+            )
+        async with self._turn(request, card):
+            return await self._ask_and_run(request, card, operation)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, request: PinRequest, card: CardRef) -> AsyncIterator[None]:
+        """One dialog at a time; cancelled when the card or the caller goes away."""
+        if self._dialog_lock.locked() and self._waiting >= self.max_waiting:
+            raise errors.Busy(
+                "another PIN dialog is open and others are waiting; try again when it is closed"
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        gone: list[errors.MncdError] = []
+
+        def abort(error: errors.MncdError) -> None:
+            if not gone:
+                gone.append(error)
+                task.cancel()
+
+        stop_card = self._watch_card(
+            card, lambda: abort(errors.CardRemoved("the card was removed; nothing was sent to it"))
+        )
+        stop_caller = (
+            self.watch_caller(
+                request.sender, lambda: abort(errors.Cancelled("the caller left the bus"))
+            )
+            if request.sender
+            else lambda: None
+        )
+        try:
+            try:
+                self._waiting += 1
+                try:
+                    await self._dialog_lock.acquire()
+                finally:
+                    self._waiting -= 1
+                try:
+                    yield
+                finally:
+                    self._dialog_lock.release()
+            except asyncio.CancelledError:
+                if not gone:
+                    raise
+                task.uncancel()
+                log.info("PIN dialog for %s closed: %s", request.caller, gone[0].text)
+                raise gone[0] from None
+        finally:
+            stop_card()
+            stop_caller()
+
+    async def _ask_and_run(
+        self,
+        request: PinRequest,
+        card: CardRef,
+        operation: Callable[[PinTicket], Awaitable[T]],
+    ) -> T:
+        policy = request.policy
+        # The pinentry starts first (it shows nothing yet): without one, the card is not touched.
+        async with PinDialog(self.pinentry, request.caller, request.purpose, policy) as dialog:
+            tries = await self._read_tries(policy, card)  # the live counter, before showing
+            if tries == 0:
+                raise PinBlockedError(policy.label_en)
+            consent = False
+            error = ""
+            while True:
+                if tries == 1 and not consent:
+                    if not await dialog.confirm_last_try():
+                        raise PromptCancelledError("the last try was not confirmed")
+                    consent = True
+                entered = await dialog.ask(tries, error)
+                try:
+                    checked = policy.check(entered)
+                except PinFormatError:
+                    error = dialog.malformed_text()
+                    continue
+                finally:
+                    wipe(entered)
+                ticket = PinTicket(policy, checked, card, consent)
+                try:
+                    return await operation(ticket)
+                except PinIncorrectError as exc:
+                    tries = exc.tries_left
+                    if tries == 0:
+                        raise PinBlockedError(policy.label_en) from None
+                    error = dialog.wrong_text(tries)
+                except LastTryError:
+                    # Another program spent tries while the dialog was open: confirm first.
+                    tries, consent, error = 1, False, ""
+                finally:
+                    ticket.wipe()
