@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -107,7 +108,8 @@ def test_correct_pin_and_the_dialog_names_the_caller(daemon, card, terminal):
     wait_state(daemon.bus.address, "card-present")
     call = authenticate_in_background(daemon)
     screen = terminal.wait("user-authentication PIN")
-    assert "gdbus" in screen and "wants to prove who you are" in screen
+    gdbus_path = os.path.realpath(shutil.which("gdbus") or "gdbus")
+    assert f"The program {gdbus_path} (process {call.pid}) wants to prove who you are" in screen
     assert "4 digits" in screen and "3 tries left" in screen
     terminal.type(card.profile.auth_pin, "Enter")
     code, out, err = finish(call)
@@ -160,7 +162,9 @@ def test_last_try_needs_confirmation(daemon, insert_card, terminal, answer, succ
     wait_state(daemon.bus.address, "card-present")
     call = authenticate_in_background(daemon)
     terminal.wait("Only one try is left")
-    assert "gdbus" in terminal.screen()
+    unwrapped = terminal.screen().replace("\n", "")
+    gdbus_path = os.path.realpath(shutil.which("gdbus") or "gdbus")
+    assert f"The program {gdbus_path} (process {call.pid}) is asking" in unwrapped
     terminal.type(answer)
     if succeeds:
         terminal.wait("1 try left")
@@ -220,9 +224,9 @@ def test_dialog_in_japanese(tmp_path, sandbox, terminal, card):
         wait_state(daemon.bus.address, "card-present")
         call = authenticate_in_background(daemon)
         screen = terminal.wait("残り3回です")
-        assert (
-            "「gdbus」" in screen and "利用者証明用電子証明書の暗証番号を入力してください" in screen
-        )
+        gdbus_path = os.path.realpath(shutil.which("gdbus") or "gdbus")
+        assert f"プログラム「{gdbus_path}」(プロセス{call.pid})が" in screen
+        assert "利用者証明用電子証明書の暗証番号を入力してください" in screen
         terminal.type(card.profile.auth_pin, "Enter")
         code, _out, err = finish(call)
         assert code == 0, err

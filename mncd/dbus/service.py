@@ -7,7 +7,6 @@ PIN ever does. Every exception from the layers below becomes one of them through
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -21,13 +20,13 @@ from mncd.card import errors as card_errors
 from mncd.card.digestinfo import HASHES, digest, digest_size
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
+from mncd.daemon.callers import Caller, identify
 from mncd.daemon.errors import LastTryError
 from mncd.daemon.manager import CardManager, CertificateView
 from mncd.daemon.pingate import CardChangedError, PinRequest
-from mncd.dbus import bus as dbus_bus
 from mncd.dbus.api import INTERFACE, MAX_DATA
 from mncd.dbus.bus import ExportedInterface, current_call, marshall_body
-from mncd.desktop.prompts import Caller, PromptCancelledError, PromptUnavailableError
+from mncd.desktop.prompts import PromptCancelledError, PromptUnavailableError
 from mncd.i18n import translator
 from mncd.jpki import certificates
 from mncd.jpki.signatures import SignatureMismatch
@@ -382,20 +381,13 @@ class MyNumberCardInterface(ExportedInterface):
     async def _caller(self) -> Caller:
         sender = current_call().sender
         if not sender or self.bus is None:
-            return Caller("unknown program", 0)
+            return Caller(0)
         if sender in self._callers:  # unique names are never reused on a bus
             return self._callers[sender]
-        try:
-            reply = await dbus_bus.call(
-                self.bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                "GetConnectionUnixProcessID", "s", [sender],
-            )  # fmt: skip
-            pid = int(reply.body[0])
-        except Exception:
-            return Caller(sender, 0)
+        caller = await identify(self.bus, sender)
         if len(self._callers) >= CALLER_CACHE_SIZE:
             self._callers.pop(next(iter(self._callers)))
-        caller = self._callers[sender] = Caller(executable_of(pid), pid)
+        self._callers[sender] = caller
         return caller
 
 
@@ -410,15 +402,3 @@ def _check_options(options: dict[str, Variant], known: dict[str, str]) -> None:
         if name not in known:
             raise errors.InvalidArgument(f"unknown option {name!r}")
         _option(options, name, known[name], None)
-
-
-def executable_of(pid: int) -> str:
-    """The executable of ``pid``, or its command name when the link is unreadable."""
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
-                return f.read().strip()
-        except OSError:
-            return "unknown program"

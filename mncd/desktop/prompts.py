@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 from mncd.card.pin import PinPolicy
+from mncd.daemon.callers import Caller, shorten
 from mncd.desktop.pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
 from mncd.i18n import translator
 
@@ -26,19 +26,24 @@ class PromptUnavailableError(Exception):
     """No PIN dialog could be shown (pinentry missing or failing)."""
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who asked, as far as the bus can tell."""
-
-    executable: str
-    pid: int
-
-    @property
-    def name(self) -> str:
-        return self.executable.rsplit("/", 1)[-1] or self.executable
-
-    def __str__(self) -> str:
-        return f"{self.executable} (pid {self.pid})"
+def who_asks(caller: Caller) -> str:
+    """The caller as a dialog names it, starting a sentence: only what the daemon verified."""
+    _ = translator().gettext
+    if caller.flatpak_app:
+        return _("The Flatpak app {app} (process {pid})").format(
+            app=caller.display_name, pid=caller.pid
+        )
+    if caller.script:
+        return _("The program {script} ({interpreter}, process {pid})").format(
+            script=shorten(caller.script), interpreter=caller.interpreter, pid=caller.pid
+        )
+    if caller.executable:
+        return _("The program {path} (process {pid})").format(
+            path=caller.display_name, pid=caller.pid
+        )
+    if caller.pid > 0:
+        return _("An unknown program (process {pid})").format(pid=caller.pid)
+    return _("An unknown program")
 
 
 def _policy_label(policy: PinPolicy) -> str:
@@ -62,9 +67,7 @@ def dialog(caller: Caller, purpose: str, policy: PinPolicy, tries_left: int) -> 
     _ = translator().gettext
     label = _policy_label(policy)
     lines = [
-        _("{program} (process {pid}) wants to {purpose}.").format(
-            program=caller.name, pid=caller.pid, purpose=purpose
-        ),
+        _("{caller} wants to {purpose}.").format(caller=who_asks(caller), purpose=purpose),
         _("Enter your {label}: {rule}.").format(label=label, rule=_rule(policy)),
     ]
     if tries_left >= 0:
@@ -88,9 +91,8 @@ def last_try_dialog(caller: Caller, policy: PinPolicy) -> Dialog:
         title=_("My Number Card"),
         description=_(
             "Only one try is left for your {label}. If it is wrong, the card locks it and "
-            "it must be reset at your municipal office. {program} (process {pid}) is asking. "
-            "Continue?"
-        ).format(label=_policy_label(policy), program=caller.name, pid=caller.pid),
+            "it must be reset at your municipal office. {caller} is asking. Continue?"
+        ).format(label=_policy_label(policy), caller=who_asks(caller)),
         prompt="",
         ok=_("_Yes, use the last try"),
         cancel=_("_No"),
