@@ -72,9 +72,12 @@ class Daemon:
 
 
 @contextmanager
-def daemon_on_private_bus(directory: Path, env: dict[str, str]) -> Iterator[Daemon]:
-    """A private bus in ``directory`` with mncd running on it; both stopped afterwards."""
-    bus = PrivateBus(directory)
+def daemon_on_private_bus(
+    directory: Path, env: dict[str, str], limits: dict[str, int] | None = None
+) -> Iterator[Daemon]:
+    """A private bus in ``directory`` (with dbus-daemon ``limits``) with mncd running on it; both
+    stopped afterwards."""
+    bus = PrivateBus(directory, limits=limits)
     try:
         daemon = Daemon(bus, env, directory / "state").start()
         try:

@@ -8,7 +8,6 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,6 @@ from mncd.client import MyNumberCard
 from mncd.daemon.cache import CardCache
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
-XML = (Path(__file__).resolve().parent.parent / "dbus" / f"{BUS_NAME}.xml").read_text()
 
 SELECT_JPKI = "00A4040C0A" + JPKI_AID.hex().upper()
 SELECT_CARD_INFO = "00A4040C0A" + CARD_INFO_AID.hex().upper()
@@ -167,17 +165,6 @@ class Stack:
             return s
 
         return wait_for(reached, f"state {state}", timeout)
-
-
-@asynccontextmanager
-async def client(address: str) -> Any:
-    """A dbus-next connection and mncd's interface on it."""
-    bus = await MessageBus(bus_address=address).connect()
-    try:
-        proxy = bus.get_proxy_object(BUS_NAME, OBJECT_PATH, XML)
-        yield proxy.get_interface(INTERFACE)
-    finally:
-        bus.disconnect()
 
 
 async def properties(address: str) -> dict[str, Any]:

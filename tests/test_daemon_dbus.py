@@ -133,6 +133,24 @@ def test_sign_with_gdbus_then_status_knows_the_signing_certificate(daemon, card)
     )
 
 
+@pytest.mark.parametrize("option", ["'hash': <'sha512'>", "'colour': <'red'>"])
+def test_sign_refuses_unknown_options_including_hash(daemon, card, option):
+    wait_state(daemon.bus.address, "card-present")
+    card.commands(clear=True)
+    password = card.profile.sign_password
+    with pytest.raises(CallError) as err:
+        gdbus_call(
+            daemon.bus.address, "Sign", gvariant_bytes(b"document"), "sha256",
+            f"{{'pin': <'{password}'>, {option}}}",
+        )  # fmt: skip
+    assert ERR + "InvalidArgument" in err.value.message
+    assert "unknown option" in err.value.message
+    assert card.commands() == [] and password not in err.value.message
+    # Authenticate keeps hash as an option (it has no hash argument).
+    signature, cert = auth_call(daemon, card.profile.auth_pin, "sha512", b"challenge")
+    verify(cert, signature, b"challenge", hashes.SHA512())
+
+
 def test_removal_signals_and_status_from_cache(daemon, card):
     wait_state(daemon.bus.address, "card-present")
     monitor = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Load: 100 concurrent dbus-next clients × 100 calls mixing GetStatus and Authenticate.
+"""Load: 100 concurrent clients (``mncd.client``) × 100 calls mixing GetStatus and Authenticate.
 
 Every answer is checked (status fields, signatures verified against the card's certificate);
 the card's APDU log shows each Authenticate as one contiguous SELECT AP, SELECT PIN EF, VERIFY,
@@ -16,8 +16,9 @@ import time
 
 import faultstats
 import pytest
-from dbus_next import Variant
-from faultkit import AUTHENTICATE_APDUS, Stack, client, operations, verify_rsa
+from faultkit import AUTHENTICATE_APDUS, Stack, operations, verify_rsa
+
+from mncd.client import MyNumberCard, Status
 
 CLIENTS = 100
 CALLS = 100
@@ -35,9 +36,9 @@ def stack(sandbox, tmp_path):
     assert "Traceback" not in log
 
 
-async def timed_status(card_iface, samples: list[float]) -> dict:
+async def timed_status(card: MyNumberCard, samples: list[float]) -> Status:
     started = time.perf_counter()
-    status = await card_iface.call_get_status()
+    status = await card.get_status()
     samples.append(time.perf_counter() - started)
     return status
 
@@ -51,32 +52,30 @@ async def load(address: str, auth_der: bytes, pin: str) -> dict:
     queued: list[float] = []
     signatures = 0
 
-    def check_status(status: dict) -> None:
-        auth = status["auth"].value
-        if status["state"].value != "card-present" or auth["fingerprint"].value != fingerprint:
-            wrong.append(f"status {status['state'].value}")
+    def check_status(status: Status) -> None:
+        if status.state != "card-present" or status.auth.fingerprint != fingerprint:
+            wrong.append(f"status {status.state}")
 
-    async def authenticate(card_iface, challenge: bytes) -> None:
+    async def authenticate(card: MyNumberCard, challenge: bytes) -> None:
         nonlocal signatures
-        options = {"pin": Variant("s", pin)}
-        signature, certificate = await card_iface.call_authenticate(challenge, options)
-        if certificate != auth_der:
+        signed = await card.authenticate(challenge, pin=pin)
+        if signed.certificate != auth_der:
             wrong.append("certificate")
-        verify_rsa(certificate, signature, challenge)  # raises on a wrong signature
+        verify_rsa(signed.certificate, signed.signature, challenge)  # raises on a wrong one
         signatures += 1
 
-    async with client(address) as probe:
+    async with await MyNumberCard.connect(address) as probe:
         for _ in range(PROBES):
             check_status(await timed_status(probe, idle))
 
     async def mixed(n: int) -> None:
-        async with client(address) as card_iface:
+        async with await MyNumberCard.connect(address) as card:
             for i in range(CALLS):
                 try:
                     if (n + i) % AUTH_EVERY == 0:
-                        await authenticate(card_iface, f"client {n} call {i}".encode())
+                        await authenticate(card, f"client {n} call {i}".encode())
                     else:
-                        check_status(await card_iface.call_get_status())
+                        check_status(await card.get_status())
                 except Exception as exc:  # a wrong answer, not a crash of the test
                     wrong.append(f"{type(exc).__name__}: {exc}")
 
@@ -87,15 +86,15 @@ async def load(address: str, auth_der: bytes, pin: str) -> dict:
     stop = asyncio.Event()
 
     async def queue_filler(n: int) -> None:
-        async with client(address) as card_iface:
+        async with await MyNumberCard.connect(address) as card:
             i = 0
             while not stop.is_set():
-                await authenticate(card_iface, f"queue {n} {i}".encode())
+                await authenticate(card, f"queue {n} {i}".encode())
                 i += 1
 
     fillers = [asyncio.create_task(queue_filler(n)) for n in range(QUEUE_CLIENTS)]
     await asyncio.sleep(0.5)  # let the queue build up
-    async with client(address) as probe:
+    async with await MyNumberCard.connect(address) as probe:
         for _ in range(PROBES):
             check_status(await timed_status(probe, queued))
     stop.set()

@@ -1,15 +1,15 @@
 """``mncd``: wiring and the asyncio main loop.
 
 Connects to the session bus, exports the interface, starts the PC/SC monitor, owns the bus name,
-then tells systemd it is ready. Exits cleanly on SIGTERM/SIGINT and when the bus goes away
-(systemd restarts it; D-Bus activation starts it again on the next call).
+then tells systemd it is ready. Exits with status 0 on SIGTERM/SIGINT; when the bus connection is
+lost it exits with :data:`BUS_LOST` so that systemd (``Restart=on-failure``) starts it again, as
+D-Bus activation does on the next call.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -36,6 +36,8 @@ log = logging.getLogger("mncd")
 
 #: How long an exit waits for a card operation under way (it ends with a card reset).
 EXIT_GRACE = 10.0
+#: Exit status when the connection to the session bus is lost (a failure: systemd restarts mncd).
+BUS_LOST = 1
 
 STATUS_TEXT = {
     "pcsc-unavailable": "waiting for the PC/SC service (pcscd)",
@@ -112,8 +114,10 @@ async def run(state_dir: Path | None = None) -> int:
     if interval:
         tasks.append(loop.create_task(_watchdog(interval)))
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
     if tasks[1] in done:
-        log.warning("the session bus went away; exiting")
+        log.error("lost the session bus (%s); exiting with status %d", tasks[1].result(), BUS_LOST)
+        status = BUS_LOST
     notify("STOPPING=1")
     for task in pending:
         task.cancel()
@@ -126,8 +130,8 @@ async def run(state_dir: Path | None = None) -> int:
         # join its thread forever). Nothing is being written: cache writes are not on that thread.
         log.warning("a card operation is still blocked in the reader; exiting without it")
         logging.shutdown()
-        os._exit(0)
-    return 0
+        os._exit(status)
+    return status
 
 
 def _card_timeout() -> float:
@@ -138,11 +142,14 @@ def _card_timeout() -> float:
         return CARD_TIMEOUT
 
 
-async def _disconnected(bus: SafeMessageBus) -> None:
-    """Return once the bus connection has ended, however it ended (dbus-next raises the error
-    that ended it, e.g. EOFError when the bus daemon is gone)."""
-    with contextlib.suppress(Exception):
+async def _disconnected(bus: SafeMessageBus) -> str:
+    """Return once the bus connection has ended, however it ended, with why (dbus-next raises
+    the error that ended it, e.g. EOFError when the bus daemon is gone)."""
+    try:
         await bus.wait_for_disconnect()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return "disconnected"
 
 
 async def _watchdog(interval: float) -> None:

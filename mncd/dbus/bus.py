@@ -6,9 +6,12 @@ patches cannot break under a new version; each names the private attribute it to
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextvars
 import logging
+import socket
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,14 @@ log = logging.getLogger(__name__)
 
 #: Longest the daemon waits for a reply from another service (the bus, a notification server).
 CALL_TIMEOUT = 10.0
+
+#: Bytes queued for the bus above which the daemon stops reading from it. Replies are about
+#: 1 KiB (GetStatus) to 4 KiB (Sign), and the kernel's socket buffer takes some 200 KiB on its
+#: own: 1 MiB queued on top of that means the bus has not taken messages for a while, not a
+#: burst. Reading again at a quarter of it keeps a flood from pausing and resuming per message.
+HIGH_WATER = 1024 * 1024
+#: Bytes queued below which the daemon reads from the bus again.
+LOW_WATER = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,192 @@ class ExportedInterface(ServiceInterface):
         return None
 
 
+class BusWriter:
+    """Writes a connection's outgoing messages in order, waiting whenever the socket is full.
+
+    Stands in for dbus-next's ``_MessageWriter``, which takes EAGAIN from a full socket for a
+    lost connection (dbus-next issue 153): a bus slower than a flood of calls then ended the
+    daemon. Here a message the socket did not take whole stays first in the queue with its
+    offset, and writing goes on when the loop finds the socket writable again. Above
+    ``high_water`` bytes queued, the connection's reader is removed (no calls are taken, so no
+    more replies pile up; the bus holds them meanwhile) until the queue is below ``low_water``.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        read: Callable[[], None],
+        on_error: Callable[[Exception], None],
+        *,
+        negotiate_unix_fd: bool = False,
+        high_water: int = HIGH_WATER,
+        low_water: int = LOW_WATER,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.read = read
+        self.on_error = on_error
+        self.negotiate_unix_fd = negotiate_unix_fd
+        self.high_water = high_water
+        self.low_water = low_water
+        #: Messages not yet sent whole: bytes, file descriptors, the future of ``bus.send``.
+        self.messages: deque[tuple[memoryview, list[int], asyncio.Future[None] | None]] = deque()
+        self.offset = 0  #: bytes of the first message already sent
+        self.fds_sent = False  #: whether the first message's descriptors went with its start
+        self.queued = 0  #: bytes waiting to be sent
+        self.reading = True  #: whether the connection's reader is registered with the loop
+        #: While the bus lags: how often reading was paused and the most bytes queued (logged
+        #: once when it starts and once when everything is sent, not at every pause).
+        self.stall: tuple[int, int] | None = None
+        self.started = False  #: dbus-next writes nothing before the bus answers Hello
+        self.closed = False
+
+    def buffer_message(self, msg: Message, future: asyncio.Future[None] | None = None) -> None:
+        """Queue ``msg``, marshalled now (its serial is already set)."""
+        if self.closed:
+            _fail(future, ConnectionError("the bus connection is closed"))
+            return
+        # Private: Message._marshall() gives a message's bytes (what dbus-next's writer sends).
+        data = msg._marshall(negotiate_unix_fd=self.negotiate_unix_fd)
+        fds = list(msg.unix_fds) if self.negotiate_unix_fd else []
+        self.messages.append((memoryview(data), fds, future))
+        self.queued += len(data)
+        if self.stall and self.queued > self.stall[1]:
+            self.stall = (self.stall[0], self.queued)
+        if self.reading and self.queued > self.high_water:
+            self._pause()
+
+    def schedule_write(
+        self, msg: Message | None = None, future: asyncio.Future[None] | None = None
+    ) -> None:
+        """Queue ``msg`` and write when the socket is writable (dbus-next's interface: called
+        without a message once the bus has answered Hello)."""
+        if msg is None:
+            self.started = True
+        else:
+            self.buffer_message(msg, future)
+        if self.started and not self.closed:
+            self.loop.add_writer(self.fd, self.write_callback)
+
+    def write_callback(self) -> None:
+        """Send what the socket takes; the loop calls again once it is writable."""
+        try:
+            while self.messages:
+                data, fds, future = self.messages[0]
+                if fds and not self.fds_sent:
+                    # The descriptors go with the first bytes sent of their message.
+                    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    sent = self.sock.sendmsg([data[self.offset :]], rights)
+                    self.fds_sent = True
+                else:
+                    sent = self.sock.send(data[self.offset :])
+                self.offset += sent
+                self.queued -= sent
+                if self.offset < len(data):
+                    break  # the socket is full: the rest when it is writable again
+                self.messages.popleft()
+                self.offset, self.fds_sent = 0, False
+                if future is not None and not future.done():
+                    future.set_result(None)
+            else:
+                self.loop.remove_writer(self.fd)
+        except (BlockingIOError, InterruptedError):
+            pass  # nothing sent: the writer stays registered and the message first in line
+        except Exception as exc:  # the connection is broken
+            self.on_error(exc)
+            return
+        if not self.reading and self.queued < self.low_water and not self.closed:
+            self._resume()
+        if self.stall and self.reading and not self.messages:
+            pauses, most = self.stall
+            self.stall = None
+            log.info(
+                "the bus takes messages again: all sent (reading paused %d times, at most %d "
+                "bytes queued)",
+                pauses,
+                most,
+            )
+
+    def _pause(self) -> None:
+        """Stop reading from the bus: no more calls, so no more replies, until it catches up."""
+        self.reading = False
+        self.loop.remove_reader(self.fd)
+        if self.stall is None:
+            self.stall = (1, self.queued)
+            log.warning(
+                "the bus is not taking messages (%d bytes queued); reading from it paused until "
+                "it does",
+                self.queued,
+            )
+        else:
+            self.stall = (self.stall[0] + 1, self.stall[1])
+            log.debug("reading from the bus paused again (%d bytes queued)", self.queued)
+
+    def _resume(self) -> None:
+        self.reading = True
+        self.loop.add_reader(self.fd, self.read)
+        # Bytes already read into the stream's buffer raise no event: read them now.
+        self.loop.call_soon(self.read)
+        log.debug("reading from the bus again (%d bytes queued)", self.queued)
+
+    def close(self, error: Exception | None = None) -> None:
+        """The connection has ended: fail what is still queued, never read again."""
+        self.closed = True
+        self.reading = False
+        error = error or ConnectionError("the bus connection is closed")
+        while self.messages:
+            _fail(self.messages.popleft()[2], error)
+        self.queued = 0
+
+
+def _fail(future: asyncio.Future[None] | None, error: Exception) -> None:
+    """Fail the future of a message that will never be sent."""
+    if future is not None and not future.done():
+        future.set_exception(error)
+        # Mark it retrieved: most senders never await it (their calls learn of the end through
+        # their reply handlers), and asyncio would log each as an unhandled error.
+        future.exception()
+
+
 class SafeMessageBus(MessageBus):
-    """dbus-next's asyncio bus, with method handlers that never leak or mis-log errors."""
+    """dbus-next's asyncio bus, with method handlers that never leak or mis-log errors and a
+    writer that waits for a full socket instead of dropping the connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Private: MessageBus._writer is dbus-next's _MessageWriter, which every send goes
+        # through (schedule_write) and which takes EAGAIN for a lost connection; ours waits.
+        # It reads MessageBus._loop, ._sock, ._negotiate_unix_fd, ._message_reader (the reader
+        # connect() registers for the socket) and ._finalize (ends the connection).
+        self._writer = BusWriter(
+            self._loop,
+            self._sock,
+            self._message_reader,
+            self._finalize,
+            negotiate_unix_fd=self._negotiate_unix_fd,
+        )
+
+    # Private: MessageBus._message_reader() is the loop's reader of the bus socket; it
+    # dispatches every message available at once. Ours stops as soon as the writer stops
+    # reading, so one burst of calls cannot queue much more than the high-water mark.
+    def _message_reader(self) -> None:
+        try:
+            while self._writer.reading:
+                # Private: MessageBus._unmarshaller reads one message at a time from the socket.
+                if not self._unmarshaller.unmarshall():
+                    break
+                self._on_message(self._unmarshaller.message)
+                self._unmarshaller = self._create_unmarshaller()
+        except Exception as exc:
+            self._finalize(exc)
+
+    # Private: MessageBus._finalize(err) ends the connection (dbus-next's reader calls it at
+    # EOF, our writer on a broken socket); the writer then fails what it holds and stays closed.
+    def _finalize(self, err: Exception | None = None) -> None:
+        self._writer.close(err)
+        super()._finalize(err)
 
     # Private: MessageBus._find_message_handler(msg) picks the handler of an incoming call and
     # answers UnknownMethod when the signature differs; one of our methods called with the

@@ -163,13 +163,15 @@ def _option(options: dict[str, Variant], name: str, signature: str, default: Any
 class MyNumberCardInterface(ExportedInterface):
     """The exported object."""
 
-    KNOWN_OPTIONS: ClassVar[dict[str, str]] = {
+    #: Sign's options (its hash is an argument, so ``hash`` is not one of them).
+    SIGN_OPTIONS: ClassVar[dict[str, str]] = {
         "pin": "s",
         "digest": "b",
-        "hash": "s",
         "interactive": "b",
         "allow-last-try": "b",
     }
+    #: Authenticate's options: Sign's, and the hash (it has no hash argument).
+    AUTHENTICATE_OPTIONS: ClassVar[dict[str, str]] = {**SIGN_OPTIONS, "hash": "s"}
 
     def __init__(self, manager: CardManager, bus: MessageBus | None = None) -> None:
         super().__init__(INTERFACE)
@@ -283,10 +285,12 @@ class MyNumberCardInterface(ExportedInterface):
 
     @method()
     async def Sign(self, data: "ay", hash: "s", options: "a{sv}") -> "ayay":
+        _check_options(options, self.SIGN_OPTIONS)
         return await self._sign(SIGN_KEY, data, hash, options)
 
     @method()
     async def Authenticate(self, challenge: "ay", options: "a{sv}") -> "ayay":
+        _check_options(options, self.AUTHENTICATE_OPTIONS)
         hash_name = _option(options, "hash", "s", "sha256")
         return await self._sign(AUTH_KEY, challenge, hash_name, options)
 
@@ -326,7 +330,6 @@ class MyNumberCardInterface(ExportedInterface):
     async def _sign(
         self, key: KeySlot, data: bytes, hash_name: str, options: dict[str, Variant]
     ) -> list[bytes]:
-        _check_options(options, self.KNOWN_OPTIONS)
         if hash_name not in HASHES:
             raise errors.InvalidArgument(f"hash must be one of {', '.join(HASHES)}")
         if not data:

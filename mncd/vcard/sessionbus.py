@@ -12,6 +12,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   <type>session</type>
   <listen>unix:path={socket}</listen>
   {servicedirs}
+  {limits}
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
@@ -19,6 +20,18 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   </policy>
 </busconfig>
 """
+
+
+#: The limits of a desktop's session bus (``/usr/share/dbus-1/session.conf``): memory and pending
+#: replies "essentially infinite". Without them dbus-daemon applies its own, lower defaults
+#: (127 MB queued per connection, 128 pending replies per connection).
+SESSION_LIMITS = {
+    "max_incoming_bytes": 1000000000,
+    "max_outgoing_bytes": 1000000000,
+    "max_message_size": 1000000000,
+    "max_replies_per_connection": 50000,
+    "max_match_rules_per_connection": 50000,
+}
 
 
 class PrivateSessionBus:
@@ -29,13 +42,21 @@ class PrivateSessionBus:
         directory: Path,
         service_dirs: list[Path] | None = None,
         env: dict[str, str] | None = None,
+        limits: dict[str, int] | None = None,
     ) -> None:
+        """``limits``: dbus-daemon ``<limit>`` settings (e.g. :data:`SESSION_LIMITS`); without
+        them, dbus-daemon's built-in defaults."""
         self.dir = directory
         self.socket = directory / "bus"
         self.address = f"unix:path={self.socket}"
         config = directory / "bus.conf"
         dirs = "".join(f"<servicedir>{d}</servicedir>" for d in service_dirs or [])
-        config.write_text(BUS_CONFIG.format(socket=self.socket, servicedirs=dirs))
+        limit_lines = "".join(
+            f'<limit name="{name}">{value}</limit>' for name, value in (limits or {}).items()
+        )
+        config.write_text(
+            BUS_CONFIG.format(socket=self.socket, servicedirs=dirs, limits=limit_lines)
+        )
         self.process = subprocess.Popen(
             ["dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile"],
             stdout=subprocess.DEVNULL,
