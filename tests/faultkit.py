@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from busstack import (
-    BUS_NAME,
-    INTERFACE,
-    OBJECT_PATH,
     CallError,
     Daemon,
     PrivateBus,
@@ -27,7 +24,6 @@ from busstack import (
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from dbus_next.aio import MessageBus
 
 from mncd.card.cardinfo import CARD_INFO_AID, INDIVIDUAL_NUMBER_FID
 from mncd.card.jpki import JPKI_AID
