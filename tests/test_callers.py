@@ -522,7 +522,13 @@ def requested_by(log: str) -> str:
 @pytest.fixture
 def stack(tmp_path, sandbox, card):
     pinentry = ScriptedPinentry(tmp_path / "pinentry", ["cancel"])
-    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8", "LANGUAGE": ""}
+    env = {
+        **sandbox.env,
+        **config_with(tmp_path, pinentry),
+        "LANG": "C.UTF-8",
+        "LANGUAGE": "",
+        "DISPLAY": ":0",
+    }  # a session with a screen, where PIN dialogs can be shown
     (tmp_path / "bus").mkdir()
     with daemon_on_private_bus(tmp_path / "bus", env) as daemon:
         wait_state(daemon.bus.address, "card-present")

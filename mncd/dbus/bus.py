@@ -10,6 +10,7 @@ import array
 import asyncio
 import contextvars
 import logging
+import os
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -241,6 +242,11 @@ class SafeMessageBus(MessageBus):
             self._finalize,
             negotiate_unix_fd=self._negotiate_unix_fd,
         )
+        # For tests: a small kernel send buffer makes a flood fill the socket on any machine
+        # (private: MessageBus._sock is the connected socket).
+        send_buffer = os.environ.get("MNCD_BUS_SEND_BUFFER")
+        if send_buffer and send_buffer.isdigit():
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(send_buffer))
 
     # Private: MessageBus._message_reader() is the loop's reader of the bus socket; it
     # dispatches every message available at once. Ours stops as soon as the writer stops
