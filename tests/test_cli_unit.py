@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 from dbus_next import Variant
 
-from mncd import client
+from mncd import client, errors
 from mncd.cli import errors as cli_errors
 from mncd.cli import files, output
 from mncd.cli import main as cli
@@ -66,9 +66,9 @@ def daemon_status(**overrides: Variant) -> dict[str, Variant]:
     return status
 
 
-def lines_for(name: str, text: str) -> list[str]:
+def lines_for(name: str, text: str, *, terminal: bool = False) -> list[str]:
     """What mncctl prints for an error reply named ``name``."""
-    return cli_errors.error_lines(error_for_reply(name, text))
+    return cli_errors.error_lines(error_for_reply(name, text), terminal=terminal)
 
 
 def table(status: dict[str, Variant], tz: dt.tzinfo | None = None) -> str:
@@ -411,43 +411,144 @@ def test_auth_options_always_name_the_hash() -> None:
     )
 
 
-def no_note() -> str | None:
-    raise AssertionError("the status must not be asked for")
-
-
 def test_pin_from_stdin_is_the_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("ABC123\r\nrest\n"))
-    pin = cli_pin.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
-    assert pin == "ABC123"
+    assert cli_pin.read_stdin_pin() == "ABC123"
 
 
-def test_empty_pin_on_stdin_is_a_pin_problem(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+@pytest.mark.parametrize("text", ["", "\nABC123\n"])
+def test_empty_pin_on_stdin_is_a_pin_problem(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
     with pytest.raises(cli_errors.PinInputError):
-        cli_pin.read_pin(from_stdin=True, prompt="?", stdin_is_tty=False, note=no_note)
+        cli_pin.read_stdin_pin()
 
 
-def test_no_pin_is_sent_when_stdin_is_not_a_terminal() -> None:
-    assert cli_pin.read_pin(from_stdin=False, prompt="?", stdin_is_tty=False, note=no_note) is None
+def test_desktop_session_is_told_by_the_environment() -> None:
+    assert cli_pin.in_desktop_session({"WAYLAND_DISPLAY": "wayland-0"})
+    assert cli_pin.in_desktop_session({"DISPLAY": ":0"})
+    assert not cli_pin.in_desktop_session({})
 
 
-def test_terminal_prompt_uses_getpass_and_shows_the_note(
+def card_status(which: str = "auth", **fields: Variant) -> Status:
+    """A GetStatus answer for a card in the reader, ``fields`` changed in ``which``."""
+    base = {"auth": 3, "sign": 5}[which]
+    return Status.from_dbus(
+        daemon_status(**{which: cert_status(**{"pin_tries_left": Variant("i", base), **fields})})
+    )
+
+
+def status_in(state: str) -> Status:
+    return Status.from_dbus(daemon_status(state=Variant("s", state), reader=Variant("s", "")))
+
+
+class FakeCard:
+    """GetStatus answers in turn (the last one repeats) and the calls that used the PIN."""
+
+    def __init__(self, *statuses: Status, failures: tuple[BaseException, ...] = ()) -> None:
+        self.statuses = list(statuses)
+        self.failures = list(failures)
+        self.sent: list[tuple[str | None, bool]] = []
+
+    async def get_status(self) -> Status:
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    async def operation(self, pin: str | None, allow_last_try: bool) -> str:
+        self.sent.append((pin, allow_last_try))
+        if self.failures:
+            raise self.failures.pop(0)
+        return "signed"
+
+
+class Person:
+    """A person at the terminal: the answers typed to input() and getpass(), and what was asked;
+    standard input stays unread unless the test reads it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answer: str = "", pin: str = "") -> None:
+        self.asked: list[str] = []
+        self.stdin = io.StringIO("ABC123\n")
+        monkeypatch.setattr("sys.stdin", self.stdin)
+
+        def fake_input(prompt: str = "") -> str:
+            self.asked.append("y/N")
+            return answer
+
+        def fake_getpass(prompt: str) -> str:
+            self.asked.append(prompt)
+            return pin
+
+        monkeypatch.setattr("builtins.input", fake_input)
+        monkeypatch.setattr(cli_pin.getpass, "getpass", fake_getpass)
+
+
+def pin_call(card: FakeCard, which: str = "auth", **request: bool) -> str:
+    return cli_pin.call_with_pin(
+        cli_pin.PinRequest(which, **request), asyncio.run, card, card.operation
+    )
+
+
+TERMINAL = {"stdin_is_tty": True}
+STDIN = {"from_stdin": True}
+DESKTOP = {"desktop": True, "stdin_is_tty": True}
+
+
+def test_last_try_on_a_terminal_is_asked_first_and_no_cancels(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prompts: list[str] = []
-
-    def fake_getpass(prompt: str) -> str:
-        prompts.append(prompt)
-        return "ABC123"
-
-    monkeypatch.setattr(cli_pin.getpass, "getpass", fake_getpass)
-    pin = cli_pin.read_pin(
-        from_stdin=False, prompt=cli_pin.SIGN_PROMPT, stdin_is_tty=True, note=lambda: "1 left"
+    person = Person(monkeypatch, answer="n", pin="1234")
+    card = FakeCard(card_status(pin_tries_left=Variant("i", 1)))
+    with pytest.raises(cli_errors.CancelledByUserError) as raised:
+        pin_call(card, **TERMINAL)
+    assert person.asked == ["y/N"] and card.sent == []
+    assert cli_errors.exit_code(raised.value) == ExitCode.CANCELLED
+    err = capsys.readouterr().err
+    assert err == (
+        "Only 1 try is left for the user-authentication PIN (残り1回): a wrong PIN blocks it "
+        "until it is reset at your municipal office "
+        "(間違えると市区町村の窓口での再設定が必要です).\n"
+        "Use the last try? (最後の1回を使いますか) [y/N] "
     )
-    assert pin == "ABC123"
-    assert prompts == ["署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "]
+
+
+@pytest.mark.parametrize("answer", ["", "no", "N", "yes please"])
+def test_anything_but_yes_keeps_the_last_try(monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    person = Person(monkeypatch, answer=answer, pin="ABC123")
+    card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 1)))
+    with pytest.raises(cli_errors.CancelledByUserError):
+        pin_call(card, "sign", **TERMINAL)
+    assert person.asked == ["y/N"] and card.sent == []
+
+
+@pytest.mark.parametrize("answer", ["y", "Y", "yes", " y "])
+def test_yes_asks_the_pin_and_sends_it_for_the_last_try(
+    monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    person = Person(monkeypatch, answer=answer, pin="ABC123")
+    card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 1)))
+    assert pin_call(card, "sign", **TERMINAL) == "signed"
+    assert person.asked == ["y/N", cli_pin.SIGN_PROMPT]
+    assert card.sent == [("ABC123", True)]
+
+
+def test_allow_last_try_on_a_terminal_needs_no_question(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person = Person(monkeypatch, pin="1234")
+    card = FakeCard(card_status(pin_tries_left=Variant("i", 1)))
+    pin_call(card, allow_last_try=True, **TERMINAL)
+    assert person.asked == [cli_pin.AUTH_PROMPT] and card.sent == [("1234", True)]
+    assert capsys.readouterr().err == "Only 1 try is left before the PIN is blocked (残り1回).\n"
+
+
+def test_terminal_prompt_warns_of_few_tries_and_never_echoes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person = Person(monkeypatch, pin="ABC123")
+    card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 2)))
+    pin_call(card, "sign", **TERMINAL)
+    assert person.asked == ["署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "]
+    assert card.sent == [("ABC123", False)]
     captured = capsys.readouterr()
-    assert captured.err == "1 left\n"
+    assert captured.err == "2 tries are left before the PIN is blocked (残り2回).\n"
     assert "ABC123" not in captured.out + captured.err
 
 
@@ -459,8 +560,203 @@ def test_empty_terminal_answer_cancels(monkeypatch: pytest.MonkeyPatch, answer: 
         return str(answer)
 
     monkeypatch.setattr(cli_pin.getpass, "getpass", fake_getpass)
+    card = FakeCard(card_status())
     with pytest.raises(cli_errors.CancelledByUserError):
-        cli_pin.read_pin(from_stdin=False, prompt="?", stdin_is_tty=True, note=lambda: None)
+        pin_call(card, **TERMINAL)
+    assert card.sent == []
+
+
+@pytest.mark.parametrize("answer", [EOFError(), KeyboardInterrupt()])
+def test_end_of_input_at_the_question_cancels(
+    monkeypatch: pytest.MonkeyPatch, answer: BaseException
+) -> None:
+    def fake_input(prompt: str = "") -> str:
+        raise answer
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    card = FakeCard(card_status(pin_tries_left=Variant("i", 1)))
+    with pytest.raises(cli_errors.CancelledByUserError):
+        pin_call(card, **TERMINAL)
+    assert card.sent == []
+
+
+def test_pin_stdin_at_the_last_try_is_refused_before_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    person = Person(monkeypatch)
+    card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 1)))
+    with pytest.raises(cli_errors.LastTryRefused) as raised:
+        pin_call(card, "sign", **STDIN)
+    assert person.stdin.tell() == 0 and person.asked == [] and card.sent == []
+    assert cli_errors.exit_code(raised.value) == ExitCode.PIN
+    for terminal in (False, True):
+        assert cli_errors.error_lines(raised.value, terminal=terminal) == [
+            "only 1 try is left for the signing password: a wrong one blocks it until it is "
+            "reset at your municipal office (残り1回です。間違えるとロックされます)",
+            "To use the last try anyway, add --allow-last-try "
+            "(最後の1回を使うには --allow-last-try を付けてください).",
+        ]
+
+
+def test_pin_stdin_with_allow_last_try_sends_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    person = Person(monkeypatch)
+    card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 1)))
+    pin_call(card, "sign", allow_last_try=True, **STDIN)
+    assert card.sent == [("ABC123", True)] and person.asked == []
+
+
+def test_pin_stdin_with_tries_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    Person(monkeypatch)
+    card = FakeCard(card_status("sign"))
+    pin_call(card, "sign", **STDIN)
+    assert card.sent == [("ABC123", False)]
+
+
+UNUSABLE = [
+    (status_in("no-card"), "auth", errors.NoCard, ExitCode.FAILED,
+     "no My Number Card is inserted (マイナンバーカードがありません)"),
+    (status_in("no-reader"), "sign", errors.NoCard, ExitCode.FAILED,
+     "no card reader is connected (カードリーダーが接続されていません)"),
+    (status_in("pcsc-unavailable"), "auth", errors.PcscUnavailable, ExitCode.FAILED,
+     "the smart-card service (pcscd) is not available (スマートカードのサービスが使えません)"),
+    (status_in("unknown-card"), "auth", errors.NotSupported, ExitCode.FAILED,
+     "the card in the reader is not a My Number Card (マイナンバーカードではありません)"),
+    (card_status("auth", pin_tries_left=Variant("i", 0)), "auth", errors.PinBlocked,
+     ExitCode.PIN, "the user-authentication PIN is blocked: no tries left (ロックされています)"),
+    (card_status("sign", pin_tries_left=Variant("i", 0)), "sign", errors.PinBlocked,
+     ExitCode.PIN, "the signing password is blocked: no tries left (ロックされています)"),
+    (card_status("sign", present=Variant("b", False), pin_tries_left=Variant("i", -1)), "sign",
+     errors.CertificateMissing, ExitCode.FAILED,
+     "the card has no signing certificate: cards of children under 15 carry none "
+     "(署名用電子証明書が搭載されていません)"),
+    (card_status("auth", present=Variant("b", False)), "auth", errors.CertificateMissing,
+     ExitCode.FAILED, "the card has no user-authentication certificate "
+     "(利用者証明用電子証明書が搭載されていません)"),
+    (Status.from_dbus(daemon_status(token=Variant("s", "android"))), "auth",
+     errors.NotSupported, ExitCode.FAILED, "tokens of kind Android smartphone"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [TERMINAL, STDIN, DESKTOP, {}], ids=["tty", "stdin", "gui", "-"])
+@pytest.mark.parametrize(("status", "which", "error", "code", "text"), UNUSABLE)
+def test_a_pin_that_cannot_be_used_is_never_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mode: dict[str, bool],
+    status: Status,
+    which: str,
+    error: type[Exception],
+    code: ExitCode,
+    text: str,
+) -> None:
+    person = Person(monkeypatch, answer="y", pin="1234")
+    card = FakeCard(status)
+    with pytest.raises(error) as raised:
+        pin_call(card, which, **mode)
+    assert person.asked == [] and person.stdin.tell() == 0 and card.sent == []
+    assert capsys.readouterr().err == ""  # not even the line about the PIN dialog
+    assert cli_errors.exit_code(raised.value) == code
+    lines = cli_errors.error_lines(raised.value, terminal=True)
+    assert lines[0].startswith(text)
+    if error is errors.PinBlocked:
+        assert lines[1:] == [cli_errors.PIN_BLOCKED_HINT]
+
+
+def test_a_card_being_read_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    Person(monkeypatch, pin="1234")
+    reading = Status.from_dbus(
+        daemon_status(auth=cert_status(source=Variant("s", "cache")), sign=Variant("a{sv}", {}))
+    )
+    assert cli_pin.usable_tries(reading, "sign") is None  # nothing known yet: no refusal
+    card = FakeCard(reading, reading, card_status(pin_tries_left=Variant("i", 0)))
+    with pytest.raises(errors.PinBlocked):
+        pin_call(card, **TERMINAL)
+    assert card.statuses == [card_status(pin_tries_left=Variant("i", 0))]
+
+
+def test_desktop_session_leaves_the_pin_to_the_daemon(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person = Person(monkeypatch, pin="ABC123")
+    card = FakeCard(card_status("sign"))
+    assert pin_call(card, "sign", **DESKTOP) == "signed"
+    assert person.asked == [] and card.sent == [(None, False)]
+    assert capsys.readouterr().err == (
+        "Waiting for you to enter the signing password in the PIN dialog… "
+        "(署名用電子証明書のパスワードを入力画面で入力してください)\n"
+    )
+
+
+NO_DIALOG = (
+    "no PIN dialog could be shown (the pinentry program 'pinentry-gnome3' is not installed); "
+    "pass the PIN in the pin option"
+)
+
+
+def test_no_pin_dialog_falls_back_to_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person = Person(monkeypatch, pin="1234")
+    card = FakeCard(card_status(), failures=(errors.PinRequired(NO_DIALOG),))
+    assert pin_call(card, **DESKTOP) == "signed"
+    assert person.asked == [cli_pin.AUTH_PROMPT]
+    assert card.sent == [(None, False), ("1234", False)]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("Waiting for you to enter the user-authentication PIN")
+    assert lines[1:] == [f"mncctl: {NO_DIALOG} — asking here instead (この端末で入力してください)"]
+
+
+def test_no_pin_dialog_falls_back_to_the_last_try_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    person = Person(monkeypatch, answer="n", pin="1234")
+    card = FakeCard(
+        card_status(pin_tries_left=Variant("i", 1)), failures=(errors.PinRequired(NO_DIALOG),)
+    )
+    with pytest.raises(cli_errors.CancelledByUserError):
+        pin_call(card, **DESKTOP)
+    assert person.asked == ["y/N"] and card.sent == [(None, False)]
+
+
+def test_no_pin_dialog_and_no_terminal_is_a_pin_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    person = Person(monkeypatch, pin="1234")
+    card = FakeCard(card_status(), failures=(errors.PinRequired(NO_DIALOG),))
+    with pytest.raises(errors.PinRequired) as raised:
+        pin_call(card, desktop=True)
+    assert person.asked == [] and card.sent == [(None, False)]
+    assert cli_errors.exit_code(raised.value) == ExitCode.PIN
+    assert cli_errors.error_lines(raised.value, terminal=False) == [
+        NO_DIALOG,
+        "Run mncctl in a terminal to be asked for it, or pass it with --pin-stdin "
+        "(端末で実行するか、--pin-stdin で渡してください).",
+    ]
+
+
+def test_no_terminal_and_no_stdin_sends_no_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    person = Person(monkeypatch, pin="1234")
+    card = FakeCard(card_status(pin_tries_left=Variant("i", 1)))
+    pin_call(card)
+    assert person.asked == [] and person.stdin.tell() == 0 and card.sent == [(None, False)]
+
+
+LAST_TRY_REFUSAL = (
+    "only one try is left for the signing password: a wrong PIN would block it until it is "
+    "reset at the municipal office; set allow-last-try to send it anyway "
+    "(残り1回です。間違えるとロックされます)"
+)
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_last_try_refusal_names_mncctls_flag(terminal: bool) -> None:
+    lines = lines_for(ERR + "PinRequired", LAST_TRY_REFUSAL, terminal=terminal)
+    assert lines[1] == (
+        "To use the last try anyway, add --allow-last-try "
+        "(最後の1回を使うには --allow-last-try を付けてください)."
+    )
+    assert "terminal" not in lines[1]
+
+
+def test_pin_required_on_a_terminal_does_not_say_run_it_in_one() -> None:
+    lines = lines_for(ERR + "PinRequired", "the card needs the PIN for this", terminal=True)
+    assert lines[1] == "Pass the PIN with --pin-stdin (--pin-stdin で渡してください)."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,18 +893,3 @@ def test_unreadable_certificate_is_a_verification_error() -> None:
 def test_certificate_summary(rsa_key: rsa.RSAPrivateKey) -> None:
     assert output.certificate_summary(self_signed(rsa_key)).startswith("serial 1A2B, expires ")
     assert output.certificate_summary(b"junk") == ""
-
-
-def test_desktop_session_leaves_the_pin_to_the_daemon(monkeypatch) -> None:
-    asked = []
-    monkeypatch.setattr(cli_pin.getpass, "getpass", lambda prompt: asked.append(prompt) or "1234")
-    assert cli_pin.in_desktop_session({"WAYLAND_DISPLAY": "wayland-0"})
-    assert not cli_pin.in_desktop_session({})
-    pin = cli_pin.read_pin(
-        from_stdin=False, prompt="PIN: ", stdin_is_tty=True, note=lambda: None, desktop=True
-    )
-    assert pin is None and asked == []
-    pin = cli_pin.read_pin(
-        from_stdin=False, prompt="PIN: ", stdin_is_tty=True, note=lambda: None, desktop=False
-    )
-    assert pin == "1234" and asked == ["PIN: "]

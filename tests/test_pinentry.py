@@ -17,13 +17,14 @@ from mncd.desktop.pinentry import escape, unescape
 
 
 class Terminal:
-    """A tmux pane whose tty the pinentry draws on; keys are typed with send-keys."""
+    """A tmux pane whose tty the pinentry draws on (or that runs ``command``); keys are typed
+    with send-keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "sleep 3600") -> None:
         self.session = f"mncd-{uuid.uuid4().hex[:8]}"
         subprocess.run(
             ["tmux", "-u", "new-session", "-d", "-s", self.session, "-x", "160", "-y", "40",
-             "sleep 3600"],
+             command],
             check=True,
         )  # fmt: skip
         self.tty = subprocess.run(
@@ -249,3 +250,7 @@ def test_mncctl_in_a_desktop_session_lets_the_daemon_ask(daemon, card, terminal)
     code, out, err = finish(call)
     assert code == 0, err
     assert "verified" in out
+    assert err.splitlines() == [
+        "Waiting for you to enter the user-authentication PIN in the PIN dialog… "
+        "(利用者証明用電子証明書の暗証番号を入力画面で入力してください)"
+    ]

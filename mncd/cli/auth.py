@@ -10,7 +10,7 @@ from pathlib import Path
 from mncd.cli.errors import ExitCode, UsageError, VerificationError
 from mncd.cli.files import check_output, verify_signature, write
 from mncd.cli.output import certificate_summary
-from mncd.cli.pin import AUTH_PROMPT, add_pin_arguments, obtain_pin
+from mncd.cli.pin import PinRequest, add_pin_arguments, call_with_pin
 from mncd.cli.session import session
 
 CHALLENGE_SIZE = 32
@@ -41,11 +41,14 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_output(path)
     with session() as (call, card):
-        pin = obtain_pin(args, "auth", AUTH_PROMPT, call, card)
-        signed = call(
-            card.authenticate(challenge, args.hash, pin=pin, allow_last_try=args.allow_last_try)
+        signed = call_with_pin(
+            PinRequest.from_args(args, "auth"),
+            call,
+            card,
+            lambda pin, last_try: card.authenticate(
+                challenge, args.hash, pin=pin, allow_last_try=last_try
+            ),
         )
-        del pin
     origin = str(args.challenge_file) if args.challenge_file else f"random {CHALLENGE_SIZE} bytes"
     # Checked before anything is written: a file on disk is a signature that verified.
     if not verify_signature(signed.certificate, signed.signature, challenge, args.hash):

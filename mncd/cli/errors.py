@@ -10,7 +10,45 @@ from mncd.client import BusError, BusUnavailable, CallTimeout, DaemonUnavailable
 PIN_BLOCKED_HINT = (
     "The PIN is blocked: reset it at your municipal office (市区町村の窓口で再設定してください)."
 )
-PIN_REQUIRED_HINT = "Run mncctl in a terminal to be asked for it, or pass it with --pin-stdin."
+PIN_REQUIRED_HINT = (
+    "Run mncctl in a terminal to be asked for it, or pass it with --pin-stdin "
+    "(端末で実行するか、--pin-stdin で渡してください)."
+)
+#: The same for someone already at a terminal (mncctl asks there whenever it can).
+PIN_REQUIRED_TERMINAL_HINT = "Pass the PIN with --pin-stdin (--pin-stdin で渡してください)."
+LAST_TRY_HINT = (
+    "To use the last try anyway, add --allow-last-try "
+    "(最後の1回を使うには --allow-last-try を付けてください)."
+)
+
+# Why mncctl does not ask for a PIN at all (checked in the status before any prompt).
+NO_CARD_TEXT = "no My Number Card is inserted (マイナンバーカードがありません)"
+NO_READER_TEXT = "no card reader is connected (カードリーダーが接続されていません)"
+PCSC_UNAVAILABLE_TEXT = (
+    "the smart-card service (pcscd) is not available (スマートカードのサービスが使えません)"
+)
+UNKNOWN_CARD_TEXT = (
+    "the card in the reader is not a My Number Card (マイナンバーカードではありません)"
+)
+NO_CERTIFICATE_TEXT = {
+    "auth": "the card has no user-authentication certificate "
+    "(利用者証明用電子証明書が搭載されていません)",
+    "sign": "the card has no signing certificate: cards of children under 15 carry none "
+    "(署名用電子証明書が搭載されていません)",
+}
+
+
+def blocked_text(label: str) -> str:
+    """Why a blocked PIN is not asked for."""
+    return f"the {label} is blocked: no tries left (ロックされています)"
+
+
+def last_try_text(label: str) -> str:
+    """Why ``--pin-stdin`` is refused at the last try without ``--allow-last-try``."""
+    return (
+        f"only 1 try is left for the {label}: a wrong one blocks it until it is reset at "
+        "your municipal office (残り1回です。間違えるとロックされます)"
+    )
 
 
 class ExitCode(enum.IntEnum):
@@ -36,6 +74,10 @@ class CancelledByUserError(Exception):
     """The user gave up (Ctrl-C, end of input at a prompt)."""
 
 
+class LastTryRefused(errors.PinRequired):
+    """mncctl kept the PIN back: one try is left and ``--allow-last-try`` was not given."""
+
+
 class VerificationError(Exception):
     """A signature from the card does not verify against the certificate it came with."""
 
@@ -55,8 +97,9 @@ def exit_code(exc: BaseException) -> ExitCode:
     return ExitCode.FAILED
 
 
-def error_lines(exc: BaseException) -> list[str]:
-    """What the user reads (one line, sometimes a hint after it) for an exception."""
+def error_lines(exc: BaseException, *, terminal: bool = False) -> list[str]:
+    """What the user reads (one line, sometimes a hint after it) for an exception; ``terminal``:
+    mncctl runs on a terminal, where it asks for a PIN itself."""
     if isinstance(exc, DaemonUnavailable):
         detail = f": {exc.text}" if exc.text else f" ({exc.name})"
         return [f"the mncd daemon is not running and could not be started{detail}"]
@@ -67,7 +110,7 @@ def error_lines(exc: BaseException) -> list[str]:
         if isinstance(exc, errors.PinBlocked):
             lines.append(PIN_BLOCKED_HINT)
         elif isinstance(exc, errors.PinRequired):
-            lines.append(PIN_REQUIRED_HINT)
+            lines.append(pin_required_hint(exc, terminal=terminal))
         return lines
     if isinstance(exc, KeyboardInterrupt):
         return ["cancelled"]
@@ -86,6 +129,19 @@ def error_lines(exc: BaseException) -> list[str]:
         return [str(exc) or "cancelled"]
     # a bug or a malformed reply: still no traceback for a person
     return [f"unexpected error: {type(exc).__name__}: {exc}"]
+
+
+def is_last_try_refusal(exc: errors.PinRequired) -> bool:
+    """Whether the PIN was refused because only one try is left (mncctl's or the daemon's)."""
+    return isinstance(exc, LastTryRefused) or "allow-last-try" in exc.text
+
+
+def pin_required_hint(exc: errors.PinRequired, *, terminal: bool) -> str:
+    """The hint after a PinRequired: the flag that helps, never "run it in a terminal" to
+    someone who is in one."""
+    if is_last_try_refusal(exc):
+        return LAST_TRY_HINT
+    return PIN_REQUIRED_TERMINAL_HINT if terminal else PIN_REQUIRED_HINT
 
 
 def _split_camel(name: str) -> str:

@@ -16,6 +16,7 @@ import sys
 
 from mncd.cli import auth, sign, status, watch
 from mncd.cli.errors import ExitCode, error_lines, exit_code
+from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
 COMMANDS = (status, sign, auth, watch)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (Exception, KeyboardInterrupt) as exc:
-        for line in error_lines(exc):
+        for line in error_lines(exc, terminal=stdin_is_tty()):
             print(f"mncctl: {line}", file=sys.stderr)
         return exit_code(exc)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from mncd.cli.errors import ExitCode, VerificationError
 from mncd.cli.files import check_output, read_payload, verify_signature, write
 from mncd.cli.output import certificate_summary
-from mncd.cli.pin import SIGN_PROMPT, add_pin_arguments, obtain_pin
+from mncd.cli.pin import PinRequest, add_pin_arguments, call_with_pin
 from mncd.cli.session import session
 
 
@@ -29,17 +29,14 @@ def run(args: argparse.Namespace) -> int:
     for path in (sig_path, crt_path):
         check_output(path)
     with session() as (call, card):
-        pin = obtain_pin(args, "sign", SIGN_PROMPT, call, card)
-        signed = call(
-            card.sign(
-                payload.data,
-                args.hash,
-                pin=pin,
-                digest=payload.is_digest,
-                allow_last_try=args.allow_last_try,
-            )
+        signed = call_with_pin(
+            PinRequest.from_args(args, "sign"),
+            call,
+            card,
+            lambda pin, last_try: card.sign(
+                payload.data, args.hash, pin=pin, digest=payload.is_digest, allow_last_try=last_try
+            ),
         )
-        del pin
     if not verify_signature(
         signed.certificate, signed.signature, payload.data, args.hash, prehashed=payload.is_digest
     ):
