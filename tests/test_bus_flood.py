@@ -21,7 +21,7 @@ from conftest import READERS
 from dbus_next import Message
 
 from mncd.client import MyNumberCard, Status
-from mncd.dbus.bus import HIGH_WATER, BusWriter
+from mncd.dbus.bus import HIGH_WATER, BusWriter, method_call
 from mncd.vcard.sessionbus import SESSION_LIMITS
 
 FLOODERS = 8
@@ -48,22 +48,14 @@ class UnreadCalls:
         self.sock.sendall(b"BEGIN\r\n")
 
     def flood(self, count: int) -> None:
-        hello = Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="Hello",
-            serial=1,
+        hello = method_call(
+            "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello"
         )
+        hello.serial = 1
         data = bytearray(hello._marshall())
         for serial in range(2, count + 2):
-            call = Message(
-                destination=BUS_NAME,
-                path=OBJECT_PATH,
-                interface=INTERFACE,
-                member="GetStatus",
-                serial=serial,
-            )
+            call = method_call(BUS_NAME, OBJECT_PATH, INTERFACE, "GetStatus")
+            call.serial = serial
             data += call._marshall()
         self.sock.sendall(data)
 
