@@ -36,7 +36,8 @@ PINS = {AUTH_KEY.name: "1234", SIGN_KEY.name: "ABC123"}
 def signature(
     context: PcscContext, reader: str, key: KeySlot, data: bytes, read_certificate: bool = False
 ) -> bytes:
-    """SELECT AP, SELECT PIN EF, VERIFY, SELECT key EF, SIGN.
+    """SELECT AP, SELECT PIN EF, the live counter (an empty VERIFY), VERIFY, SELECT key EF, SIGN:
+    the fewest APDUs of a signature that never spends a try blindly (see the PIN gate).
 
     With ``read_certificate``, the signing certificate is read after VERIFY (it needs the
     password), in as few READ BINARYs as possible.
@@ -44,6 +45,7 @@ def signature(
     info = digest_info("sha256", digest("sha256", data))
     with context.connect(reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
+        session.pin_tries_left(key)
         session.verify_pin(key, PINS[key.name])
         if read_certificate:
             _read_certificate(session.protocol, Certificate.SIGN.fid)

@@ -171,7 +171,7 @@ def test_missing_pinentry_falls_back_to_the_terminal(
         )
         fallback = "\n".join(lines[waiting + 1 :])
         assert fallback.startswith("mncctl: no PIN dialog could be shown")
-        assert "pinentry" in fallback and "asking here instead" in fallback
+        assert "pinentry-does-not-exist" in fallback and "asking here instead" in fallback
         term.type(card.profile.auth_pin, "Enter")
         screen = term.wait("[exit ")
         assert "[exit 0]" in screen and "verified" in screen, screen
