@@ -28,8 +28,10 @@ from pathlib import Path
 
 import pytest
 import systemd.daemon
+from busstack import daemon_on_private_bus, name_has_owner
 from systemd.journal import JournalHandler
 
+from mncd.daemon import install
 from mncd.daemon import systemd as sd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,11 +237,15 @@ def test_setup_logging_verbose_and_repeated(clean_logging, monkeypatch, capsys):
 
 
 STAND_IN = f"""#!{sys.executable}
-# Stands in for mncd: records its argv next to itself and, when D-Bus activated, takes the name.
+# Stands in for mncd: installs itself as mncd does; otherwise records its argv next to itself
+# and, when D-Bus activated, takes the name.
 import asyncio, os, sys
 from pathlib import Path
 from dbus_next.aio import MessageBus
 
+if sys.argv[1:2] in (["--install-user-service"], ["--uninstall-user-service"]):
+    from mncd.daemon.main import main
+    sys.exit(main())
 Path(sys.argv[0]).with_name("ran").write_text("\\n".join(sys.argv) + "\\n")
 
 async def main():
@@ -368,13 +374,11 @@ def test_verify_reports_a_broken_unit(short_dir):
 
 
 def test_install_defaults_to_the_repository_venv_and_home(tmp_path):
-    """Without arguments: <repo>/.venv/bin/mncd, ~/.config and ~/.local/share."""
+    """Without arguments: <repo>/.venv/bin/mncd, ~/.config and ~/.local/share. The shipped files
+    come with the installed package, not from the checkout."""
     repo = tmp_path / "repo"
-    for part in ("scripts/install-user-service", "systemd/mncd.service", SHIPPED_ACTIVATION):
-        source = REPO / part
-        target = repo / source.relative_to(REPO)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(INSTALLER, repo / "scripts")
     exe = _fake_mncd(repo / ".venv" / "bin")
     env = _env(tmp_path)
     result = _install(env, installer=repo / "scripts" / "install-user-service")
@@ -391,11 +395,63 @@ def test_install_refuses_what_it_cannot_install(tmp_path):
     result = _install(env, str(tmp_path / "no-such-mncd"))
     assert result.returncode != 0
     assert "not an executable" in result.stderr
+    repo = tmp_path / "repo-without-venv"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(INSTALLER, repo / "scripts")
+    result = _install(env, installer=repo / "scripts" / "install-user-service")
+    assert result.returncode != 0
+    assert "run scripts/setup first" in result.stderr
     odd = _fake_mncd(tmp_path / "100%$x")  # % and $ would be expanded by systemd
     result = _install(env, str(odd))
     assert result.returncode != 0
     assert "unsupported characters" in result.stderr
     assert not (tmp_path / "home").exists()
+
+
+def test_mncd_installs_itself(tmp_path):
+    """``mncd --install-user-service`` without a path installs the mncd command it was run as;
+    ``python -m mncd.daemon`` installs the mncd beside that Python (a venv's or pipx's)."""
+    exe = _fake_mncd(tmp_path / "pipx" / "bin")
+    env = _env(tmp_path)
+    unit = tmp_path / "home" / ".config" / "systemd" / "user" / "mncd.service"
+    result = subprocess.run(
+        [str(exe), "--install-user-service"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"both run {exe}" in result.stdout
+    assert _read_ini(unit)["Service"]["ExecStart"] == str(exe)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mncd.daemon", "--install-user-service"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _read_ini(unit)["Service"]["ExecStart"] == str(Path(sys.executable).with_name("mncd"))
+
+    both = subprocess.run(
+        [str(exe), "--install-user-service", "--uninstall-user-service"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    assert unit.exists()
+
+
+def test_uninstall_without_a_user_manager_stops_the_running_mncd(tmp_path, sandbox):
+    """No systemd: the bus started mncd itself (or the user did); uninstalling ends it."""
+    with daemon_on_private_bus(tmp_path, sandbox.env) as daemon:
+        env = _env(tmp_path, DBUS_SESSION_BUS_ADDRESS=daemon.bus.address)
+        assert _install(env, str(_fake_mncd(tmp_path / "bin"))).returncode == 0
+        result = _install(env, "--uninstall")
+        assert result.returncode == 0, result.stderr
+        assert daemon.process is not None
+        assert daemon.process.wait(timeout=30) == 0  # SIGTERM: a clean exit
+        assert not name_has_owner(daemon.bus.address)
+
+
+def test_the_package_carries_the_shipped_files():
+    """What the installer copies (package data, also in a wheel) is what systemd/ and dbus/ ship."""
+    for shipped in (SHIPPED_UNIT, SHIPPED_ACTIVATION):
+        assert install.shipped(shipped.name) == shipped.read_text()
 
 
 def _bus_call(address: str, method: str, *args: str) -> subprocess.CompletedProcess:

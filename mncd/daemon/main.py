@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from dbus_next import BusType
@@ -104,6 +106,7 @@ async def run(state_dir: Path | None = None) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    _test_hooks(loop)
     tasks = [
         loop.create_task(stop.wait()),
         loop.create_task(_disconnected(bus)),
@@ -158,13 +161,60 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def _user_service(executable: str | None) -> int:
+    """Install (``executable``: a path, or '' for this mncd) or, with None, uninstall."""
+    from mncd.daemon import install
+
+    try:
+        if executable is None:
+            install.uninstall()
+        else:
+            install.install(Path(executable) if executable else None)
+    except (install.InstallError, OSError) as exc:
+        print(f"mncd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _test_hooks(loop: asyncio.AbstractEventLoop) -> None:
+    """``$MNCD_TEST_HOOKS=1`` (tests only): SIGUSR2 hangs the main loop, as a deadlock would, so
+    that the watchdog pings stop and systemd's watchdog has a hung daemon to deal with."""
+    if os.environ.get("MNCD_TEST_HOOKS") != "1":
+        return
+
+    def hang() -> None:
+        log.warning("test hook: SIGUSR2 received, the main loop hangs from now on")
+        threading.Event().wait()
+
+    loop.add_signal_handler(signal.SIGUSR2, hang)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mncd", description="My Number Card desktop daemon")
     parser.add_argument("--state-dir", type=Path, help="cache directory (default: XDG state)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"mncd {__version__}")
+    service = parser.add_mutually_exclusive_group()
+    service.add_argument(
+        "--install-user-service",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="install the systemd user unit and D-Bus activation file running this mncd "
+        "(or PATH), then exit",
+    )
+    service.add_argument(
+        "--uninstall-user-service",
+        action="store_true",
+        help="stop mncd and remove the user unit and the D-Bus activation file, then exit",
+    )
     args = parser.parse_args(argv)
+    if args.install_user_service is not None or args.uninstall_user_service:
+        return _user_service(args.install_user_service)
     setup_logging(args.verbose)
+    # A fatal signal (the watchdog's SIGABRT for a hung daemon) prints where every thread was to
+    # stderr, which is the journal under systemd.
+    faulthandler.enable()
     return asyncio.run(run(args.state_dir))
 
 

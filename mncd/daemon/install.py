@@ -1,0 +1,194 @@
+"""``mncd --install-user-service`` / ``--uninstall-user-service``: the systemd user unit and the
+D-Bus activation file, both running this installation's ``mncd``.
+
+The shipped files (``systemd/mncd.service``, ``dbus/io.github.mncd.MyNumberCard1.service``; in the
+package under ``mncd/daemon/service-files/``) are copied with only their ``ExecStart=`` / ``Exec=``
+line changed, so the installed service keeps working however mncd was installed (a venv,
+``pipx install .``) and wherever the source checkout is moved.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mncd.dbus.api import BUS_NAME
+
+__all__ = ["InstallError", "ServicePaths", "find_executable", "install", "uninstall"]
+
+UNIT = "mncd.service"
+ACTIVATION = f"{BUS_NAME}.service"
+#: Characters systemd or dbus-daemon would expand or split in the path (%, $, quotes, \\, `).
+UNSAFE = re.compile(r"[%$\"'\\`\x00-\x1f\x7f]")
+
+
+class InstallError(Exception):
+    """The service cannot be installed as asked; the text says why."""
+
+
+@dataclass(frozen=True)
+class ServicePaths:
+    """Where a user's systemd unit and D-Bus activation file go."""
+
+    unit: Path
+    activation: Path
+
+    @classmethod
+    def for_user(cls, env: Mapping[str, str] = os.environ) -> ServicePaths:
+        """``$XDG_CONFIG_HOME/systemd/user`` and ``$XDG_DATA_HOME/dbus-1/services``."""
+        home = Path(env.get("HOME") or Path.home())
+        config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+        data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+        return cls(config / "systemd" / "user" / UNIT, data / "dbus-1" / "services" / ACTIVATION)
+
+
+def find_executable() -> Path:
+    """The ``mncd`` command of this installation: the one running, else the one beside this
+    Python (a venv's or pipx's ``bin/``)."""
+    running = Path(sys.argv[0])
+    if running.name == "mncd" and _is_executable(running):
+        return Path(os.path.abspath(running))
+    beside = Path(sysconfig.get_path("scripts")) / "mncd"
+    if _is_executable(beside):
+        return beside
+    raise InstallError(
+        "cannot tell where the mncd command is; give its path: mncd --install-user-service PATH"
+    )
+
+
+def exec_value(executable: Path) -> str:
+    """``executable`` as one word of ``ExecStart=`` and ``Exec=`` (quoted when it has a space)."""
+    text = str(executable)
+    if UNSAFE.search(text):
+        raise InstallError(f"unsupported characters in the path {text}")
+    return f'"{text}"' if " " in text else text
+
+
+def render(template: str, key: str, value: str) -> str:
+    """``template`` with the value of every ``key=`` line replaced by ``value``."""
+    lines = [
+        f"{key}={value}" if line.startswith(f"{key}=") else line for line in template.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def shipped(name: str) -> str:
+    """The text of a shipped service file (``mncd.service`` or the activation file)."""
+    return (resources.files("mncd.daemon") / "service-files" / name).read_text()
+
+
+def install(
+    executable: Path | None = None,
+    paths: ServicePaths | None = None,
+    say: Callable[[str], None] = print,
+) -> ServicePaths:
+    """Write the unit and the activation file for ``executable`` (default: this installation's
+    ``mncd``), reload the user manager and the bus, and restart a running mncd."""
+    executable = Path(os.path.abspath(executable)) if executable else find_executable()
+    if not _is_executable(executable):
+        raise InstallError(f"{executable} is not an executable file")
+    value = exec_value(executable)
+    paths = paths or ServicePaths.for_user()
+    _write(paths.unit, render(shipped(UNIT), "ExecStart", value))
+    _write(paths.activation, render(shipped(ACTIVATION), "Exec", value))
+    say(f"installed {paths.unit} and {paths.activation}; both run {executable}")
+    if _have_manager():
+        _systemctl("daemon-reload")
+        _systemctl("try-restart", UNIT)
+    else:
+        say("no systemd user manager is running; the reload is skipped")
+    _reload_bus()
+    say(
+        "mncd now starts on first use over D-Bus; "
+        f"to start it at login: systemctl --user enable --now {UNIT}"
+    )
+    return paths
+
+
+def uninstall(paths: ServicePaths | None = None, say: Callable[[str], None] = print) -> None:
+    """Stop mncd, disable and remove the unit and the activation file."""
+    paths = paths or ServicePaths.for_user()
+    managed = _have_manager()
+    if managed:
+        _systemctl("disable", "--now", UNIT)
+    for path in (paths.unit, paths.activation):
+        path.unlink(missing_ok=True)
+    if managed:
+        _systemctl("daemon-reload")
+    _stop_unmanaged()
+    _reload_bus()
+    say(f"removed {paths.unit} and {paths.activation}; mncd is stopped")
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (0644, as systemd and dbus-daemon expect)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str] | None:
+    """Run a systemd or D-Bus tool quietly; None when it is not installed."""
+    if shutil.which(argv[0]) is None:
+        return None
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _have_manager() -> bool:
+    return _systemctl("show-environment")
+
+
+def _systemctl(*args: str) -> bool:
+    """``systemctl --user ARGS``; False when there is no user manager to talk to."""
+    result = _run("systemctl", "--user", "--quiet", *args)
+    return result is not None and result.returncode == 0
+
+
+def _bus(method: str, *args: str) -> str | None:
+    """A call to the session bus itself with busctl; its output, None when it failed."""
+    result = _run(
+        "busctl", "--user", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+        "org.freedesktop.DBus", method, *args,
+    )  # fmt: skip
+    return result.stdout if result is not None and result.returncode == 0 else None
+
+
+def _reload_bus() -> None:
+    """dbus-broker rereads activation files only when asked (dbus-daemon does not mind)."""
+    _bus("ReloadConfig")
+
+
+def _stop_unmanaged() -> None:
+    """SIGTERM an mncd that the bus started without systemd (no user manager)."""
+    reply = _bus("GetConnectionUnixProcessID", "s", BUS_NAME)  # "u 1234" when owned
+    if reply is None or not reply.startswith("u "):
+        return
+    pid = int(reply.split()[1])
+    try:
+        if os.stat(f"/proc/{pid}").st_uid == os.getuid():
+            os.kill(pid, signal.SIGTERM)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
