@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 from dbus_next import Variant
 
-from mncd import client, errors
+from mncd import __version__, client, errors
 from mncd.cli import errors as cli_errors
 from mncd.cli import files, output
 from mncd.cli import main as cli
@@ -213,6 +213,11 @@ def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["frobnicate"]) == ExitCode.USAGE
     assert cli.main(["sign", "x", "--hash", "md5"]) == ExitCode.USAGE
     assert "usage: mncctl" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == ExitCode.OK
+    assert capsys.readouterr().out == f"mncctl {__version__}\n"
 
 
 def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mncd import __version__
 from mncd.cli import auth, sign, status, watch
 from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
         "4 PIN problem, 5 cancelled",
     )
+    parser.add_argument("--version", action="version", version=f"mncctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)

@@ -12,7 +12,10 @@ thresholds = [30, 7, 1]   # days before expiry, besides the day renewal opens
 program = "pinentry"
 ```
 
-A broken file is reported in the log and the defaults are used: settings never stop the daemon.
+Settings never stop the daemon: an unknown key or a bad value is skipped (that key keeps its
+default, every other setting still applies) and listed in :attr:`Config.problems`, which the
+daemon logs and announces once and ``mncctl doctor`` shows; a file that is not TOML at all gives
+the defaults, with one problem saying why.
 """
 
 from __future__ import annotations
@@ -42,42 +45,68 @@ class Config:
     #: Days before expiry to remind; the day renewal opens (from the card generation) is added.
     thresholds: tuple[int, ...] = (30, 7, 1)
     pinentry: str = "pinentry"
+    #: What was wrong in the file, one sentence per skipped key or value.
+    problems: list[str] = field(default_factory=list)
+    path: Path | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
         path = path or default_path()
-        config = cls()
+        config = cls(path=path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return config
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            log.warning("ignoring %s: %s", path, exc)
-            return config
-        try:
+            config.problems.append(
+                f"{path} cannot be read, so every setting is at its default: {exc}"
+            )
+        else:
             config._apply(data)
-        except (TypeError, ValueError) as exc:
-            log.warning("ignoring %s: %s", path, exc)
-            return cls()
+        for problem in config.problems:
+            log.warning("settings: %s", problem)
         return config
 
     def _apply(self, data: dict[str, Any]) -> None:
-        notifications = data.get("notifications", {})
-        for key, value in notifications.items():
-            if key == "thresholds":
-                if not isinstance(value, list) or not all(
-                    isinstance(v, int) and 0 < v <= 3650 for v in value
-                ):
-                    raise ValueError("thresholds must be a list of days (1..3650)")
+        for section, values in data.items():
+            if section not in ("notifications", "pinentry"):
+                self.problems.append(f"unknown section [{section}] ignored")
+            elif not isinstance(values, dict):
+                self.problems.append(f"{section} must be a section ([{section}]); ignored")
+            elif section == "notifications":
+                for key, value in values.items():
+                    self._notification(key, value)
+            else:
+                for key, value in values.items():
+                    self._pinentry(key, value)
+
+    def _notification(self, key: str, value: Any) -> None:
+        if key == "thresholds":
+            if (
+                isinstance(value, list)
+                and value
+                and all(
+                    isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 3650 for v in value
+                )
+            ):
                 self.thresholds = tuple(sorted(set(value), reverse=True))
-            elif key in CATEGORIES:
-                if not isinstance(value, bool):
-                    raise ValueError(f"notifications.{key} must be true or false")
+            else:
+                self.problems.append(
+                    "notifications.thresholds must be a list of days (1 to 3650); "
+                    f"using {list(self.thresholds)}"
+                )
+        elif key in CATEGORIES:
+            if isinstance(value, bool):
                 self.notify[key] = value
             else:
-                raise ValueError(f"unknown setting notifications.{key}")
-        program = data.get("pinentry", {}).get("program")
-        if program is not None:
-            if not isinstance(program, str) or not program:
-                raise ValueError("pinentry.program must be a command name")
-            self.pinentry = program
+                self.problems.append(f"notifications.{key} must be true or false; using true")
+        else:
+            self.problems.append(f"unknown setting notifications.{key} ignored")
+
+    def _pinentry(self, key: str, value: Any) -> None:
+        if key != "program":
+            self.problems.append(f"unknown setting pinentry.{key} ignored")
+        elif isinstance(value, str) and value.strip() and "\n" not in value:
+            self.pinentry = value.strip()
+        else:
+            self.problems.append(f"pinentry.program must be a program name; using {self.pinentry}")

@@ -8,6 +8,7 @@ counters persist as long as the card exists.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 import threading
@@ -24,6 +25,9 @@ from ..card.cardinfo import PIN_FID as CARD_INFO_PIN_FID
 from ..card.jpki import JPKI_AID, TOKEN_INFO_FID
 from .pki import CardPki, PrivateKey
 from .profile import TOKEN_LABELS, CardProfile, contactless_atr, resolve_atr
+
+#: Personal data on the card (the card-info AP) that the office can change on the same card.
+CARD_DATA = ("name", "address", "birth_date", "sex")
 
 OK = b"\x90\x00"
 CERTIFICATE_EF_SIZE = 0x800  # certificate EFs are larger than the certificates in them
@@ -200,6 +204,23 @@ class VirtualCard:
                     for fid, ef in app.files.items():
                         if not isinstance(ef, PinFile):
                             self.apps[aid].files[fid] = ef
+
+    def update_card_data(self, overrides: list[str]) -> None:
+        """New name, address, birth date or sex in the card-info AP, as the municipal office
+        writes them after a move; the certificates stay as issued (so they no longer match)."""
+        with self._lock:
+            old = self.profile
+            keep = {
+                f"cert_{key}": getattr(old, f"cert_{key}") or getattr(old, key) for key in CARD_DATA
+            }
+            for item in overrides:
+                if item.partition("=")[0].strip() not in CARD_DATA:
+                    raise ValueError(f"only {', '.join(CARD_DATA)} change on the same card")
+            self.profile = dataclasses.replace(old.with_overrides(overrides), **keep)
+            fresh = self._build_files(self.profile, self.pki)
+            self.apps[CARD_INFO_AID].files[BASIC_INFO_FID] = fresh[CARD_INFO_AID].files[
+                BASIC_INFO_FID
+            ]
 
     # -- card life cycle -------------------------------------------------------------------
 

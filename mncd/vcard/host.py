@@ -108,6 +108,10 @@ class CardHost:
                 "sign": card.pki.sign_certificate.hex(),
                 "sign-ca": card.pki.sign_ca_certificate.hex(),
             }
+        if cmd == "update":
+            card = self.card(name)
+            card.update_card_data([str(item) for item in request.get("settings", [])])
+            return {}
         if cmd == "renew-sign":
             card = self.card(name)
             card.replace_pki(pki.renew_signing_certificate(card.profile, card.pki))
