@@ -22,19 +22,21 @@ class Terminal:
 
     def __init__(self, command: str = "sleep 3600") -> None:
         self.session = f"mncd-{uuid.uuid4().hex[:8]}"
+        # Its own tmux server (socket named after the session): no test run shares one.
+        self.tmux = ["tmux", "-L", self.session]
         subprocess.run(
-            ["tmux", "-u", "new-session", "-d", "-s", self.session, "-x", "160", "-y", "40",
+            [*self.tmux, "-u", "new-session", "-d", "-s", self.session, "-x", "160", "-y", "40",
              command],
             check=True,
         )  # fmt: skip
         self.tty = subprocess.run(
-            ["tmux", "display", "-p", "-t", self.session, "#{pane_tty}"],
+            [*self.tmux, "display", "-p", "-t", self.session, "#{pane_tty}"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
 
     def screen(self) -> str:
         return subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.session],
+            [*self.tmux, "capture-pane", "-p", "-t", self.session],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
 
@@ -49,10 +51,10 @@ class Terminal:
             raise TimeoutError(f"{exc}; the terminal shows:\n{self.screen()}") from None
 
     def type(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.session, *keys], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.session, *keys], check=True)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.session], check=False)
+        subprocess.run([*self.tmux, "kill-server"], check=False)
 
 
 @pytest.fixture
