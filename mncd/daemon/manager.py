@@ -484,18 +484,23 @@ class CardManager:
         if not is_card_id(card_id) or len(card_id) < MIN_ID_PREFIX:
             raise errors.InvalidArgument(
                 f"a card id is {MIN_ID_PREFIX} to 32 lower-case hex digits, as mncctl status "
-                "shows it"
+                "shows it (カードIDが正しくありません)"
             )
         matches = [r for r in self.known.values() if r.card_id.startswith(card_id)]
         if not matches:
-            raise errors.InvalidArgument(f"no card {card_id} is known")
+            raise errors.InvalidArgument(
+                f"no card {card_id} is known (そのカードは記録されていません)"
+            )
         if len(matches) > 1:
-            raise errors.InvalidArgument(f"{card_id} names more than one card; give more digits")
+            raise errors.InvalidArgument(
+                f"{card_id} names more than one card; give more digits (桁を増やしてください)"
+            )
         record = matches[0]
         for live in self.cards.values():
             if record.card_id in {r.card_id for r in (live.record, live.known) if r is not None}:
                 raise errors.InvalidArgument(
-                    f"card {record.card_id} is in {live.reader}: take it out first"
+                    f"card {record.card_id} is in {live.reader}: take it out first "
+                    "(カードを取り出してから実行してください)"
                 )
         loop = asyncio.get_running_loop()
         try:
