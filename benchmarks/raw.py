@@ -28,6 +28,7 @@ from mncd.card.jpki import (
     select_ef,
     verify,
 )
+from mncd.card.manufacture import MANUFACTURE_AID, RECORD, SFI, read_record
 from mncd.card.pcsc import PcscContext
 
 PINS = {AUTH_KEY.name: "1234", SIGN_KEY.name: "ABC123"}
@@ -63,9 +64,12 @@ def _read_certificate(protocol: CardProtocol, fid: int) -> bytes:
 
 
 def status_read(context: PcscContext, reader: str) -> dict[str, object]:
-    """What mncd reads on insertion (token, three public certificates, tries), minimally."""
+    """What mncd reads on insertion (manufacture number, token, three public certificates,
+    tries), minimally."""
     with context.connect(reader) as conn, conn.transaction():
         protocol = CardProtocol(conn)
+        protocol.send(select_df(MANUFACTURE_AID))
+        protocol.send(read_record(RECORD, SFI))
         protocol.send(select_df(JPKI_AID))
         protocol.send(select_ef(TOKEN_INFO_FID))
         token = protocol.send(read_binary(0, 32))

@@ -38,6 +38,7 @@ __all__ = [
     "CertificateStatus",
     "DaemonUnavailable",
     "Event",
+    "KnownCard",
     "MyNumberCard",
     "PersonalDataCheck",
     "SignedData",
@@ -177,15 +178,37 @@ class CertificateStatus:
 
 
 @dataclass(frozen=True)
+class KnownCard:
+    """A card the daemon remembers (GetStatus ``cards``)."""
+
+    card_id: str
+    last_seen: dt.datetime | None = None
+    not_after: dt.datetime | None = None  #: its authentication certificate's
+    renewed_to: str = ""  #: the card id its renewed certificates have, if renewed
+
+    @classmethod
+    def from_plain(cls, data: Mapping[str, Any]) -> KnownCard:
+        return cls(
+            card_id=_str(data.get("card_id")),
+            last_seen=_time(data.get("last_seen")),
+            not_after=_time(data.get("not_after")),
+            renewed_to=_str(data.get("renewed_to")),
+        )
+
+
+@dataclass(frozen=True)
 class Status:
     """GetStatus: the daemon's state, readers, and both certificates."""
 
-    #: pcsc-unavailable, no-reader, no-card, card-present or unknown-card
+    #: pcsc-unavailable, no-reader, no-card, reading, card-present, unknown-card or
+    #: unreadable-card
     state: str = ""
     readers: tuple[str, ...] = ()
-    reader: str = ""  #: the reader holding the My Number Card, if any
+    reader: str = ""  #: the reader holding the card present or being read, if any
     token: str = ""  #: card, android, iphone, juki (only card is served)
     unsupported_readers: tuple[str, ...] = ()
+    card_id: str = ""  #: the card described (what ``forget_card`` takes)
+    cards: tuple[KnownCard, ...] = ()  #: every card the daemon remembers, latest first
     auth: CertificateStatus = field(default_factory=CertificateStatus)
     sign: CertificateStatus = field(default_factory=CertificateStatus)
     #: Every key as the daemon sent it, as plain values (JSON-ready; keys a newer daemon adds).
@@ -210,6 +233,12 @@ class Status:
             reader=_str(data.get("reader")),
             token=_str(data.get("token")),
             unsupported_readers=_strings(data.get("unsupported_readers")),
+            card_id=_str(data.get("card_id")),
+            cards=tuple(
+                KnownCard.from_plain(item)
+                for item in data.get("cards", ())
+                if isinstance(item, Mapping)
+            ),
             auth=certificate("auth"),
             sign=certificate("sign"),
             raw=data,
@@ -390,8 +419,16 @@ class MyNumberCard:
             state=_str(result.get("state")),
         )
 
+    async def forget_card(self, card_id: str) -> str:
+        """ForgetCard: remove a card the user no longer has (its cache record and reminders);
+        ``card_id`` as in :attr:`Status.card_id`, or 8+ of its first digits. Returns the full
+        card id."""
+        (result,) = await self.call("ForgetCard", "sa{sv}", [card_id, {}])
+        return _str(plain(result).get("card_id"))
+
     async def get_properties(self) -> dict[str, Any]:
-        """The properties (``State``, ``CardPresent``, ``Readers``) as plain values."""
+        """The properties (``State``, ``CardPresent``, ``Readers``, ``CertificateStates``) as
+        plain values."""
         (values,) = await self.call("GetAll", "s", [INTERFACE], interface=PROPERTIES_INTERFACE)
         return plain(values)
 

@@ -22,6 +22,7 @@ from mncd.card.digestinfo import digest
 from mncd.client import MyNumberCard, Status
 from mncd.dbus.api import BUS_NAME
 from mncd.jpki import signatures
+from mncd.jpki.calendar import JAPAN
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 from mncd.vcard.sessionbus import PrivateSessionBus
@@ -41,7 +42,7 @@ def print_status(status: Status) -> None:
             print(f"  {LABELS[which]}: none")
             continue
         expiry = (
-            f"expires {cert.not_after.astimezone():%Y-%m-%d} ({cert.days_left} days)"
+            f"expires {cert.not_after.astimezone(JAPAN):%Y-%m-%d} ({cert.days_left} days)"
             if cert.not_after
             else "dates known after the first signature"
         )

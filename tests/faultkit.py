@@ -58,9 +58,11 @@ SECRET_CARD = {
     "address": "架空県幻影市霞町九丁目八番七号QXADDR5501",
     "birth_date": "1977-07-17",
     "sex": "1",
+    "manufacture_number": "QM4K7Z9X2R5T1",  # names the physical card: kept only as a hash
 }
 #: Strings that must never appear in a log line, an error text or a cache file.
 SECRET_STRINGS = (
+    SECRET_CARD["manufacture_number"],
     SECRET_CARD["sign_password"],
     SECRET_CARD["name"],
     "試験之介",

@@ -21,8 +21,14 @@ from mncd.card.errors import (
     SecurityStatusError,
 )
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, TokenKind
+from mncd.card.manufacture import (
+    MANUFACTURE_AID,
+    parse_manufacture_number,
+    read_manufacture_number,
+)
 from mncd.card.pcsc import PcscContext
 from mncd.jpki import certificates
+from mncd.vcard.profile import stable_manufacture_number
 
 HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
@@ -232,3 +238,33 @@ def test_card_info_wrong_pin(context, card):
         cardinfo.CardInfoSession(conn).verify_pin("0000")
     assert wrong.value.tries_left == 2
     assert card.tries()["card_info"] == 2
+
+
+def test_manufacture_number_is_read_without_a_pin_and_names_the_physical_card(context, insert_card):
+    card = insert_card(name="physical-card-a")
+    first_auth = card.certificates()["auth"]
+    with context.connect(card.reader) as conn:
+        number = read_manufacture_number(conn)
+    assert number == stable_manufacture_number("physical-card-a")
+    assert card.commands() == [
+        "00A4040C0A" + MANUFACTURE_AID.hex().upper(),
+        "00B2010C00",  # record 1 of the EF with short identifier 1, as jpki/myna reads it
+    ]
+    # The same card renewed (new keys and certificates) keeps its number; another has another.
+    card.remove()
+    renewed = insert_card(name="physical-card-a", generation=2, slot=1)
+    other = insert_card(name="physical-card-b", slot=0)
+    with context.connect(renewed.reader) as conn:
+        assert read_manufacture_number(conn) == number
+    assert renewed.certificates()["auth"] != first_auth
+    with context.connect(other.reader) as conn:
+        assert read_manufacture_number(conn) not in (None, number)
+
+
+def test_a_card_without_a_readable_manufacture_number(context, insert_card):
+    card = insert_card(manufacture_record=False)
+    with context.connect(card.reader) as conn:
+        assert read_manufacture_number(conn) is None
+    assert parse_manufacture_number(b"\x04\x03abc") is None  # too short to hold one
+    assert parse_manufacture_number(b"\x04\x0f00123456789012\xff") is None  # not text
+    assert parse_manufacture_number(b"\x04\x0f001234567890123") == "1234567890123"

@@ -287,6 +287,49 @@ def test_status_expiry_is_a_date_in_the_given_time_zone() -> None:
     assert "2029-05-31" in table(daemon_status(), tz=JST)
 
 
+def test_status_expiry_date_is_japans_by_default() -> None:
+    # 2029-05-30 15:30 UTC is 2029-05-31 in Japan, where the certificate's days are counted.
+    assert "  Expires:      2029-05-31 (1283 days left)" in table(daemon_status())
+
+
+def test_status_shows_the_card_id_and_the_other_cards_to_forget() -> None:
+    other = {
+        "card_id": Variant("s", "cd" * 16),
+        "last_seen": Variant("x", int(dt.datetime(2026, 4, 1, 3, tzinfo=dt.UTC).timestamp())),
+        "not_after": Variant("x", NOT_AFTER),
+        "renewed_to": Variant("s", ""),
+    }
+    renewed = {**other, "card_id": Variant("s", "ef" * 16), "renewed_to": Variant("s", "ab" * 16)}
+    this = {**other, "card_id": Variant("s", "ab" * 16)}
+    status = daemon_status(
+        card_id=Variant("s", "ab" * 16), cards=Variant("aa{sv}", [this, other, renewed])
+    )
+    parsed = Status.from_dbus(status)
+    assert parsed.card_id == "ab" * 16 and len(parsed.cards) == 3
+    text = table(status, tz=JST)
+    assert f"Card:      {'ab' * 16}" in text
+    others = section(text, "Other cards seen")
+    assert "mncctl forget CARD" in others
+    assert f"  {'cd' * 16}  last seen 2026-04-01, expires 2029-05-31" in others
+    assert f"  {'ef' * 16}  last seen 2026-04-01, renewed: now card {'ab' * 16}" in others
+    assert f"  {'ab' * 16}  " not in others  # the card described is not listed again
+
+
+def test_status_while_a_known_card_is_read_says_so() -> None:
+    status = daemon_status(
+        state=Variant("s", "reading"), auth=cert_status(source=Variant("s", "cache"))
+    )
+    text = table(status, tz=JST)
+    assert text.splitlines()[0] == "State:     reading (reading the card (カードを読み取り中))"
+    assert "it is being read now" in section(text, "利用者証明用")
+
+
+def test_forget_takes_one_card_id(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["forget"]) == ExitCode.USAGE
+    assert cli.main(["forget", "--help"]) == ExitCode.OK
+    assert "mncctl status" in capsys.readouterr().out
+
+
 def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
     status = daemon_status(
         state=Variant("s", "no-card"),
@@ -324,7 +367,7 @@ def test_status_with_missing_certificate_and_unknown_values() -> None:
             "a{sv}",
             {
                 "present": Variant("b", False),
-                "source": Variant("s", "none"),
+                "source": Variant("s", "card"),
                 "pin_tries_left": Variant("i", -1),
             },
         ),
@@ -333,6 +376,12 @@ def test_status_with_missing_certificate_and_unknown_values() -> None:
     text = table(status, tz=JST)
     auth = section(text, "利用者証明用")
     assert auth.splitlines()[1:] == ["  Certificate:  not present"]
+    # Nothing known yet (no card read, or a card being read for the first time) is not "absent".
+    unknown = Variant("a{sv}", {"present": Variant("b", False), "source": Variant("s", "none")})
+    for state in ("reading", "no-card"):
+        nothing = table(daemon_status(state=Variant("s", state), auth=unknown, sign=unknown))
+        assert "not present" not in nothing
+        assert section(nothing, "署名用").splitlines()[1:] == ["  Certificate:  not known yet"]
     sign = section(text, "署名用")
     assert "  Expires:      unknown" in sign
     assert "  PIN tries:    unknown" in sign
@@ -626,6 +675,8 @@ UNUSABLE = [
      "the smart-card service (pcscd) is not available (スマートカードのサービスが使えません)"),
     (status_in("unknown-card"), "auth", errors.NotSupported, ExitCode.FAILED,
      "the card in the reader is not a My Number Card (マイナンバーカードではありません)"),
+    (status_in("unreadable-card"), "auth", errors.NoCard, ExitCode.FAILED,
+     "the card in the reader could not be read: take it out and insert it again"),
     (card_status("auth", pin_tries_left=Variant("i", 0)), "auth", errors.PinBlocked,
      ExitCode.PIN, "the user-authentication PIN is blocked: no tries left (ロックされています)"),
     (card_status("sign", pin_tries_left=Variant("i", 0)), "sign", errors.PinBlocked,
@@ -677,6 +728,12 @@ def test_a_card_being_read_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(errors.PinBlocked):
         pin_call(card, **TERMINAL)
     assert card.statuses == [card_status(pin_tries_left=Variant("i", 0))]
+    # Today's daemon says "reading" until the card has been read.
+    now_reading = Status.from_dbus(daemon_status(state=Variant("s", "reading")))
+    assert cli_pin.being_read(now_reading) and cli_pin.usable_tries(now_reading, "auth") is None
+    card = FakeCard(now_reading, card_status(pin_tries_left=Variant("i", 0)))
+    with pytest.raises(errors.PinBlocked):
+        pin_call(card, **TERMINAL)
 
 
 def test_desktop_session_leaves_the_pin_to_the_daemon(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from busstack import CallError, Daemon, PrivateBus, gdbus_call, gvariant_bytes, status, wait_for
@@ -194,6 +195,46 @@ def test_notice_waits_for_a_notification_server(sandbox, insert_card, tmp_path):
         bus.stop()
 
 
+def test_a_notice_no_server_took_survives_a_restart_and_is_shown_once(
+    sandbox, insert_card, tmp_path
+):
+    bus = PrivateBus(tmp_path)
+    server = NotifyServer(tmp_path, bus.address)
+    daemon = start_daemon(bus, sandbox, tmp_path)
+    notices_file = tmp_path / "state" / "mncd" / "notices.json"
+    try:
+        card = insert_card(not_after_days=20)
+        wait_state(bus.address, "card-present")
+        wait_for(lambda: "notice:" in daemon.log, "the daemon to decide on a notice")
+        card.remove()
+        wait_state(bus.address, "no-card")
+        # Not shown, so not marked shown: what was only queued is still due on disk.
+        fingerprint = status(bus.address)["auth"]["fingerprint"]
+        recorded = json.loads(notices_file.read_text()) if notices_file.exists() else {}
+        assert "30" not in recorded.get(fingerprint, [])
+        daemon.stop()  # the in-memory queue is gone with the process
+        daemon.start()
+        wait_for(lambda: daemon.log.count("notice:") >= 2, "the notice due again after restart")
+        server.start()  # a server appears: shown now, once
+        got = wait_for(lambda: summaries(server), "the waiting notice")
+        assert got == ["利用者証明用電子証明書の有効期限まであと20日です"]
+        wait_for(lambda: "30" in json.loads(notices_file.read_text()).get(fingerprint, []),
+                 "the notice recorded as shown")  # fmt: skip
+        assert notices_file.stat().st_mode & 0o777 == 0o600
+        # Shown means done: another restart, a re-insertion, repeat nothing.
+        daemon.stop()
+        checks = daemon.log.count("notices checked")
+        daemon.start()
+        card.reinsert()
+        wait_state(bus.address, "card-present")
+        wait_for(lambda: daemon.log.count("notices checked") > checks, "a check after restart")
+        assert len(server.received()) == 1
+    finally:
+        daemon.stop()
+        server.stop()
+        bus.stop()
+
+
 def test_card_refusing_the_signing_key_invalidates_it(desktop, sandbox, insert_card, tmp_path):
     bus, server = desktop
     daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
@@ -221,12 +262,13 @@ def test_renewed_card_takes_over_and_the_old_reminders_stop(
     bus, server = desktop
     daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
     try:
-        old = insert_card(name="before-renewal", not_after_days=20)
+        old = insert_card(name="my-card", not_after_days=20)
         wait_state(bus.address, "card-present")
         wait_for(lambda: "expires in 20 days" in " ".join(summaries(server)), "the 20-day notice")
         old.remove()
-        # The office renews the card: new keys and certificates, valid for years.
-        insert_card(name="after-renewal", generation=2, not_before_days=0, not_after_days=1800)
+        # The office renews the certificates on the same card: new keys and certificates, valid
+        # for years; the card itself (its manufacture number) is the same.
+        insert_card(name="my-card", generation=2, not_before_days=0, not_after_days=1800)
         wait_state(bus.address, "card-present")
         wait_for(lambda: "Your certificates have been renewed" in summaries(server), "renewed")
         # A restart checks every cached card again: the old card's reminder does not come back.

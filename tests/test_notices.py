@@ -12,7 +12,6 @@ from mncd.i18n import LOCALE_DIR
 from mncd.jpki.certificates import CertificateSummary
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
-THRESHOLDS = (90, 30, 7, 1)
 
 
 def summary(days: float) -> CertificateSummary:
@@ -26,39 +25,15 @@ def summary(days: float) -> CertificateSummary:
     )
 
 
-def walk(days_seq: list[float]) -> list[str | None]:
-    """Milestones shown as the same certificate is checked on successive days."""
-    shown: set[str] = set()
-    out = []
-    for days in days_seq:
-        cert = summary(days)
-        milestone, passed = notices.due_milestone(cert, THRESHOLDS, shown, NOW)
-        out.append(milestone)
-        shown |= passed
-    return out
-
-
-def test_first_seen_20_days_before_expiry_gives_one_notice():
-    assert walk([20, 20, 19, 10]) == ["30", None, None, None]
-
-
-def test_each_threshold_once_then_expired_once():
-    assert walk([100, 90, 60, 30, 20, 7, 5, 1, 0.5, -0.1, -3]) == [
-        None, "90", None, "30", None, "7", None, "1", None, "expired", None,
-    ]  # fmt: skip
-
-
-def test_first_seen_expired_gives_only_the_expired_notice():
-    assert walk([-5, -4]) == ["expired", None]
-
-
 def test_notice_log_survives_a_restart(tmp_path):
     path = tmp_path / "state" / "notices.json"
     log = notices.NoticeLog(path)
-    assert log.mark("fp", {"90", "30"})
+    assert log.mark("fp", {"renewal", "30"})
     assert not log.mark("fp", {"30"})
     again = notices.NoticeLog(path)
-    assert again.shown("fp") == {"90", "30"}
+    assert again.shown("fp") == {"renewal", "30"}
+    again.forget({"fp"})
+    assert notices.NoticeLog(path).shown("fp") == set()
     assert path.stat().st_mode & 0o777 == 0o600
 
 

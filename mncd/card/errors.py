@@ -35,6 +35,10 @@ class CardTimeoutError(TransportError):
     """The card (or its reader) did not answer in time; the operation was given up."""
 
 
+class CardInUseError(TransportError):
+    """Another program holds the card exclusively for now."""
+
+
 class CardResetError(TransportError):
     """The card was reset by someone else; its verification state is gone."""
 

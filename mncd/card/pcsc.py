@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from smartcard import scard
 
 from .errors import (
+    CardInUseError,
     CardRemovedError,
     CardResetError,
     NoCardError,
@@ -51,6 +52,8 @@ def pcsc_error(hresult: int, action: str) -> TransportError:
         return CardResetError(text)
     if hresult in _NO_READER:
         return NoReaderError(text)
+    if hresult == scard.SCARD_E_SHARING_VIOLATION:
+        return CardInUseError(text)
     return TransportError(text)
 
 

@@ -30,6 +30,10 @@ PCSC_UNAVAILABLE_TEXT = (
 UNKNOWN_CARD_TEXT = (
     "the card in the reader is not a My Number Card (マイナンバーカードではありません)"
 )
+UNREADABLE_CARD_TEXT = (
+    "the card in the reader could not be read: take it out and insert it again "
+    "(カードを読み取れません。差し直してください)"
+)
 NO_CERTIFICATE_TEXT = {
     "auth": "the card has no user-authentication certificate "
     "(利用者証明用電子証明書が搭載されていません)",

@@ -4,6 +4,7 @@ mncctl status [--json]                        card, reader and certificate statu
 mncctl sign FILE [--hash H] [--output SIG]    signature with the signing certificate
 mncctl auth [--challenge-file F] ...          authenticate a challenge and verify it locally
 mncctl watch [--json]                         print signals and property changes until Ctrl-C
+mncctl forget CARD                            forget a card you no longer have
 
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 PIN problem,
 5 cancelled.
@@ -15,12 +16,12 @@ import argparse
 import sys
 
 from mncd import __version__
-from mncd.cli import auth, sign, status, watch
+from mncd.cli import auth, forget, sign, status, watch
 from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, auth, watch)
+COMMANDS = (status, sign, auth, watch, forget)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from mncd.card.pin import AUTH_PIN, SIGN_PASSWORD
-from mncd.client import CertificateStatus, Event, Status, plain
+from mncd.client import CertificateStatus, Event, KnownCard, Status, plain
+from mncd.jpki.calendar import JAPAN
 
 CERTIFICATE_TITLES = {
     "auth": "利用者証明用電子証明書 (user authentication)",
@@ -20,8 +22,11 @@ STATE_TEXT = {
     "pcsc-unavailable": "the smart-card service is not available (is pcscd running?)",
     "no-reader": "no card reader connected",
     "no-card": "no card in the reader",
+    "reading": "reading the card (カードを読み取り中)",
     "card-present": "My Number Card present",
     "unknown-card": "the card in the reader is not a My Number Card",
+    "unreadable-card": "the card could not be read: take it out and insert it again "
+    "(カードを読み取れません)",
 }
 TOKEN_TEXT = {
     "card": "My Number Card",
@@ -40,6 +45,7 @@ CERTIFICATE_STATE_TEXT = {
 SOURCE_TEXT = {
     "card": "card",
     "cache": "cache (as last read from the card)",
+    "reading": "cache (as last read from this card; it is being read now)",
     "none": "none",
 }
 
@@ -57,7 +63,7 @@ def format_date(when: dt.datetime | None, tz: dt.tzinfo | None = None) -> str:
 
 
 def format_days_left(days: int) -> str:
-    """``123 days left``, ``expires today``, ``expired 4 days ago``."""
+    """``123 days left``, ``expires today``, ``expired 4 days ago`` (days in Japan)."""
     if days > 1:
         return f"{days} days left"
     if days == 1:
@@ -95,12 +101,15 @@ def format_certificate(
     lines = [CERTIFICATE_TITLES.get(which, which)]
     tries = format_pin_tries(cert.pin_tries_left, MAX_PIN_TRIES.get(which, 0))
     pin_line = f"  {'PIN tries:':13} {tries}"
+    if not cert.present and cert.source == "none":  # nothing read yet: never "not present"
+        lines.append(f"  {'Certificate:':13} not known yet")
+        return lines
     if not cert.present:
         lines.append(f"  {'Certificate:':13} not present")
         if cert.pin_tries_left is not None:
             lines.append(pin_line)
         return lines
-    expires = format_date(cert.not_after, tz)
+    expires = format_date(cert.not_after, tz or JAPAN)  # the date in Japan, as days_left counts
     if cert.days_left is not None:
         expires += f" ({format_days_left(cert.days_left)})"
     fields = [
@@ -132,11 +141,30 @@ def format_status(status: Status, tz: dt.tzinfo | None = None) -> str:
         lines.append(f"{'Readers:':10} {', '.join(readers)}")
     if status.token:
         lines.append(f"{'Token:':10} {_described(status.token, TOKEN_TEXT)}")
+    if status.card_id:
+        lines.append(f"{'Card:':10} {status.card_id}")
     for which in ("auth", "sign"):
         if isinstance(status.raw.get(which), Mapping):
             lines.append("")
-            lines += format_certificate(which, status.certificate(which), tz)
+            cert = status.certificate(which)
+            if status.state == "reading" and cert.source == "cache":
+                cert = dataclasses.replace(cert, source="reading")
+            lines += format_certificate(which, cert, tz)
+    others = [card for card in status.cards if card.card_id != status.card_id]
+    if others:
+        lines += ["", "Other cards seen (mncctl forget CARD removes one you no longer have)"]
+        lines += [f"  {format_known_card(card, tz)}" for card in others]
     return "\n".join(lines)
+
+
+def format_known_card(card: KnownCard, tz: dt.tzinfo | None = None) -> str:
+    """``<id>  last seen 2026-05-01, expires 2029-04-30`` (or ``renewed``)."""
+    parts = [f"last seen {format_date(card.last_seen, tz)}"]
+    if card.renewed_to:
+        parts.append(f"renewed: now card {card.renewed_to}")
+    elif card.not_after is not None:
+        parts.append(f"expires {format_date(card.not_after, JAPAN)}")
+    return f"{card.card_id}  {', '.join(parts)}"
 
 
 def format_event(when: dt.datetime, event: Event, *, as_json: bool = False) -> str:
@@ -164,5 +192,5 @@ def certificate_summary(certificate: bytes) -> str:
         cert = x509.load_der_x509_certificate(certificate)
     except ValueError:
         return ""
-    expires = cert.not_valid_after_utc.astimezone().date().isoformat()
+    expires = cert.not_valid_after_utc.astimezone(JAPAN).date().isoformat()
     return f"serial {cert.serial_number:X}, expires {expires}"

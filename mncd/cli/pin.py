@@ -26,6 +26,7 @@ from mncd.cli.errors import (
     PCSC_UNAVAILABLE_TEXT,
     PIN_BLOCKED_HINT,
     UNKNOWN_CARD_TEXT,
+    UNREADABLE_CARD_TEXT,
     CancelledByUserError,
     LastTryRefused,
     PinInputError,
@@ -122,8 +123,11 @@ class PinRequest:
 
 
 def being_read(status: Status) -> bool:
-    """Whether a card is in the reader but not read yet (its certificates are not known)."""
-    return status.state == "card-present" and status.auth.source != "card"
+    """Whether a card is in the reader but not read yet (its certificates are not known); an
+    older daemon said card-present with the certificates not from the card."""
+    return status.state == "reading" or (
+        status.state == "card-present" and status.auth.source != "card"
+    )
 
 
 async def settled_status(card: MyNumberCard, wait: float = READ_WAIT) -> Status:
@@ -148,6 +152,8 @@ def usable_tries(status: Status, which: str) -> int | None:
         raise errors.NoCard(NO_CARD_TEXT)
     if status.state == "unknown-card":
         raise errors.NotSupported(UNKNOWN_CARD_TEXT)
+    if status.state == "unreadable-card":
+        raise errors.NoCard(UNREADABLE_CARD_TEXT)
     if status.state != "card-present" or being_read(status):
         return None  # not known (a newer daemon's state, a card still being read): it decides
     if status.token not in ("", "card", "unknown"):

@@ -4,6 +4,8 @@ One JSON file per card (``cards/<card id>.json``). Kept in clear: the public cer
 (authentication certificate and both CA certificates) and, for the signing certificate, only its
 summary (dates, serial, fingerprint, issuer). The signing certificate itself carries name, address,
 birth date and sex, which the card guards with the signing password; it is never written here.
+The card's manufacture number is kept only as a keyed hash (HMAC-SHA-256 under a random salt of
+this user, ``salt``), enough to recognise the same physical card again and nothing more.
 
 Files are 0600 in 0700 directories, written to a temporary file, fsynced and renamed over the old
 one. A file that is unreadable, malformed, not ours or open to others is moved aside (quarantined)
@@ -15,6 +17,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MAX_FILE_SIZE = 256 * 1024
+SALT_SIZE = 32
 #: Temporary files older than this were left by a crash in the middle of a write.
 STALE_TEMP_SECONDS = 60
 
@@ -111,9 +116,13 @@ class CardRecord:
     #: {"fingerprint", "reason", "fields"} when the signing certificate was found invalid;
     #: ``fields`` names kinds of personal data (e.g. "address"), never their values.
     sign_invalidated: dict[str, Any] | None = None
-    #: Card ids linking a renewed card to the one it replaced (see CardManager._link_renewal).
+    #: Card ids linking the certificates of one physical card: renewed_from is the card id
+    #: its certificates had before a renewal (see CardManager._link_renewal).
     renewed_to: str | None = None
     renewed_from: str | None = None
+    #: Keyed hash of the card's manufacture number (see :func:`manufacture_hash`); None when
+    #: it could not be read, or the record is older than this field.
+    manufacture_hash: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         entries = {
@@ -137,6 +146,7 @@ class CardRecord:
             "sign_invalidated": self.sign_invalidated,
             "renewed_to": self.renewed_to,
             "renewed_from": self.renewed_from,
+            "manufacture_hash": self.manufacture_hash,
             "certificates": entries,
         }
 
@@ -167,6 +177,7 @@ class CardRecord:
             sign_invalidated=_invalidation(data.get("sign_invalidated")),
             renewed_to=_optional_id(data.get("renewed_to")),
             renewed_from=_optional_id(data.get("renewed_from")),
+            manufacture_hash=_optional_id(data.get("manufacture_hash")),
         )
         if record.sign is not None:
             record.sign.der = None
@@ -208,6 +219,12 @@ def card_id_for(auth_der: bytes) -> str:
     return certificates.summarize(auth_der).fingerprint[:32]
 
 
+def manufacture_hash(salt: bytes, number: str) -> str:
+    """What is kept of a manufacture number: HMAC-SHA-256 under the user's salt, so the same
+    card is recognised without the number itself being stored anywhere."""
+    return hmac.new(salt, number.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+
 class CardCache:
     """The per-card cache directory."""
 
@@ -233,6 +250,58 @@ class CardCache:
         path = self.path_for(record.card_id)
         atomic_write(path, data)
         self._remove_stale_temporaries(path)
+
+    def delete(self, card_id: str) -> bool:
+        """Remove the record of ``card_id``; False when there was none."""
+        try:
+            self.path_for(card_id).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def salt(self) -> bytes:
+        """This user's random salt for :func:`manufacture_hash`, made on first use (``salt``,
+        0600). A salt that cannot be trusted is moved aside and replaced: cards seen before
+        are then simply not recognised, never confused."""
+        path = self.root / "salt"
+        data = self._read_private(path, SALT_SIZE)
+        if data is not None and len(data) == SALT_SIZE:
+            return data
+        if data is not None:
+            log.warning("the salt file has the wrong size; replacing it")
+            self._quarantine(path, "corrupt")
+        self._ensure_dirs()
+        atomic_write(path, os.urandom(SALT_SIZE))
+        data = self._read_private(path, SALT_SIZE)
+        if data is None or len(data) != SALT_SIZE:
+            raise OSError("cannot create the salt file")
+        return data
+
+    def _read_private(self, path: Path, limit: int) -> bytes | None:
+        """The content of a private regular file of ours (at most ``limit`` + 1 bytes), or
+        None when it is absent or not to be trusted (then it is moved aside)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("%s cannot be opened (%s); ignoring it", path.name, exc)
+            self._quarantine(path, "unreadable")
+            return None
+        try:
+            info = os.fstat(fd)
+            trusted = (
+                stat.S_ISREG(info.st_mode)
+                and info.st_uid == os.getuid()
+                and not info.st_mode & 0o077
+            )
+            data = os.read(fd, limit + 1) if trusted else None
+        finally:
+            os.close(fd)
+        if data is None:
+            log.warning("%s is not a private file of this user; not trusting it", path.name)
+            self._quarantine(path, "untrusted")
+        return data
 
     def _remove_stale_temporaries(self, path: Path) -> None:
         """Delete temporary files a crash left behind mid-write (they are never read)."""

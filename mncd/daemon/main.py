@@ -23,6 +23,7 @@ from dbus_next.constants import NameFlag, RequestNameReply
 
 from mncd import __version__
 from mncd.daemon.cache import CardCache
+from mncd.daemon.clock import Clock, watch_dates
 from mncd.daemon.config import Config
 from mncd.daemon.manager import CARD_TIMEOUT, CardManager, Listener
 from mncd.daemon.monitor import PcscMonitor
@@ -45,8 +46,10 @@ STATUS_TEXT = {
     "pcsc-unavailable": "waiting for the PC/SC service (pcscd)",
     "no-reader": "no smart-card reader",
     "no-card": "no card inserted",
+    "reading": "reading the card",
     "card-present": "My Number Card present",
     "unknown-card": "the card is not a My Number Card",
+    "unreadable-card": "the card could not be read",
 }
 
 
@@ -60,6 +63,8 @@ async def run(state_dir: Path | None = None) -> int:
 
     cache = CardCache(state_dir)
     manager = CardManager(cache, timeout=_card_timeout())
+    clock = Clock.from_environment()
+    manager.clock = clock.now
     config = Config.load()
     notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
     manager.gate.pinentry = config.pinentry
@@ -82,6 +87,7 @@ async def run(state_dir: Path | None = None) -> int:
         card_inserted=interface.CardInserted,
         card_removed=interface.CardRemoved,
         certificate_status=interface.CertificateStatusChanged,
+        card_forgotten=notice_center.forget,
     )
     bus.export(OBJECT_PATH, interface)
     await manager.start()
@@ -111,7 +117,7 @@ async def run(state_dir: Path | None = None) -> int:
         loop.create_task(stop.wait()),
         loop.create_task(_disconnected(bus)),
     ]
-    tasks.append(loop.create_task(notice_center.daily()))
+    tasks.append(loop.create_task(watch_dates(clock, manager.recheck)))
     notice_center.schedule()
     interval = watchdog_interval()
     if interval:

@@ -22,6 +22,9 @@ from mncd import errors
 from mncd.card.cardinfo import BasicInfo
 from mncd.card.errors import (
     CardError,
+    CardInUseError,
+    CardRemovedError,
+    CardResetError,
     CardTimeoutError,
     KeyUnusableError,
     NoCardError,
@@ -29,12 +32,13 @@ from mncd.card.errors import (
     PcscUnavailableError,
     PinBlockedError,
     PinError,
+    TransportError,
 )
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pcsc import PcscContext
 from mncd.card.pin import PinPolicy
 from mncd.daemon import operations
-from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for, is_card_id
 from mncd.daemon.errors import LastTryError
 from mncd.daemon.monitor import (
     CardAbsent,
@@ -49,10 +53,27 @@ from mncd.jpki import certificates
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Shortest card-id prefix ForgetCard accepts.
+MIN_ID_PREFIX = 8
 #: Longest a caller waits for one card operation. Real cards answer in seconds; a card or reader
 #: that never answers must not hold callers forever (the operation itself cannot be interrupted:
 #: it ends when the reader gives up or the card is pulled).
 CARD_TIMEOUT = 60.0
+#: Reading a card on insertion again after a transient failure (another program holding it,
+#: a reset, no answer): first after RETRY_FIRST seconds, doubling up to RETRY_MAX.
+RETRY_FIRST = 0.1
+RETRY_MAX = 1.0
+#: Transient failures (other than another program's hold) before a card counts as unreadable;
+#: a timeout leaves the card thread waiting for the reader, so it is tried once more only.
+MAX_TRANSIENT_FAILURES = 5
+MAX_TIMEOUTS = 2
+#: Why a card in a reader cannot be used (LiveCard.error) and the state each gives.
+NOT_JPKI = "unknown-card"
+UNREADABLE = "unreadable-card"
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -64,8 +85,15 @@ class LiveCard:
     snapshot: operations.CardSnapshot | None = None
     record: CardRecord | None = None
     sign_der: bytes | None = None  #: held in memory only, while the card is present
-    error: str = ""  #: why the card is not usable ("unknown-card", ...)
+    error: str = ""  #: why the card is not usable (NOT_JPKI, UNREADABLE)
     reading: asyncio.Task[None] | None = None  #: the read on insertion, while it runs
+    #: While it is read: what the cache knows of this physical card (by its manufacture number).
+    known: CardRecord | None = None
+    in_use: bool = False  #: the last try to read it found another program holding it
+
+    @property
+    def being_read(self) -> bool:
+        return self.snapshot is None and not self.error
 
     @property
     def ref(self) -> CardRef:
@@ -81,6 +109,7 @@ class Listener:
     card_inserted: Callable[[str], None] = lambda reader: None
     card_removed: Callable[[str], None] = lambda reader: None
     certificate_status: Callable[[str, str], None] = lambda which, state: None
+    card_forgotten: Callable[[CardRecord], None] = lambda record: None
 
 
 @dataclass
@@ -96,17 +125,12 @@ class CertificateView:
     previous_invalidated: str = ""
 
     def state(self, now: dt.datetime | None = None) -> str:
+        """invalidated, unknown, or by Japan's calendar: valid, expiring, expired."""
         if self.invalidated:
             return "invalidated"
         if self.summary is None:
             return "unknown"
-        now = now or dt.datetime.now(dt.UTC)
-        if self.summary.is_expired(now):
-            return "expired"
-        window = certificates.generation_for(self.summary.algorithm).renewal_window
-        if self.summary.not_after - now <= window:
-            return "expiring"
-        return "valid"
+        return self.summary.state(now)
 
 
 class CardManager:
@@ -122,6 +146,11 @@ class CardManager:
         self.readers: tuple[str, ...] = ()
         self.cards: dict[str, LiveCard] = {}
         self.last_record: CardRecord | None = None
+        #: Every card in the cache, by card id (kept in step with every write).
+        self.known: dict[str, CardRecord] = {}
+        #: The daemon's "now" (see mncd.daemon.clock); every date it tells comes from it.
+        self.clock: Callable[[], dt.datetime] = system_clock
+        self._salt: bytes | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="card")
         self._local = threading.local()
         self._lock = asyncio.Lock()
@@ -136,7 +165,14 @@ class CardManager:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.last_record = await loop.run_in_executor(None, self.cache.last)
+        records = await loop.run_in_executor(None, self.cache.all)
+        self.known = {record.card_id: record for record in records}
+        self.last_record = records[0] if records else None
+        await self._drop_unproven_links()
+        try:
+            self._salt = await loop.run_in_executor(None, self.cache.salt)
+        except OSError as exc:
+            log.warning("cannot keep a salt in the state directory (%s); cards are not linked", exc)
         self._publish_certificate_states()
 
     def close(self, grace: float = 0.0) -> bool:
@@ -264,29 +300,80 @@ class CardManager:
         return sorted(d.name for d in self.usb_readers.values() if not d.ccid)
 
     async def _read_inserted(self, reader: str) -> None:
+        """Read a card just inserted; transient failures are tried again with backoff for as
+        long as the card stays. Only a card that answers and has no JPKI AP is unknown."""
         live = self.cards.get(reader)
         if live is None:
             return
-        try:
-            snapshot = await self.run_card(operations.read_card, reader)
-            if self.cards.get(reader) is not live:
-                return  # removed while being read
-            # Certificates are parsed here: a card that returns garbage is not a usable card.
-            record = await self._remember(snapshot)
-        except NotJpkiCardError:
-            live.error = "unknown-card"
-            log.info("card in %s is not a My Number Card", reader)
-        except (CardError, certificates.CertificateError) as exc:
-            live.error = "unknown-card"
-            log.warning("could not read the card in %s: %s", reader, exc)
-        else:
-            live.snapshot = snapshot
-            live.record = record
-            self.listener.card_inserted(reader)
+        delay, failures, timeouts = RETRY_FIRST, 0, 0
+        while self.cards.get(reader) is live:
+            try:
+                snapshot = await self.run_card(
+                    operations.read_card, reader, self._salt, self._identified_soon(live)
+                )
+                if self.cards.get(reader) is not live:
+                    return  # removed while being read
+                # Certificates are parsed here: a card that returns garbage is not usable.
+                record = await self._remember(snapshot)
+            except NotJpkiCardError:
+                live.error = NOT_JPKI
+                log.info("card in %s is not a My Number Card", reader)
+            except CardInUseError:
+                if not live.in_use:
+                    log.info("another program holds the card in %s; reading it when it lets go",
+                             reader)  # fmt: skip
+                live.in_use = True
+                failures = 0  # as long as it takes: the card is fine, only busy
+            except PcscUnavailableError:
+                return  # the monitor reports it, and reports the card again once pcscd is back
+            except (CardTimeoutError, CardResetError, CardRemovedError, NoCardError,
+                    TransportError) as exc:  # fmt: skip
+                live.in_use = False
+                failures += 1
+                timeouts += isinstance(exc, CardTimeoutError)
+                if failures >= MAX_TRANSIENT_FAILURES or timeouts >= MAX_TIMEOUTS:
+                    live.error = UNREADABLE
+                    log.warning("could not read the card in %s (%s); giving up after %d tries",
+                                reader, exc, failures)  # fmt: skip
+                else:
+                    log.info("reading the card in %s failed (%s); trying again", reader, exc)
+            except (CardError, certificates.CertificateError) as exc:
+                live.error = NOT_JPKI
+                log.warning("the card in %s answers, but not as a My Number Card: %s", reader, exc)
+            else:
+                live.snapshot, live.record, live.known = snapshot, record, None
+                live.in_use = False
+                self.listener.card_inserted(reader)
+                break
+            if live.error:
+                live.known = None
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
         self._check_card_watchers()
         if self.cards.get(reader) is live:
             self.listener.state_changed()
             self._publish_certificate_states()
+
+    def _identified_soon(self, live: LiveCard) -> Callable[[str | None], None]:
+        """A callback for the card thread: the card being read is the physical card with this
+        manufacture hash; its cached record shows (marked as from the cache) while it is read."""
+        loop = asyncio.get_running_loop()
+
+        def identified(physical: str | None) -> None:
+            if self.cards.get(live.reader) is not live or live.snapshot is not None:
+                return
+            live.known = self._latest_with(physical) if physical else None
+            if live.known is not None:
+                self.listener.state_changed()
+
+        return lambda physical: loop.call_soon_threadsafe(identified, physical)
+
+    def _latest_with(self, physical: str) -> CardRecord | None:
+        """The latest record of the physical card with this manufacture hash, if known."""
+        same = [r for r in self.known.values() if r.manufacture_hash == physical]
+        current = [r for r in same if r.renewed_to is None] or same
+        return max(current, key=lambda r: r.last_seen, default=None)
 
     async def _remember(self, snapshot: operations.CardSnapshot) -> CardRecord | None:
         if snapshot.auth_der is None:
@@ -304,6 +391,7 @@ class CardManager:
             sign_present=snapshot.sign_present,
             pin_tries=dict(snapshot.tries),
             sign_invalidated=old.sign_invalidated if old else None,
+            manufacture_hash=snapshot.manufacture_hash or (old.manufacture_hash if old else None),
         )
         if old is not None:
             record.renewed_to, record.renewed_from = old.renewed_to, old.renewed_from
@@ -316,35 +404,51 @@ class CardManager:
         return record
 
     async def _link_renewal(self, record: CardRecord) -> None:
-        """Link a card seen for the first time to the card it renews, when that is clear.
+        """Link certificates seen for the first time to the ones the same physical card held
+        before (a renewal at the office), on evidence only: the same manufacture number.
 
-        Renewal replaces the authentication certificate, by which cards are known, so a renewed
-        card looks new. It is taken as the renewal of a known card when exactly one known card
-        has an authentication certificate from the same CA, issued earlier, that is due for
-        renewal or expired. With none or several (a family), nothing is linked.
+        Renewal replaces the authentication certificate, by which cards are known, so the
+        renewed card looks new. Without a readable manufacture number nothing is linked: a
+        family member's card is another card, with its own reminders.
         """
-        assert record.auth is not None
-        new = record.auth.summary
-        now = dt.datetime.now(dt.UTC)
-        loop = asyncio.get_running_loop()
-        candidates = [
-            other
-            for other in await loop.run_in_executor(None, self.cache.all)
-            if other.card_id != record.card_id
-            and other.renewed_to is None
-            and other.auth is not None
-            and other.auth.summary.issuer == new.issuer
-            and other.auth.summary.not_before < new.not_before
-            and other.auth.summary.not_after - now
-            <= certificates.generation_for(other.auth.summary.algorithm).renewal_window
-        ]
-        if len(candidates) != 1:
+        if record.manufacture_hash is None:
             return
-        old = candidates[0]
-        log.info("card %s renews card %s", record.card_id, old.card_id)
-        old.renewed_to = record.card_id
-        record.renewed_from = old.card_id
-        await self._save(old, touch=False)
+        earlier = [
+            other
+            for other in self.known.values()
+            if other.card_id != record.card_id
+            and other.manufacture_hash == record.manufacture_hash
+            and other.renewed_to is None
+        ]
+        if not earlier:
+            return
+        previous = max(earlier, key=lambda r: r.last_seen)
+        log.info("card %s holds the renewed certificates of card %s", record.card_id,
+                 previous.card_id)  # fmt: skip
+        record.renewed_from = previous.card_id
+        for old in earlier:
+            old.renewed_to = record.card_id
+            await self._save(old, touch=False)
+
+    async def _drop_unproven_links(self) -> None:
+        """Undo renewal links that rest on no evidence (made by guessing, before cards were
+        recognised by their manufacture number): both ends must be the same physical card."""
+        for record in list(self.known.values()):
+            changed = False
+            for attr in ("renewed_to", "renewed_from"):
+                other = self.known.get(getattr(record, attr) or "")
+                if getattr(record, attr) is None:
+                    continue
+                if (
+                    other is None
+                    or record.manufacture_hash is None
+                    or other.manufacture_hash != record.manufacture_hash
+                ):
+                    setattr(record, attr, None)
+                    changed = True
+            if changed:
+                log.info("card %s: a renewal link without evidence was removed", record.card_id)
+                await self._save(record, touch=False)
 
     def _invalidate(
         self, record: CardRecord, fingerprint: str, reason: str, fields: list[str] | None = None
@@ -367,8 +471,49 @@ class CardManager:
             await loop.run_in_executor(None, self.cache.save, record)
         except OSError as exc:
             log.warning("could not write the cache: %s", exc)
+        self.known[record.card_id] = record
         if touch:
             self.last_record = record
+
+    async def forget(self, card_id: str) -> CardRecord:
+        """Remove a card the user no longer has: its cache record (and so its reminders).
+
+        ``card_id`` is a card id as GetStatus shows it, or an unambiguous prefix of at least
+        :data:`MIN_ID_PREFIX` characters. A card in a reader is not forgotten.
+        """
+        if not is_card_id(card_id) or len(card_id) < MIN_ID_PREFIX:
+            raise errors.InvalidArgument(
+                f"a card id is {MIN_ID_PREFIX} to 32 lower-case hex digits, as mncctl status "
+                "shows it (カードIDが正しくありません)"
+            )
+        matches = [r for r in self.known.values() if r.card_id.startswith(card_id)]
+        if not matches:
+            raise errors.InvalidArgument(
+                f"no card {card_id} is known (そのカードは記録されていません)"
+            )
+        if len(matches) > 1:
+            raise errors.InvalidArgument(
+                f"{card_id} names more than one card; give more digits (桁を増やしてください)"
+            )
+        record = matches[0]
+        for live in self.cards.values():
+            if record.card_id in {r.card_id for r in (live.record, live.known) if r is not None}:
+                raise errors.InvalidArgument(
+                    f"card {record.card_id} is in {live.reader}: take it out first "
+                    "(カードを取り出してから実行してください)"
+                )
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.cache.delete, record.card_id)
+        except OSError as exc:
+            raise errors.Failed(f"could not remove the card from the cache: {exc}") from exc
+        del self.known[record.card_id]
+        if self.last_record is not None and self.last_record.card_id == record.card_id:
+            self.last_record = max(self.known.values(), key=lambda r: r.last_seen, default=None)
+        log.info("card %s forgotten", record.card_id)
+        self.listener.card_forgotten(record)
+        self._changed()
+        return record
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -380,23 +525,39 @@ class CardManager:
                 return live
         return None
 
+    def reading(self) -> LiveCard | None:
+        """A card in a reader that is being read (inserted, not yet known to be usable)."""
+        return next((live for live in self.cards.values() if live.being_read), None)
+
     def state(self) -> str:
+        """card-present only once the card was read; reading while it is."""
         if not self.pcsc_available:
             return "pcsc-unavailable"
         if self.current() is not None:
             return "card-present"
-        if any(live.error for live in self.cards.values()):
-            return "unknown-card"
-        if self.cards:
-            return "card-present"  # inserted, still being read
+        if self.reading() is not None:
+            return "reading"
+        for error in (NOT_JPKI, UNREADABLE):
+            if any(live.error == error for live in self.cards.values()):
+                return error
         if not self.readers:
             return "no-reader"
         return "no-card"
 
-    def certificate_view(self, which: str) -> CertificateView:
+    def shown_record(self) -> tuple[CardRecord | None, str]:
+        """The card GetStatus describes and where its data come from: the card in the reader
+        (card), the one being read as far as the cache knows it (cache), or the card seen
+        last (cache). Never another card's data for a card being read."""
         live = self.current()
-        record = live.record if live else self.last_record
-        source = "card" if live else "cache"
+        if live is not None:
+            return live.record, "card"
+        reading = self.reading()
+        if reading is not None:
+            return reading.known, "cache"
+        return self.last_record, "cache"
+
+    def certificate_view(self, which: str) -> CertificateView:
+        record, source = self.shown_record()
         if record is None:
             return CertificateView()
         tries = record.pin_tries.get(which, -1)
@@ -414,9 +575,23 @@ class CardManager:
             return CertificateView(False, source, summary, -1, invalidated, previous)
         return CertificateView(True, source, summary, tries, invalidated, previous)
 
+    def certificate_states(self) -> dict[str, str]:
+        """The state of ``auth`` and ``sign`` now, by the daemon's clock: of the card present
+        or seen last; while a card is being read, as they were before (not yet known anew)."""
+        if self.reading() is not None and self._cert_states:
+            return dict(self._cert_states)
+        now = self.clock()
+        return {which: self.certificate_view(which).state(now) for which in ("auth", "sign")}
+
+    def recheck(self) -> None:
+        """The date may have changed (midnight in Japan, a clock set or a resume): announce
+        every certificate state that changed with it."""
+        self._changed()
+
     def _publish_certificate_states(self) -> None:
-        for which in ("auth", "sign"):
-            state = self.certificate_view(which).state()
+        if self.reading() is not None:
+            return  # announced once the card has been read, not "unknown" in between
+        for which, state in self.certificate_states().items():
             if self._cert_states.get(which) not in (None, state):
                 self.listener.certificate_status(which, state)
             self._cert_states[which] = state
@@ -429,9 +604,16 @@ class CardManager:
         # A card just inserted is still being read: wait for that instead of failing.
         pending = [c.reading for c in self.cards.values() if c.reading and not c.reading.done()]
         if pending:
-            await asyncio.wait(pending)
+            await asyncio.wait(pending, timeout=self.timeout)
         live = self.current()
         if live is None or live.snapshot is None:
+            reading = self.reading()
+            if reading is not None and reading.in_use:
+                raise CardInUseError("another program is using the card")
+            if reading is not None:
+                raise CardTimeoutError("the card could not be read in time")
+            if any(c.error == UNREADABLE for c in self.cards.values()):
+                raise NoCardError("the card in the reader could not be read")
             raise NoCardError("no My Number Card is inserted")
         if live.snapshot.token.kind.value not in ("card", "unknown"):
             raise errors.NotSupported(
@@ -592,8 +774,7 @@ class CardManager:
 
     def certificate(self, which: str) -> bytes:
         """Public certificates (auth, auth-ca, sign-ca) from the card or the cache."""
-        live = self.current()
-        record = live.record if live else self.last_record
+        record, _source = self.shown_record()
         attr = {"auth": "auth", "auth-ca": "auth_ca", "sign-ca": "sign_ca"}[which]
         entry = getattr(record, attr) if record else None
         if entry is None or entry.der is None:

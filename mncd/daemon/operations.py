@@ -7,13 +7,16 @@ other programs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mncd.card.cardinfo import BasicInfo, CardInfoSession
 from mncd.card.errors import FileMissingError, SecurityStatusError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
+from mncd.card.manufacture import read_manufacture_number
 from mncd.card.pcsc import PcscContext
 from mncd.card.pin import CARD_INFO_PIN, PinPolicy
+from mncd.daemon.cache import manufacture_hash
 from mncd.daemon.pingate import CardRef, PinTicket, admit, same_card
 from mncd.jpki import certificates, signatures
 
@@ -35,6 +38,8 @@ class CardSnapshot:
     tries: dict[str, int] = field(default_factory=dict)
     #: The reader's event count while it was read: the card the user is told about.
     events: int = -1
+    #: Keyed hash of the manufacture number (which physical card this is); None: unreadable.
+    manufacture_hash: str | None = None
 
 
 def _optional_certificate(session: JpkiSession, which: Certificate) -> bytes | None:
@@ -44,10 +49,24 @@ def _optional_certificate(session: JpkiSession, which: Certificate) -> bytes | N
         return None
 
 
-def read_card(context: PcscContext, reader: str) -> CardSnapshot:
-    """Identify the card by selecting the JPKI AP and read its public state."""
+def read_card(
+    context: PcscContext,
+    reader: str,
+    salt: bytes | None = None,
+    on_identified: Callable[[str | None], None] | None = None,
+) -> CardSnapshot:
+    """Read the card's public state: first which physical card it is (the manufacture number,
+    kept only as its hash under ``salt``, handed to ``on_identified`` at once), then, by
+    selecting the JPKI AP, whether it is a My Number Card and what it holds."""
     with context.connect(reader) as conn, conn.transaction():
         events = conn.card_events()
+        physical = None
+        if salt is not None:
+            number = read_manufacture_number(conn)
+            physical = manufacture_hash(salt, number) if number is not None else None
+            del number  # never kept, logged or passed on
+            if on_identified is not None:
+                on_identified(physical)
         session = JpkiSession(conn)
         session.select_application()
         token = session.read_token_info()
@@ -68,6 +87,7 @@ def read_card(context: PcscContext, reader: str) -> CardSnapshot:
             sign_present=sign_present,
             tries=tries,
             events=events,
+            manufacture_hash=physical,
         )
 
 

@@ -6,6 +6,7 @@ PIN ever does. Every exception from the layers below becomes one of them through
 """
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from mncd.card import errors as card_errors
 from mncd.card.digestinfo import HASHES, digest, digest_size
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
+from mncd.daemon.cache import CardRecord
 from mncd.daemon.callers import Caller, identify
 from mncd.daemon.errors import LastTryError
 from mncd.daemon.manager import CardManager, CertificateView
@@ -79,6 +81,11 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
     ),
     ((card_errors.SecurityStatusError,), errors.PinRequired, "the card needs the PIN for this"),
     (
+        (card_errors.CardInUseError,),
+        errors.Busy,
+        "another program is using the card; try again when it has finished",
+    ),
+    (
         (card_errors.CardTimeoutError,),
         errors.Failed,
         "the card did not answer in time; take it out and insert it again",
@@ -132,15 +139,15 @@ def to_dbus_error(exc: errors.MncdError) -> DBusError:
     return DBusError(exc.dbus_name(), exc.text)
 
 
-def _view_to_dbus(view: CertificateView) -> dict[str, Variant]:
+def _view_to_dbus(view: CertificateView, now: dt.datetime) -> dict[str, Variant]:
     s = view.summary
     return {
         "present": Variant("b", view.present),
         "source": Variant("s", view.source),
-        "state": Variant("s", view.state()),
+        "state": Variant("s", view.state(now)),
         "not_before": Variant("x", int(s.not_before.timestamp()) if s else 0),
         "not_after": Variant("x", int(s.not_after.timestamp()) if s else 0),
-        "days_left": Variant("i", s.days_left() if s else 0),
+        "days_left": Variant("i", s.days_left(now) if s else 0),
         "serial": Variant("s", s.serial if s else ""),
         "fingerprint": Variant("s", s.fingerprint if s else ""),
         "issuer": Variant("s", s.issuer if s else ""),
@@ -148,6 +155,18 @@ def _view_to_dbus(view: CertificateView) -> dict[str, Variant]:
         "pin_tries_left": Variant("i", view.pin_tries_left),
         "previous_fingerprint": Variant("s", view.previous_invalidated),
         "previous_state": Variant("s", "invalidated" if view.previous_invalidated else ""),
+    }
+
+
+def _card_to_dbus(record: CardRecord) -> dict[str, Variant]:
+    """A known card as GetStatus lists it: its id, when it was last seen and, for a card whose
+    certificates were renewed, the id it has now."""
+    auth = record.auth.summary if record.auth else None
+    return {
+        "card_id": Variant("s", record.card_id),
+        "last_seen": Variant("x", int(record.last_seen)),
+        "not_after": Variant("x", int(auth.not_after.timestamp()) if auth else 0),
+        "renewed_to": Variant("s", record.renewed_to or ""),
     }
 
 
@@ -213,6 +232,7 @@ class MyNumberCardInterface(ExportedInterface):
             "State": self.manager.state(),
             "CardPresent": self.manager.current() is not None,
             "Readers": list(self.manager.readers),
+            "CertificateStates": self.manager.certificate_states(),
         }
         changed = {k: v for k, v in current.items() if self._properties.get(k) != v}
         self._properties = current
@@ -232,6 +252,10 @@ class MyNumberCardInterface(ExportedInterface):
     @dbus_property(access=PropertyAccess.READ)
     def Readers(self) -> "as":
         return list(self.manager.readers)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def CertificateStates(self) -> "a{ss}":
+        return self.manager.certificate_states()
 
     @signal()
     def CardInserted(self, reader: str) -> "s":
@@ -261,19 +285,26 @@ class MyNumberCardInterface(ExportedInterface):
         return self._status[1]
 
     def _build_status(self) -> dict[str, Variant]:
-        live = self.manager.current()
+        live = self.manager.current() or self.manager.reading()
+        record, _source = self.manager.shown_record()
         token = live.snapshot.token.kind.value if live and live.snapshot else ""
-        if not token and self.manager.last_record is not None:
-            token = self.manager.last_record.token
+        if not token and record is not None:
+            token = record.token
+        now = self.manager.clock()
         return {
             "state": Variant("s", self.manager.state()),
             "readers": Variant("as", list(self.manager.readers)),
             "reader": Variant("s", live.reader if live else ""),
             "token": Variant("s", token),
             "unsupported_readers": Variant("as", self.manager.unsupported_readers()),
-            "auth": Variant("a{sv}", _view_to_dbus(self.manager.certificate_view("auth"))),
-            "sign": Variant("a{sv}", _view_to_dbus(self.manager.certificate_view("sign"))),
+            "card_id": Variant("s", record.card_id if record else ""),
+            "cards": Variant("aa{sv}", [_card_to_dbus(r) for r in self._known_cards()]),
+            "auth": Variant("a{sv}", _view_to_dbus(self.manager.certificate_view("auth"), now)),
+            "sign": Variant("a{sv}", _view_to_dbus(self.manager.certificate_view("sign"), now)),
         }
+
+    def _known_cards(self) -> list[CardRecord]:
+        return sorted(self.manager.known.values(), key=lambda r: r.last_seen, reverse=True)
 
     @method()
     async def GetCertificate(self, which: "s") -> "ay":
@@ -293,6 +324,14 @@ class MyNumberCardInterface(ExportedInterface):
         _check_options(options, self.AUTHENTICATE_OPTIONS)
         hash_name = _option(options, "hash", "s", "sha256")
         return await self._sign(AUTH_KEY, challenge, hash_name, options)
+
+    @method()
+    async def ForgetCard(self, card_id: "s", options: "a{sv}") -> "a{sv}":
+        """Remove a card the user no longer has from the cache, with its reminders."""
+        _check_options(options, {})
+        log.info("ForgetCard requested by %s", await self._caller())
+        record = await self.manager.forget(card_id)
+        return {"card_id": Variant("s", record.card_id)}
 
     @method()
     async def CheckPersonalData(self, options: "a{sv}") -> "a{sv}":

@@ -1,7 +1,12 @@
 """Decides which notices are due and hands them to the desktop, once each.
 
-Checked at start, after card events and once a day (a timer, no polling), from the cache: every
-card ever seen, with no card needed.
+Checked at start, after card events, at midnight in Japan and after the wall clock jumped (see
+:mod:`mncd.daemon.clock`), from the cache: every card ever seen, with no card needed.
+
+A notice counts as given only once the notification server accepted it. Until then it stays
+due: it waits in the notifier for a server to appear, and since nothing is marked shown, the
+cache still says it is due after a restart; when a server appears it is shown, once. A notice
+waiting for a server is not sent again while it waits.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mncd.daemon.cache import CardRecord
 from mncd.daemon.config import Config
@@ -17,11 +24,15 @@ from mncd.daemon.manager import CardManager
 from mncd.desktop import notices
 from mncd.desktop.notifications import DesktopNotifier, Notice
 from mncd.i18n import translator
-from mncd.jpki.certificates import generation_for
+from mncd.jpki import calendar
+from mncd.jpki.certificates import CertificateSummary
 
 log = logging.getLogger(__name__)
 
 ICONS = {"expiry": "appointment-soon", "invalidated": "dialog-error", "pin-blocked": "dialog-error"}
+#: How the notice log named the renewal milestone before it was counted in calendar months:
+#: the renewal window in days, by key algorithm.
+LEGACY_RENEWAL_KEYS = {"rsa2048": "90", "ec-p384": "365"}
 
 
 class NoticeCenter:
@@ -41,6 +52,10 @@ class NoticeCenter:
         self._scheduled: asyncio.Task[None] | None = None
         self._readers_shown: set[str] = set()
         self.sent: list[notices.NoticeText] = []  #: what was handed to the desktop (for tests)
+        #: Notices waiting for a server, by subject: the text, and what to record once shown.
+        self._waiting: dict[str, tuple[notices.NoticeText, Callable[[], None]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        notifier.on_shown = self._shown
 
     def schedule(self) -> None:
         """Run a check soon; several requests in a row make one check."""
@@ -51,16 +66,8 @@ class NoticeCenter:
         await asyncio.sleep(0.2)
         await self.check()
 
-    async def daily(self) -> None:
-        """Check every day shortly after local midnight."""
-        while True:
-            now = dt.datetime.now().astimezone()
-            tomorrow = (now + dt.timedelta(days=1)).replace(hour=0, minute=1, second=0)
-            await asyncio.sleep((tomorrow - now).total_seconds())
-            await self.check()
-
     async def check(self, now: dt.datetime | None = None) -> None:
-        now = now or dt.datetime.now(dt.UTC)
+        now = now or self.manager.clock()
         loop = asyncio.get_running_loop()
         records = {r.card_id: r for r in await loop.run_in_executor(None, self.manager.cache.all)}
         for live in self.manager.cards.values():
@@ -78,34 +85,17 @@ class NoticeCenter:
         if record.renewed_to is not None:
             # Renewed: the old card's certificates say nothing any more; take back its notice.
             for which in ("auth", "sign"):
+                self._waiting.pop(f"{record.card_id}:{which}:expiry", None)
                 await self.notifier.withdraw(f"{record.card_id}:{which}:expiry")
             return
         if record.renewed_from is not None and self.config.notify["expiry"]:
             key = f"{record.card_id}:renewed"
             if "shown" not in self.log.shown(key):
-                await self._send(notices.renewed_message(record.card_id))
-                self.log.mark(key, {"shown"})
+                await self._send(notices.renewed_message(record.card_id), key, "shown")
         if self.config.notify["expiry"]:
             for which, cert in (("auth", record.auth), ("sign", record.sign)):
-                if cert is None:
-                    continue
-                key = cert.summary.fingerprint
-                renewal_days = generation_for(cert.summary.algorithm).renewal_window.days
-                thresholds = tuple(sorted({*self.config.thresholds, renewal_days}, reverse=True))
-                milestone, passed = notices.due_milestone(
-                    cert.summary, thresholds, self.log.shown(key), now
-                )
-                if milestone is not None:
-                    message = notices.expiry_message(
-                        record.card_id,
-                        which,
-                        cert.summary,
-                        milestone,
-                        now,
-                        renewal_opened=milestone == str(renewal_days),
-                    )
-                    await self._send(message, self._details(which, cert.summary))
-                self.log.mark(key, passed)
+                if cert is not None:
+                    await self._check_expiry(record.card_id, which, cert.summary, now)
         invalid = record.sign_invalidated
         if invalid and self.config.notify["invalidated"]:
             key = f"{invalid['fingerprint']}:invalidated"
@@ -113,23 +103,47 @@ class NoticeCenter:
                 message = notices.invalidated_message(
                     record.card_id, invalid["reason"], invalid["fields"]
                 )
-                await self._send(message)
-                self.log.mark(key, {invalid["reason"]})
+                await self._send(message, key, invalid["reason"])
         for which in ("auth", "sign"):
             key = f"{record.card_id}:{which}:pin"
             if record.pin_tries.get(which) == 0:
                 if self.config.notify["pin-blocked"] and "blocked" not in self.log.shown(key):
-                    await self._send(notices.pin_blocked_message(record.card_id, which))
-                    self.log.mark(key, {"blocked"})
+                    await self._send(notices.pin_blocked_message(record.card_id, which), key,
+                                     "blocked")  # fmt: skip
             elif record.pin_tries.get(which, 0) > 0:
                 self.log.clear(key, "blocked")  # reset at the office: a new block notifies again
 
+    async def _check_expiry(
+        self, card_id: str, which: str, summary: CertificateSummary, now: dt.datetime
+    ) -> None:
+        """The expiry milestone due for one certificate, by Japan's calendar, once."""
+        key = summary.fingerprint
+        shown = self.log.shown(key)
+        legacy = LEGACY_RENEWAL_KEYS.get(summary.algorithm)
+        if legacy in shown and int(legacy) not in self.config.thresholds:
+            shown.add(calendar.RENEWAL)
+        milestone, reached = calendar.due_milestone(
+            summary.not_after,
+            summary.generation.renewal_months,
+            self.config.thresholds,
+            shown,
+            now,
+        )
+        # Milestones passed over are recorded now; the one told, once the server accepted it.
+        self.log.mark(key, reached - {milestone} if milestone else reached)
+        if milestone is not None:
+            message = notices.expiry_message(card_id, which, summary, milestone, now)
+            await self._send(message, key, milestone, self._details(which, summary))
+
     async def _check_readers(self) -> None:
         names = set(self.manager.unsupported_readers())
+        self._readers_shown &= names  # a reader unplugged and plugged again is told again
         if self.config.notify["readers"]:
             for name in sorted(names - self._readers_shown):
-                await self._send(notices.unsupported_reader_message(name))
-        self._readers_shown = names
+                await self._send(
+                    notices.unsupported_reader_message(name),
+                    on_shown=lambda name=name: self._readers_shown.add(name),
+                )
 
     def _details(self, which: str, summary: object) -> str:
         _ = translator().gettext
@@ -138,11 +152,59 @@ class NoticeCenter:
             label=notices.certificate_label(which), serial=serial
         )
 
-    async def _send(self, message: notices.NoticeText, details: str = "") -> None:
+    async def _send(
+        self,
+        message: notices.NoticeText,
+        key: str = "",
+        milestone: str = "",
+        details: str = "",
+        on_shown: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand ``message`` to the desktop; record ``milestone`` for ``key`` (and call
+        ``on_shown``) once the server has accepted it, now or when a server appears."""
+
+        def shown() -> None:
+            if key:
+                self.log.mark(key, {milestone})
+            if on_shown is not None:
+                on_shown()
+
+        waiting = self._waiting.get(message.subject)
+        if waiting is not None and waiting[0] == message:
+            return  # already waiting for a server: sent once it appears
+        self._waiting[message.subject] = (message, shown)
         self.sent.append(message)
         log.info("notice: %s", message.subject)
         if not await self.notifier.show(to_notice(message, details)):
             log.info("no notification server yet; the notice waits for one")
+
+    def _shown(self, subject: str) -> None:
+        """The notifier's word that the server accepted the notice for ``subject``."""
+        waiting = self._waiting.pop(subject, None)
+        if waiting is not None:
+            waiting[1]()
+
+    def forget(self, record: CardRecord) -> None:
+        """A card the user no longer has: its reminders go, on screen and in the log."""
+        keys = {f"{record.card_id}:renewed"}
+        keys |= {f"{record.card_id}:{which}:pin" for which in ("auth", "sign")}
+        for cert in (record.auth, record.sign):
+            if cert is not None:
+                keys |= {cert.summary.fingerprint, f"{cert.summary.fingerprint}:invalidated"}
+        if record.sign_invalidated:
+            keys.add(f"{record.sign_invalidated['fingerprint']}:invalidated")
+        self.log.forget(keys)
+        subjects = [f"{record.card_id}:{which}:{what}" for which in ("auth", "sign")
+                    for what in ("expiry", "pin", "invalidated", "renewed")]  # fmt: skip
+        for subject in subjects:
+            self._waiting.pop(subject, None)
+        task = asyncio.get_running_loop().create_task(self._withdraw_all(subjects))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _withdraw_all(self, subjects: list[str]) -> None:
+        for subject in subjects:
+            await self.notifier.withdraw(subject)
 
 
 def to_notice(message: notices.NoticeText, details: str = "") -> Notice:

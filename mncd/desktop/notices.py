@@ -1,10 +1,12 @@
 """What to tell the user, and when: expiry milestones, invalidation, blocked PINs.
 
 The policy says the most urgent thing once. Each milestone (renewal window open, 30/7/1 days
-left, expired) is remembered per certificate fingerprint in ``notices.json`` in the state
-directory, so restarts and re-insertions never repeat a notice; a card first seen 20 days before
-expiry gets the 30-day notice only, and the 90-day one is marked as passed without being shown.
-Texts come from the gettext catalog (Japanese and English by the locale).
+left, expired; counted in Japan's calendar by :mod:`mncd.jpki.calendar`) is remembered per
+certificate fingerprint in ``notices.json`` in the state directory once the notification server
+has accepted it, so restarts and re-insertions never repeat a notice, and a notice that found no
+server is still due after a restart; a card first seen 20 days before expiry gets the 30-day
+notice only, and the renewal one is marked as passed without being shown. Texts come from the
+gettext catalog (Japanese and English by the locale).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 
 from mncd.daemon.cache import atomic_write
 from mncd.i18n import translator
+from mncd.jpki import calendar
 from mncd.jpki.certificates import CertificateSummary
 
 log = logging.getLogger(__name__)
 
-EXPIRED = "expired"
+EXPIRED = calendar.EXPIRED
+RENEWAL = calendar.RENEWAL
 NORMAL, CRITICAL = 1, 2
 
 
@@ -43,33 +47,19 @@ def certificate_label(which: str) -> str:
     return _("signing certificate") if which == "sign" else _("user-authentication certificate")
 
 
-def due_milestone(
-    summary: CertificateSummary, thresholds: tuple[int, ...], shown: set[str], now: dt.datetime
-) -> tuple[str | None, set[str]]:
-    """The milestone to show now (or None) and every milestone that is now passed."""
-    if summary.is_expired(now):
-        passed = {EXPIRED, *map(str, thresholds)}
-        return (EXPIRED if EXPIRED not in shown else None), passed
-    crossed = [t for t in thresholds if summary.not_after - now <= dt.timedelta(days=t)]
-    if not crossed:
-        return None, set()
-    most_urgent = str(min(crossed))
-    passed = set(map(str, crossed))
-    return (most_urgent if most_urgent not in shown else None), passed
-
-
 def expiry_message(
     card_id: str,
     which: str,
     summary: CertificateSummary,
     milestone: str,
     now: dt.datetime,
-    renewal_opened: bool = False,
 ) -> NoticeText:
+    """The notice for an expiry ``milestone`` (renewal, a day count, expired), dated and counted
+    in Japan's calendar."""
     _ = translator().gettext
     label = certificate_label(which)
     subject = f"{card_id}:{which}:expiry"
-    local_date = summary.not_after.astimezone().date()
+    local_date = calendar.expiry_date(summary.not_after)
     date_text = _("{year}-{month:02d}-{day:02d}").format(
         year=local_date.year, month=local_date.month, day=local_date.day
     )
@@ -88,7 +78,7 @@ def expiry_message(
     body = _("It expires on {date}. You can renew it at your municipal office.").format(
         date=date_text
     )
-    if renewal_opened:
+    if milestone == RENEWAL:
         return NoticeText(
             subject=subject,
             category="expiry",
@@ -238,6 +228,13 @@ class NoticeLog:
         self._data[key] = sorted(current | milestones)
         self._save()
         return True
+
+    def forget(self, keys: set[str]) -> None:
+        """Drop everything recorded for ``keys`` (a card the user no longer has)."""
+        if keys & set(self._data):
+            for key in keys:
+                self._data.pop(key, None)
+            self._save()
 
     def clear(self, key: str, milestone: str) -> None:
         current = self.shown(key)

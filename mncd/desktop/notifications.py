@@ -82,6 +82,9 @@ class DesktopNotifier:
         self.app_name = app_name
         self.desktop_entry = desktop_entry
         self._on_action = on_action
+        #: Called with a notice's subject as soon as the server has accepted it (also for a
+        #: notice that waited for a server).
+        self.on_shown: Callable[[str], None] | None = None
         self._ids: dict[str, int] = {}
         self._live: dict[int, Notice] = {}
         self._pending: dict[str, Notice] = {}
@@ -178,6 +181,11 @@ class DesktopNotifier:
             self._live.pop(previous, None)
         self._ids[notice.subject] = notification_id
         self._live[notification_id] = notice
+        if self.on_shown is not None:
+            try:
+                self.on_shown(notice.subject)
+            except Exception:
+                log.exception("notification callback failed")
         return True
 
     async def _notify(self, notice: Notice) -> int:

@@ -17,6 +17,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from mncd.jpki import calendar
+
 OID_JPKI_NAME = x509.ObjectIdentifier("1.2.392.200149.8.5.5.1")
 OID_JPKI_NAME_SUBSTITUTE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.2")
 OID_JPKI_SEX = x509.ObjectIdentifier("1.2.392.200149.8.5.5.3")
@@ -31,14 +33,15 @@ class CardGeneration:
 
     name: str
     algorithm: str  # as key_algorithm() names it
-    renewal_window: dt.timedelta
+    #: Renewal opens this many calendar months before the expiry date (see jpki.calendar).
+    renewal_months: int
 
 
 #: Today's card: RSA-2048, renewal from 3 months before expiry.
-CURRENT_CARD = CardGeneration("jpki", "rsa2048", dt.timedelta(days=90))
+CURRENT_CARD = CardGeneration("jpki", "rsa2048", 3)
 #: The planned next-generation card (ECDSA P-384, renewal from 1 year before); provisional,
 #: from public reports: the real card's layout is not public yet.
-NEXT_GENERATION = CardGeneration("next-generation-provisional", "ec-p384", dt.timedelta(days=365))
+NEXT_GENERATION = CardGeneration("next-generation-provisional", "ec-p384", 12)
 GENERATIONS = (CURRENT_CARD, NEXT_GENERATION)
 
 
@@ -120,13 +123,21 @@ class CertificateSummary:
     not_after: dt.datetime
     algorithm: str  # e.g. rsa2048, ec-p384
 
+    @property
+    def generation(self) -> CardGeneration:
+        return generation_for(self.algorithm)
+
     def days_left(self, now: dt.datetime | None = None) -> int:
-        """Whole days until notAfter (negative once expired)."""
-        now = now or dt.datetime.now(dt.UTC)
-        return (self.not_after - now) // dt.timedelta(days=1)
+        """Japanese calendar days until the expiry date (0 on the last day, negative after)."""
+        return calendar.days_left(self.not_after, now or dt.datetime.now(dt.UTC))
 
     def is_expired(self, now: dt.datetime | None = None) -> bool:
-        return (now or dt.datetime.now(dt.UTC)) > self.not_after
+        return calendar.is_expired(self.not_after, now or dt.datetime.now(dt.UTC))
+
+    def state(self, now: dt.datetime | None = None) -> str:
+        """``valid``, ``expiring`` (renewal open) or ``expired`` in Japan's calendar."""
+        now = now or dt.datetime.now(dt.UTC)
+        return calendar.state(self.not_after, self.generation.renewal_months, now)
 
 
 def load(der: bytes) -> x509.Certificate:

@@ -1,7 +1,9 @@
 """The virtual My Number Card: answers APDUs as a real card does.
 
-Models the JPKI AP and the card-info AP (basic four information; the individual-number EF exists
-and is guarded, so tests can prove it is never touched). Security state lives for one card session:
+Models the JPKI AP, the card-info AP (basic four information; the individual-number EF exists
+and is guarded, so tests can prove it is never touched) and the application whose record 1
+holds the card's manufacture number (READ RECORD by short file identifier 1, or of the current
+EF). Security state lives for one card session:
 a reset, a power cycle or (by default) a re-SELECT of an AP forgets every verified PIN, while PIN
 counters persist as long as the card exists.
 """
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from ..card.cardinfo import BASIC_INFO_FID, CARD_INFO_AID, INDIVIDUAL_NUMBER_FID
 from ..card.cardinfo import PIN_FID as CARD_INFO_PIN_FID
 from ..card.jpki import JPKI_AID, TOKEN_INFO_FID
+from ..card.manufacture import MANUFACTURE_AID
 from .pki import CardPki, PrivateKey
 from .profile import TOKEN_LABELS, CardProfile, contactless_atr, resolve_atr
 
@@ -60,6 +63,14 @@ class BinaryFile:
 
 
 @dataclass
+class RecordFile:
+    """A record EF, addressed by its short file identifier (READ RECORD)."""
+
+    sfi: int
+    records: list[bytes]
+
+
+@dataclass
 class KeyFile:
     key: PrivateKey
     pin: int  # FID of the PIN that guards the key
@@ -68,7 +79,7 @@ class KeyFile:
 @dataclass
 class Application:
     aid: bytes
-    files: dict[int, PinFile | BinaryFile | KeyFile] = field(default_factory=dict)
+    files: dict[int, PinFile | BinaryFile | KeyFile | RecordFile] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +134,13 @@ def _ber_length(n: int) -> bytes:
     return bytes((0x82, n >> 8, n & 0xFF))
 
 
+def manufacture_record(number: str) -> bytes:
+    """Record 1 of the manufacture-number application: a BER-wrapped text whose characters
+    2–15 are the number (as jpki/myna reads it)."""
+    value = ("00" + number).encode("ascii")
+    return bytes((0x04, len(value))) + value
+
+
 def raw_rsa_pkcs1_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
     """PKCS#1 v1.5 type-1 padding of ``data`` as given (the card does not add a DigestInfo)."""
     numbers = key.private_numbers()
@@ -140,6 +158,10 @@ class VirtualCard:
     """One virtual My Number Card built from a :class:`CardProfile` and its PKI."""
 
     def __init__(self, profile: CardProfile, pki: CardPki) -> None:
+        if not profile.manufacture_number:  # one physical card: one number for its lifetime
+            profile = dataclasses.replace(
+                profile, manufacture_number=f"{secrets.randbelow(10**13):013d}"
+            )
         self.profile = profile
         self.pki = pki
         self.log: list[LogEntry] = []
@@ -190,6 +212,11 @@ class VirtualCard:
             b"\xff\x01" + bytes(16), read_pin=CARD_INFO_PIN_FID
         )
         apps = {CARD_INFO_AID: info}
+        if profile.manufacture_record:
+            apps[MANUFACTURE_AID] = Application(
+                MANUFACTURE_AID,
+                {0x0001: RecordFile(1, [manufacture_record(profile.manufacture_number)])},
+            )
         if profile.jpki:
             apps[JPKI_AID] = jpki
         return apps
@@ -309,6 +336,8 @@ class VirtualCard:
             return self._select(p1, p2, data)
         if cla == 0x00 and ins == 0xB0:
             return self._read_binary(p1, p2, le)
+        if cla == 0x00 and ins == 0xB2:
+            return self._read_record(p1, p2, le)
         if cla == 0x00 and ins == 0x20:
             return self._verify(p1, p2, data, has_le)
         if cla == 0x80 and ins == 0x2A:
@@ -334,7 +363,7 @@ class VirtualCard:
             return OK
         raise _Status(0x6A86)
 
-    def _current(self) -> PinFile | BinaryFile | KeyFile:
+    def _current(self) -> PinFile | BinaryFile | KeyFile | RecordFile:
         if self.app is None or self.ef is None:
             raise _Status(0x6986)  # command not allowed: no current EF
         return self.app.files[self.ef]
@@ -357,6 +386,29 @@ class VirtualCard:
             if le > available:
                 raise _Status(0x6C00 | available)
         return ef.data[offset : offset + le] + OK
+
+    def _read_record(self, p1: int, p2: int, le: int) -> bytes:
+        """READ RECORD ``p1`` of the EF with short identifier ``p2 >> 3`` (0: the current EF)."""
+        if p2 & 0x07 != 0x04 or p1 == 0:
+            raise _Status(0x6A86)
+        sfi = p2 >> 3
+        if self.app is None:
+            raise _Status(0x6986)
+        if sfi:
+            ef = next(
+                (f for f in self.app.files.values() if isinstance(f, RecordFile) and f.sfi == sfi),
+                None,
+            )
+        else:
+            current = self.app.files.get(self.ef) if self.ef is not None else None
+            # Right after selecting the application, its only record EF is the current one.
+            records = [f for f in self.app.files.values() if isinstance(f, RecordFile)]
+            ef = current if current is not None else (records[0] if len(records) == 1 else None)
+        if not isinstance(ef, RecordFile):
+            raise _Status(0x6A82)
+        if p1 > len(ef.records):
+            raise _Status(0x6A83)
+        return ef.records[p1 - 1][:le] + OK
 
     def _verify(self, p1: int, p2: int, data: bytes, has_le: bool) -> bytes:
         if has_le and self.profile.verify_le_strict:

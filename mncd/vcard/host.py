@@ -7,6 +7,7 @@ Tests, benchmarks and the demo use it through :class:`mncd.vcard.control.CardCon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 from . import pki
 from .card import VirtualCard
-from .profile import CardProfile
+from .profile import CardProfile, stable_manufacture_number
 from .vpcd import VPCD_PORT, VpcdLink
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ class CardHost:
                 if name not in self.cards:
                     raise KeyError(f"no card named {name!r}; give a profile")
                 return self.cards[name]
+            if not profile.manufacture_number:
+                # The same physical card whatever its certificates: a renewal keeps the number.
+                profile = dataclasses.replace(
+                    profile, manufacture_number=stable_manufacture_number(name)
+                )
             key = profile.pki_key()
             if key not in self._pki:
                 self._pki[key] = pki.generate(profile)

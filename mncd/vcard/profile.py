@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -98,6 +99,11 @@ class CardProfile:
     sign_certificate: bool = True
     #: Changing the generation replaces the card's keys and certificates (a renewed card).
     generation: int = 1
+    #: The 13-character manufacture number naming the physical card; empty: a stable value per
+    #: card name in the card host (the same name renewed keeps it, another card has another).
+    manufacture_number: str = ""
+    #: False: the manufacture number cannot be read (an older or foreign card).
+    manufacture_record: bool = True
 
     # Card identity and quirks of real cards
     atr: str = CONTACT_ATRS["contact-1"]
@@ -224,9 +230,20 @@ class CardProfile:
         for name in ("auth_tries_left", "sign_tries_left", "card_info_tries_left"):
             if not 0 <= getattr(self, name) <= 15:
                 raise ValueError(f"{name} must be 0..15")
+        if self.manufacture_number and not (
+            len(self.manufacture_number) == 13 and self.manufacture_number.isalnum()
+        ):
+            raise ValueError("manufacture_number must be 13 letters or digits")
         for value in (self.birth_date, self.cert_birth_date, self.not_before, self.not_after):
             if value:
                 dt.date.fromisoformat(value)
+
+
+def stable_manufacture_number(card_name: str) -> str:
+    """The manufacture number a virtual card called ``card_name`` has unless its profile sets
+    one: 13 digits, the same for every card of that name."""
+    digest = hashlib.sha256(b"mncd-vcard manufacture number\0" + card_name.encode()).digest()
+    return f"{int.from_bytes(digest[:8], 'big') % 10**13:013d}"
 
 
 def resolve_atr(value: str) -> str:
