@@ -364,7 +364,7 @@ def test_shipped_introspection_matches_the_daemon(daemon, repo_root):
     ).stdout  # fmt: skip
     shipped = (repo_root / "dbus" / f"{BUS_NAME}.xml").read_text()
     assert _interface_shape(shipped) == _interface_shape(exported)
-    assert len(_interface_shape(shipped)) == 11
+    assert len(_interface_shape(shipped)) == 14
 
 
 def test_sd_notify_ready_status_and_watchdog(bus, sandbox, tmp_path):
