@@ -41,6 +41,8 @@ __all__ = [
     "KnownCard",
     "MyNumberCard",
     "PersonalDataCheck",
+    "PinCounter",
+    "PinStatus",
     "SignedData",
     "Status",
 ]
@@ -267,6 +269,52 @@ class PersonalDataCheck:
 
 
 @dataclass(frozen=True)
+class PinCounter:
+    """One PIN's counter as GetPinStatus read it from the card."""
+
+    present: bool = False
+    tries_left: int | None = None  #: None when the card has no such PIN
+    max_tries: int = 0
+
+    @classmethod
+    def from_plain(cls, data: Any) -> PinCounter:
+        if not isinstance(data, Mapping):
+            return cls()
+        tries = _int(data.get("tries_left"), -1)
+        present = data.get("present") is True
+        return cls(
+            present, tries if present and tries >= 0 else None, _int(data.get("max_tries"), 0)
+        )
+
+
+@dataclass(frozen=True)
+class PinStatus:
+    """GetPinStatus: the tries left on each PIN (``auth``, ``sign``, ``card-info``), live."""
+
+    reader: str = ""
+    auth: PinCounter = field(default_factory=PinCounter)
+    sign: PinCounter = field(default_factory=PinCounter)
+    card_info: PinCounter = field(default_factory=PinCounter)
+    #: Every key as the daemon sent it, as plain values.
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dbus(cls, body: Mapping[str, Any]) -> PinStatus:
+        data = plain(body)
+        return cls(
+            reader=_str(data.get("reader")),
+            auth=PinCounter.from_plain(data.get("auth")),
+            sign=PinCounter.from_plain(data.get("sign")),
+            card_info=PinCounter.from_plain(data.get("card-info")),
+            raw=data,
+        )
+
+    def counter(self, which: str) -> PinCounter:
+        """``auth``, ``sign`` or ``card-info``."""
+        return {"auth": self.auth, "sign": self.sign, "card-info": self.card_info}[which]
+
+
+@dataclass(frozen=True)
 class Event:
     """A signal of the daemon: ``CardInserted``, ``CardRemoved``, ``CertificateStatusChanged``
     (args as a list), ``PropertiesChanged`` (args as a dict), ``DaemonStarted`` or
@@ -407,10 +455,16 @@ class MyNumberCard:
         pin: str | None = None,
         sign_pin: str | None = None,
         interactive: bool | None = None,
+        allow_last_try: bool = False,
     ) -> PersonalDataCheck:
         """Compare the card's name, address, birth date and sex with the signing certificate
         (``pin``: the card-info PIN; ``sign_pin``: the signing password)."""
-        options = _options(pin=pin, sign_pin=sign_pin, interactive=interactive)
+        options = _options(
+            pin=pin,
+            sign_pin=sign_pin,
+            interactive=interactive,
+            allow_last_try=allow_last_try or None,
+        )
         (result,) = await self.call("CheckPersonalData", "a{sv}", [options], timeout=DIALOG_TIMEOUT)
         result = plain(result)
         return PersonalDataCheck(
@@ -425,6 +479,53 @@ class MyNumberCard:
         card id."""
         (result,) = await self.call("ForgetCard", "sa{sv}", [card_id, {}])
         return _str(plain(result).get("card_id"))
+
+    async def change_pin(
+        self,
+        which: str,
+        *,
+        pin: str | None = None,
+        new_pin: str | None = None,
+        interactive: bool | None = None,
+        allow_last_try: bool = False,
+    ) -> None:
+        """Change the ``auth``, ``sign`` or ``card-info`` PIN. Without ``pin`` and ``new_pin``
+        the daemon asks the user (current PIN, new PIN twice); with them, give both."""
+        options = _options(
+            pin=pin,
+            new_pin=new_pin,
+            interactive=interactive,
+            allow_last_try=allow_last_try or None,
+        )
+        await self.call("ChangePin", "sa{sv}", [which, options], timeout=DIALOG_TIMEOUT)
+
+    async def get_pin_status(self) -> PinStatus:
+        """GetPinStatus: the tries left on every PIN, read from the card without spending one."""
+        (body,) = await self.call("GetPinStatus", "a{sv}", [{}], timeout=DIALOG_TIMEOUT)
+        return PinStatus.from_dbus(body)
+
+    async def get_signing_certificate(
+        self,
+        *,
+        pin: str | None = None,
+        interactive: bool | None = None,
+        allow_last_try: bool = False,
+    ) -> bytes:
+        """The signing certificate (DER; it holds personal data), read after the signing
+        password (``pin``, or the daemon asks the user)."""
+        options = _options(pin=pin, interactive=interactive, allow_last_try=allow_last_try or None)
+        (der,) = await self.call(
+            "GetSigningCertificate", "a{sv}", [options], timeout=DIALOG_TIMEOUT
+        )
+        return bytes(der)
+
+    async def name_has_owner(self, name: str = BUS_NAME) -> bool:
+        """Whether ``name`` (mncd by default) is owned on the bus now; starts nothing."""
+        return bool(await self.call_bus("NameHasOwner", "s", [name]))
+
+    async def activatable_names(self) -> tuple[str, ...]:
+        """The names the bus can start on demand (D-Bus activation)."""
+        return _strings(await self.call_bus("ListActivatableNames"))
 
     async def get_properties(self) -> dict[str, Any]:
         """The properties (``State``, ``CardPresent``, ``Readers``, ``CertificateStates``) as

@@ -5,9 +5,11 @@ order across every pinentry process started: a string answers the next GETPIN wi
 ``true``/``false`` answer the next CONFIRM (OK / not confirmed); ``"cancel"`` cancels a GETPIN;
 ``{"wait": PATH, "then": ANSWER}`` first waits until PATH exists (``"delay": SECONDS``: that
 long); ``"hold"`` never answers
-(until the process is killed). With no answers left, GETPIN is cancelled. LOG receives one JSON
-line per command (SETDESC texts decoded; PINs never written), and ``OVERLAP`` when another
-scripted pinentry was alive at the same time.
+(until the process is killed). After SETREPEAT a string answers as a pinentry that had the PIN
+typed twice and found both the same (``S PIN_REPEATED``, as pinentry-tty does);
+``{"once": PIN}`` answers as a pinentry without SETREPEAT, which asks once. With no answers
+left, GETPIN is cancelled. LOG receives one JSON line per command (SETDESC texts decoded; PINs
+never written), and ``OVERLAP`` when another scripted pinentry was alive at the same time.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Script:
             return None
         self.used_path.write_text(str(used + 1))
         answer = self.answers[used]
-        if isinstance(answer, dict):  # {"wait": PATH | "delay": SECONDS, "then": ANSWER}
+        if isinstance(answer, dict) and "then" in answer:  # {"wait"|"delay": ..., "then": ...}
             time.sleep(answer.get("delay", 0))
             while "wait" in answer and not Path(answer["wait"]).exists():
                 time.sleep(0.05)
@@ -88,13 +90,23 @@ def converse(script: Script, log: TextIO) -> None:
         sys.stdout.flush()
 
     say("OK Pleased to meet you")
+    repeat = False  # SETREPEAT holds for the next GETPIN only, as in pinentry
     for raw in sys.stdin:
         line = raw.rstrip("\n")
         command, _, argument = line.partition(" ")
         write(log, {"command": command, "text": unescape(argument)})
-        if command == "GETPIN":
+        if command == "SETREPEAT":
+            repeat = True
+            say("OK")
+        elif command == "GETPIN":
             answer = script.next()
+            repeated = repeat
+            repeat = False
+            if isinstance(answer, dict) and "once" in answer:
+                answer, repeated = answer["once"], False
             if isinstance(answer, str) and answer != "cancel":
+                if repeated:
+                    say("S PIN_REPEATED")
                 say("D " + answer.replace("%", "%25"))
                 say("OK")
             else:

@@ -1,7 +1,7 @@
 """The card-info input support application (券面事項入力補助AP): basic four information only.
 
-Reads name, address, birth date and sex after the 4-digit card-info PIN. The individual number
-(個人番号, EF 0001 of this AP) is never selected or read by mncd.
+Reads name, address, birth date and sex after the 4-digit card-info PIN, and changes that PIN.
+The individual number (個人番号, EF 0001 of this AP) is never selected or read by mncd.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from .apdu import SW, CardConnection, CardProtocol
 from .errors import InvalidResponseError, NotJpkiCardError
 from .jpki import (
+    change_reference_data,
+    raise_for_change_status,
     raise_for_verify_status,
     read_binary,
     select_df,
@@ -163,6 +165,17 @@ class CardInfoSession:
         finally:
             wipe(encoded)
         raise_for_verify_status(sw, CARD_INFO_PIN)
+
+    def change_pin(self, new_pin: str | bytes | bytearray) -> None:
+        """Replace the card-info PIN by ``new_pin``; the current one must have been verified in
+        this session. The new PIN's shape is checked first: a malformed one is never sent."""
+        encoded = CARD_INFO_PIN.check(new_pin)
+        try:
+            self._select_ef(PIN_FID)
+            _, sw = self.protocol.exchange(change_reference_data(encoded))
+        finally:
+            wipe(encoded)
+        raise_for_change_status(sw)
 
     def read_basic_info(self) -> BasicInfo:
         """Name, address, birth date and sex; the card-info PIN must be verified."""

@@ -55,6 +55,14 @@ class KeyUnusableError(ApduError):
     """The card refuses to use the key: its certificate can no longer be used."""
 
 
+class PinChangeRefusedError(ApduError):
+    """The card answered CHANGE REFERENCE DATA with an error: the PIN was not changed."""
+
+
+class PinChangeUnsupportedError(PinChangeRefusedError):
+    """The card does not take CHANGE REFERENCE DATA in the form mncd sends (peers' form)."""
+
+
 class InvalidResponseError(CardError):
     """The card's answer is malformed (wrong length, broken encoding, impossible values)."""
 

@@ -18,7 +18,10 @@ from .errors import (
     KeyUnusableError,
     NotJpkiCardError,
     PinBlockedError,
+    PinChangeRefusedError,
+    PinChangeUnsupportedError,
     PinIncorrectError,
+    SecurityStatusError,
 )
 from .pin import AUTH_PIN, SIGN_PASSWORD, PinPolicy, wipe
 
@@ -112,6 +115,15 @@ def read_binary(offset: int, length: int) -> Apdu:
 def verify(pin: bytes) -> Apdu:
     """VERIFY, a case-3 APDU (a real card answers 6700 to a trailing Le); no PIN: tries left."""
     return Apdu(0x00, 0x20, 0x00, 0x80, bytes(pin))
+
+
+def change_reference_data(new_pin: bytes) -> Apdu:
+    """CHANGE REFERENCE DATA with the new PIN only (P1 01: the current PIN was verified just
+    before, in the same card session), a case-3 APDU like VERIFY.
+
+    This is the form peers send (jpki/myna); no public source confirms it against real cards.
+    """
+    return Apdu(0x00, 0x24, 0x01, 0x80, bytes(new_pin))
 
 
 def compute_signature(data: bytes) -> Apdu:
@@ -221,6 +233,17 @@ class JpkiSession:
             wipe(encoded)
         raise_for_verify_status(sw, key.pin)
 
+    def change_pin(self, key: KeySlot, new_pin: str | bytes | bytearray) -> None:
+        """Replace ``key``'s PIN by ``new_pin``; the current PIN must have been verified in this
+        session. The new PIN's shape is checked first: a malformed one is never sent."""
+        encoded = key.pin.check(new_pin)
+        try:
+            self._select_ef(key.pin_fid)
+            _, sw = self.protocol.exchange(change_reference_data(encoded))
+        finally:
+            wipe(encoded)
+        raise_for_change_status(sw)
+
     # -- keys ------------------------------------------------------------------------------
 
     def sign(self, key: KeySlot, data: bytes) -> bytes:
@@ -247,6 +270,27 @@ def tries_left_from_status(sw: int, policy: PinPolicy) -> int:
     if sw in (SW.AUTH_METHOD_BLOCKED, SW.REFERENCE_DATA_NOT_USABLE):
         return 0
     raise status_error(sw)
+
+
+#: Answers to CHANGE REFERENCE DATA meaning the card does not take the command in this form.
+_CHANGE_UNSUPPORTED = frozenset(
+    {SW.INS_NOT_SUPPORTED, SW.CLA_NOT_SUPPORTED, SW.FUNCTION_NOT_SUPPORTED, SW.INCORRECT_P1P2,
+     SW.WRONG_P1P2}
+)  # fmt: skip
+
+
+def raise_for_change_status(sw: int) -> None:
+    """Map the status word of CHANGE REFERENCE DATA to success or a typed error; any error
+    means the card kept the current PIN."""
+    if sw == SW.OK:
+        return
+    if sw == SW.SECURITY_STATUS_NOT_SATISFIED:
+        raise SecurityStatusError(sw, "the card wants the current PIN verified first")
+    if sw in _CHANGE_UNSUPPORTED:
+        raise PinChangeUnsupportedError(
+            sw, f"the card does not take the PIN change command (status {sw:04X})"
+        )
+    raise PinChangeRefusedError(sw, f"the card refused the PIN change (status {sw:04X})")
 
 
 def raise_for_verify_status(sw: int, policy: PinPolicy) -> None:

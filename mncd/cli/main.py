@@ -3,6 +3,12 @@
 mncctl status [--json]                        card, reader and certificate status
 mncctl sign FILE [--hash H] [--output SIG]    signature with the signing certificate
 mncctl auth [--challenge-file F] ...          authenticate a challenge and verify it locally
+mncctl pin status [--json]                    tries left on every PIN, read from the card
+mncctl pin change auth|sign|card-info         change a PIN (current PIN, new PIN twice)
+mncctl cert show [WHICH] [--json]             certificate details (sign: after the password)
+mncctl cert export WHICH -o FILE [--der]      write a certificate (PEM by default)
+mncctl check                                  does the signing certificate match the card?
+mncctl doctor [--json]                        pcscd, readers, card, daemon: what to fix
 mncctl watch [--json]                         print signals and property changes until Ctrl-C
 mncctl forget CARD                            forget a card you no longer have
 
@@ -16,12 +22,12 @@ import argparse
 import sys
 
 from mncd import __version__
-from mncd.cli import auth, forget, sign, status, watch
+from mncd.cli import auth, cert, check, doctor, forget, pin_command, sign, status, watch
 from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, auth, watch, forget)
+COMMANDS = (status, sign, auth, pin_command, cert, check, doctor, watch, forget)
 
 
 def build_parser() -> argparse.ArgumentParser:

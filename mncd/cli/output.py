@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from mncd.card.pin import AUTH_PIN, SIGN_PASSWORD
+from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD
 from mncd.client import CertificateStatus, Event, KnownCard, Status, plain
 from mncd.jpki.calendar import JAPAN
 
@@ -16,7 +17,11 @@ CERTIFICATE_TITLES = {
     "auth": "利用者証明用電子証明書 (user authentication)",
     "sign": "署名用電子証明書 (signing)",
 }
-MAX_PIN_TRIES = {"auth": AUTH_PIN.max_tries, "sign": SIGN_PASSWORD.max_tries}
+MAX_PIN_TRIES = {
+    "auth": AUTH_PIN.max_tries,
+    "sign": SIGN_PASSWORD.max_tries,
+    "card-info": CARD_INFO_PIN.max_tries,
+}
 
 STATE_TEXT = {
     "pcsc-unavailable": "the smart-card service is not available (is pcscd running?)",
@@ -48,6 +53,16 @@ SOURCE_TEXT = {
     "reading": "cache (as last read from this card; it is being read now)",
     "none": "none",
 }
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (wide and full-width characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` followed by spaces up to ``width`` terminal columns."""
+    return text + " " * max(0, width - display_width(text))
 
 
 def status_json(status: Status) -> str:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from mncd import errors
 from mncd.card.digestinfo import HASHES
-from mncd.card.pin import AUTH_PIN, SIGN_PASSWORD, PinPolicy
+from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy
 from mncd.cli.errors import (
     NO_CARD_TEXT,
     NO_CERTIFICATE_TEXT,
@@ -41,8 +41,13 @@ T = TypeVar("T")
 
 SIGN_PROMPT = "署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "
 AUTH_PROMPT = "利用者証明用電子証明書の暗証番号 (authentication PIN, 4 digits): "
-PROMPTS = {"auth": AUTH_PROMPT, "sign": SIGN_PROMPT}
-POLICIES: dict[str, PinPolicy] = {"auth": AUTH_PIN, "sign": SIGN_PASSWORD}
+CARD_INFO_PROMPT = "券面事項入力補助用の暗証番号 (card-info PIN, 4 digits): "
+PROMPTS = {"auth": AUTH_PROMPT, "sign": SIGN_PROMPT, "card-info": CARD_INFO_PROMPT}
+POLICIES: dict[str, PinPolicy] = {
+    "auth": AUTH_PIN,
+    "sign": SIGN_PASSWORD,
+    "card-info": CARD_INFO_PIN,
+}
 LAST_TRY_QUESTION = "Use the last try? (最後の1回を使いますか) [y/N] "
 YES = frozenset({"y", "yes", "はい"})
 
@@ -144,6 +149,20 @@ async def settled_status(card: MyNumberCard, wait: float = READ_WAIT) -> Status:
 def usable_tries(status: Status, which: str) -> int | None:
     """The tries left for ``which``, or raise the error the daemon would answer when the PIN
     cannot be used at all (so that nobody is asked for it in vain). None: not known."""
+    if not usable_card(status):
+        return None  # not known (a newer daemon's state, a card still being read): it decides
+    certificate = status.certificate(which)
+    if not certificate.present:
+        raise errors.CertificateMissing(NO_CERTIFICATE_TEXT[which])
+    tries = certificate.pin_tries_left
+    if tries == 0:
+        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+    return tries
+
+
+def usable_card(status: Status) -> bool:
+    """Whether a My Number Card is present and read; raise the error the daemon would answer
+    when no card can be used (no reader, no card, another card or token). False: not known."""
     if status.state == "pcsc-unavailable":
         raise errors.PcscUnavailable(PCSC_UNAVAILABLE_TEXT)
     if status.state == "no-reader":
@@ -155,17 +174,11 @@ def usable_tries(status: Status, which: str) -> int | None:
     if status.state == "unreadable-card":
         raise errors.NoCard(UNREADABLE_CARD_TEXT)
     if status.state != "card-present" or being_read(status):
-        return None  # not known (a newer daemon's state, a card still being read): it decides
+        return False
     if status.token not in ("", "card", "unknown"):
         kind = TOKEN_TEXT.get(status.token, status.token)
         raise errors.NotSupported(f"tokens of kind {kind} are not supported")
-    certificate = status.certificate(which)
-    if not certificate.present:
-        raise errors.CertificateMissing(NO_CERTIFICATE_TEXT[which])
-    tries = certificate.pin_tries_left
-    if tries == 0:
-        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
-    return tries
+    return True
 
 
 def read_stdin_pin() -> str:

@@ -9,3 +9,8 @@ class LastTryError(Exception):
     def __init__(self, label: str) -> None:
         super().__init__(f"one try left for the {label}")
         self.label = label
+
+
+class PinChangeUnconfirmedError(Exception):
+    """CHANGE REFERENCE DATA went to the card, but its answer never came back (the card was
+    pulled, the reader failed): the card did not confirm the new PIN."""

@@ -36,7 +36,7 @@ from mncd.card.errors import (
 )
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pcsc import PcscContext
-from mncd.card.pin import PinPolicy
+from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy
 from mncd.daemon import operations
 from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for, is_card_id
 from mncd.daemon.errors import LastTryError
@@ -771,6 +771,65 @@ class CardManager:
             await self._save(record)
             self._changed()
         return changed
+
+    async def pin_status(self) -> dict[str, int]:
+        """The live counters of every PIN of the present card (auth, sign, card-info), read
+        without spending a try; kept as status. A PIN the card lacks is left out."""
+        live = await self._usable_card()
+        card = live.ref
+        tries = await self.run_card(operations.read_all_pin_tries, card)
+        for policy in (AUTH_KEY.pin, SIGN_KEY.pin, CARD_INFO_PIN):
+            if policy.name in tries:
+                await self._note_tries(card, policy, tries[policy.name])
+        return tries
+
+    async def change_pin(self, request: PinRequest) -> None:
+        """Change the PIN of ``request.policy`` on the present card: the current PIN through the
+        gate, then the new one, in one card transaction. Nothing is asked when the PIN cannot
+        be used; until the card confirms the change the current PIN stays valid."""
+        live = await self._usable_card()
+        policy = request.policy
+        if policy is SIGN_PASSWORD and not (live.snapshot and live.snapshot.sign_present):
+            raise errors.CertificateMissing(
+                "the card has no signing certificate, so it has no signing password to change"
+            )
+        card = self._card_for(live, policy)
+
+        async def operation(ticket: PinTicket) -> None:
+            await self._gated(card, policy, operations.change_pin, ticket)
+
+        await self.gate.use(request, card, operation)
+        log.info("the %s of the card in %s was changed", policy.label_en, card.reader)
+        record = live.record
+        if record is not None:
+            record.pin_tries[policy.name] = policy.max_tries
+            await self._save(record)
+            self._changed()
+
+    async def read_signing_certificate(self, request: PinRequest) -> bytes:
+        """The signing certificate read from the card after the signing password (asked every
+        time: it holds personal data), checked against the card's signing CA."""
+        live = await self._usable_card()
+        if not live.snapshot or not live.snapshot.sign_present:
+            raise errors.CertificateMissing("the card has no signing certificate")
+        card = self._card_for(live, request.policy)
+        issuer = live.snapshot.sign_ca_der
+
+        async def read_certificate(ticket: PinTicket) -> bytes:
+            return await self._gated(
+                card, request.policy, operations.read_sign_certificate, ticket, issuer
+            )
+
+        der = await self.gate.use(request, card, read_certificate)
+        record = live.record
+        if record is not None:
+            record.pin_tries[SIGN_KEY.name] = SIGN_KEY.pin.max_tries
+            self._learn_sign_certificate(live, record, der)
+            await self._save(record)
+            self._changed()
+        else:
+            live.sign_der = der
+        return der
 
     def certificate(self, which: str) -> bytes:
         """Public certificates (auth, auth-ca, sign-ca) from the card or the cache."""

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mncd.card.cardinfo import BasicInfo, CardInfoSession
-from mncd.card.errors import FileMissingError, SecurityStatusError
+from mncd.card.errors import FileMissingError, SecurityStatusError, TransportError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
 from mncd.card.manufacture import read_manufacture_number
 from mncd.card.pcsc import PcscContext
-from mncd.card.pin import CARD_INFO_PIN, PinPolicy
+from mncd.card.pin import CARD_INFO_PIN, PinPolicy, wipe
 from mncd.daemon.cache import manufacture_hash
+from mncd.daemon.errors import PinChangeUnconfirmedError
 from mncd.daemon.pingate import CardRef, PinTicket, admit, same_card
 from mncd.jpki import certificates, signatures
 
@@ -104,6 +105,56 @@ def read_pin_tries(context: PcscContext, card: CardRef, policy: PinPolicy) -> in
         if policy is CARD_INFO_PIN:
             return CardInfoSession(conn).pin_tries_left()
         return JpkiSession(conn).pin_tries_left(KEYS_BY_PIN[policy.name])
+
+
+def read_all_pin_tries(context: PcscContext, card: CardRef) -> dict[str, int]:
+    """Tries left on every PIN of ``card`` (auth, sign, card-info), read without spending one;
+    a PIN the card lacks is left out. One transaction; no PIN is verified, so no reset."""
+    with context.connect(card.reader) as conn, conn.transaction():
+        same_card(conn, card)
+        jpki = JpkiSession(conn)
+        tries = {"auth": jpki.pin_tries_left(AUTH_KEY)}
+        if jpki.has_file(SIGN_KEY.pin_fid):
+            tries["sign"] = jpki.pin_tries_left(SIGN_KEY)
+        tries[CARD_INFO_PIN.name] = CardInfoSession(conn).pin_tries_left()
+        return tries
+
+
+def change_pin(context: PcscContext, ticket: PinTicket) -> None:
+    """Change the ticket's PIN to its new PIN in one transaction: VERIFY the current PIN through
+    the gate, then CHANGE REFERENCE DATA. The card is reset afterwards.
+
+    Until the card answers the change with 9000 the current PIN stays valid; a change whose
+    answer never came raises :class:`PinChangeUnconfirmedError` (from the transport error).
+    """
+    policy, new_pin = ticket.policy, ticket.new_pin
+    if new_pin is None:
+        raise ValueError("no new PIN to change to")
+    wipe(policy.check(new_pin))  # its shape, before anything reaches the card
+    with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
+        if policy is CARD_INFO_PIN:
+            info = CardInfoSession(conn)
+            admit(conn, ticket, info.pin_tries_left, info.verify_pin)
+
+            def change() -> None:
+                info.change_pin(new_pin)
+        else:
+            key = KEYS_BY_PIN[policy.name]
+            jpki = JpkiSession(conn)
+            admit(
+                conn,
+                ticket,
+                lambda: jpki.pin_tries_left(key),
+                lambda pin: jpki.verify_pin(key, pin),
+            )
+
+            def change() -> None:
+                jpki.change_pin(key, new_pin)
+
+        try:
+            change()
+        except TransportError as exc:
+            raise PinChangeUnconfirmedError("the card did not answer the PIN change") from exc
 
 
 def sign(

@@ -48,7 +48,8 @@ class Connection(Protocol):
 
 @dataclass
 class PinTicket:
-    """One PIN on its way to one card, with the consent to use its last try if given."""
+    """One PIN on its way to one card, with the consent to use its last try if given (and, for
+    a PIN change, the new PIN, its shape already checked)."""
 
     policy: PinPolicy
     pin: bytearray
@@ -56,9 +57,12 @@ class PinTicket:
     last_try: bool = False
     #: Tries left on the card just before the VERIFY (set by :func:`admit`).
     tries_before: int = field(default=-1)
+    new_pin: bytearray | None = None
 
     def wipe(self) -> None:
         wipe(self.pin)
+        if self.new_pin is not None:
+            wipe(self.new_pin)
 
 
 def same_card(connection: Connection, card: CardRef) -> None:
@@ -95,6 +99,10 @@ class PinRequest:
     pin: bytearray | None = None  #: given by the caller (shape already checked)
     allow_last_try: bool = False
     interactive: bool = True
+    #: A PIN change: the dialog also asks for the new PIN, twice.
+    changes_pin: bool = False
+    #: The new PIN given by the caller with ``pin`` (shape already checked).
+    new_pin: bytearray | None = None
 
 
 class PinGate:
@@ -126,7 +134,11 @@ class PinGate:
     ) -> T:
         """Run ``operation`` with a ticket for ``card``; with no PIN given, ask the user."""
         if request.pin is not None:
-            ticket = PinTicket(request.policy, request.pin, card, request.allow_last_try)
+            if request.changes_pin and request.new_pin is None:
+                raise errors.InvalidArgument("a PIN change given the current PIN needs the new one")
+            ticket = PinTicket(
+                request.policy, request.pin, card, request.allow_last_try, new_pin=request.new_pin
+            )
             try:
                 return await operation(ticket)
             finally:
@@ -194,35 +206,79 @@ class PinGate:
     ) -> T:
         policy = request.policy
         # The pinentry starts first (it shows nothing yet): without one, the card is not touched.
-        async with PinDialog(self.pinentry, request.caller, request.purpose, policy) as dialog:
+        async with PinDialog(
+            self.pinentry, request.caller, request.purpose, policy, changing=request.changes_pin
+        ) as dialog:
             tries = await self._read_tries(policy, card)  # the live counter, before showing
             if tries == 0:
                 raise PinBlockedError(policy.label_en)
             consent = False
             error = ""
-            while True:
-                if tries == 1 and not consent:
-                    if not await dialog.confirm_last_try():
-                        raise PromptCancelledError("the last try was not confirmed")
-                    consent = True
-                entered = await dialog.ask(tries, error)
-                try:
-                    checked = policy.check(entered)
-                except PinFormatError:
-                    error = dialog.malformed_text()
-                    continue
-                finally:
-                    wipe(entered)
-                ticket = PinTicket(policy, checked, card, consent)
-                try:
-                    return await operation(ticket)
-                except PinIncorrectError as exc:
-                    tries = exc.tries_left
-                    if tries == 0:
-                        raise PinBlockedError(policy.label_en) from None
-                    error = dialog.wrong_text(tries)
-                except LastTryError:
-                    # Another program spent tries while the dialog was open: confirm first.
-                    tries, consent, error = 1, False, ""
-                finally:
-                    ticket.wipe()
+            new_pin: bytearray | None = None  #: kept when only the current PIN is asked again
+            try:
+                while True:
+                    if tries == 1 and not consent:
+                        if not await dialog.confirm_last_try():
+                            raise PromptCancelledError("the last try was not confirmed")
+                        consent = True
+                    entered = await dialog.ask(tries, error)
+                    try:
+                        checked = policy.check(entered)
+                    except PinFormatError:
+                        error = dialog.malformed_text()
+                        continue
+                    finally:
+                        wipe(entered)
+                    ticket = PinTicket(policy, checked, card, consent)
+                    try:
+                        if request.changes_pin:
+                            if new_pin is not None and new_pin == checked:
+                                wipe(new_pin)  # retyped as the current one: choose anew
+                                new_pin = None
+                            if new_pin is None:
+                                new_pin = await _ask_new_pin(dialog, checked)
+                            ticket.new_pin = bytearray(new_pin)
+                        return await operation(ticket)
+                    except PinIncorrectError as exc:
+                        tries = exc.tries_left
+                        if tries == 0:
+                            raise PinBlockedError(policy.label_en) from None
+                        error = dialog.wrong_text(tries)
+                    except LastTryError:
+                        # Another program spent tries while the dialog was open: confirm first.
+                        tries, consent, error = 1, False, ""
+                    finally:
+                        ticket.wipe()
+            finally:
+                if new_pin is not None:
+                    wipe(new_pin)
+
+
+async def _ask_new_pin(dialog: PinDialog, current: bytearray) -> bytearray:
+    """The new PIN for a PIN change, entered twice in the same dialog: asked again (nothing
+    sent to the card) while it is malformed, the two entries differ, or it is the current one."""
+    policy = dialog.policy
+    error = ""
+    while True:
+        entered, repeated = await dialog.ask_new(error)
+        try:
+            checked = policy.check(entered)
+        except PinFormatError:
+            error = dialog.malformed_text()
+            continue
+        finally:
+            wipe(entered)
+        if not repeated:
+            # The pinentry did not compare the two entries itself (no SETREPEAT): ask again.
+            again = await dialog.ask_repeat()
+            matches = again == checked
+            wipe(again)
+            if not matches:
+                wipe(checked)
+                error = dialog.mismatch_text()
+                continue
+        if checked == current:
+            wipe(checked)
+            error = dialog.unchanged_text()
+            continue
+        return checked

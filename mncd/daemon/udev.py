@@ -154,6 +154,11 @@ def reader_from_device(device: pyudev.Device) -> ReaderDevice | None:
     )
 
 
+def list_readers() -> list[ReaderDevice]:
+    """The USB smart-card readers udev knows now (raises when udev cannot be used)."""
+    return list(UdevReaderWatcher._scan(pyudev.Context()).values())
+
+
 class UdevReaderWatcher:
     """Keeps :attr:`present` up to date from udev and reports changes with ``on_change``.
 

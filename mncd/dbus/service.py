@@ -20,10 +20,10 @@ from mncd import errors
 from mncd.card import errors as card_errors
 from mncd.card.digestinfo import HASHES, digest, digest_size
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
+from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
 from mncd.daemon.cache import CardRecord
 from mncd.daemon.callers import Caller, identify
-from mncd.daemon.errors import LastTryError
+from mncd.daemon.errors import LastTryError, PinChangeUnconfirmedError
 from mncd.daemon.manager import CardManager, CertificateView
 from mncd.daemon.pingate import CardChangedError, PinRequest
 from mncd.dbus.api import INTERFACE, MAX_DATA
@@ -86,6 +86,16 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
         "another program is using the card; try again when it has finished",
     ),
     (
+        (card_errors.PinChangeUnsupportedError,),
+        errors.NotSupported,
+        "this card does not take the PIN change command mncd sends",
+    ),
+    (
+        (card_errors.PinChangeRefusedError,),
+        errors.Failed,
+        lambda exc: f"{exc} (カードが暗証番号の変更を拒否しました)",
+    ),
+    (
         (card_errors.CardTimeoutError,),
         errors.Failed,
         "the card did not answer in time; take it out and insert it again",
@@ -123,6 +133,30 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
     ((card_errors.NotJpkiCardError,), errors.NotSupported, "this card is not a My Number Card"),
     ((card_errors.CardError,), errors.Failed, "the card did not complete the operation"),
 )
+
+
+#: The PINs ChangePin and GetPinStatus know, by the name callers use.
+PINS: dict[str, PinPolicy] = {
+    policy.name: policy for policy in (AUTH_PIN, SIGN_PASSWORD, CARD_INFO_PIN)
+}
+
+
+def pin_unchanged_text(policy: PinPolicy) -> str:
+    """What a failed ChangePin adds when the card certainly kept the current PIN."""
+    return (
+        f"your {policy.label_en} was not changed: the current one is still valid "
+        f"({policy.label_ja}は変更されていません。現在のものが引き続き有効です)"
+    )
+
+
+def pin_unconfirmed_text(policy: PinPolicy) -> str:
+    """What a failed ChangePin adds when the card got the change but never answered it."""
+    return (
+        f"the card did not confirm the change: your current {policy.label_en} should still be "
+        "valid; use the new one only if the card refuses the current one "
+        f"(カードが変更を確認できませんでした。現在の{policy.label_ja}が有効なはずです。"
+        "拒否された場合のみ新しいものを使ってください)"
+    )
 
 
 def to_api_error(exc: BaseException) -> errors.MncdError:
@@ -191,6 +225,13 @@ class MyNumberCardInterface(ExportedInterface):
     }
     #: Authenticate's options: Sign's, and the hash (it has no hash argument).
     AUTHENTICATE_OPTIONS: ClassVar[dict[str, str]] = {**SIGN_OPTIONS, "hash": "s"}
+    #: ChangePin's options: the current and the new PIN (both or neither), as for Sign.
+    CHANGE_PIN_OPTIONS: ClassVar[dict[str, str]] = {
+        "pin": "s",
+        "new-pin": "s",
+        "interactive": "b",
+        "allow-last-try": "b",
+    }
 
     def __init__(self, manager: CardManager, bus: MessageBus | None = None) -> None:
         super().__init__(INTERFACE)
@@ -336,7 +377,9 @@ class MyNumberCardInterface(ExportedInterface):
     @method()
     async def CheckPersonalData(self, options: "a{sv}") -> "a{sv}":
         """Compare the card's basic four information with the signing certificate."""
-        _check_options(options, {"pin": "s", "sign-pin": "s", "interactive": "b"})
+        _check_options(
+            options, {"pin": "s", "sign-pin": "s", "interactive": "b", "allow-last-try": "b"}
+        )
         # Shapes first: nothing reaches the card when either PIN is malformed.
         card_info_pin = _pin_option(options, "pin", CARD_INFO_PIN)
         try:
@@ -365,6 +408,91 @@ class MyNumberCardInterface(ExportedInterface):
             "changed": Variant("as", changed),
             "state": Variant("s", self.manager.certificate_view("sign").state()),
         }
+
+    @method()
+    async def ChangePin(self, which: "s", options: "a{sv}") -> None:
+        """Change a PIN of the card: the current PIN through the gate, then the new one."""
+        policy = PINS.get(which)
+        if policy is None:
+            raise errors.InvalidArgument("which must be auth, sign or card-info")
+        _check_options(options, self.CHANGE_PIN_OPTIONS)
+        if ("pin" in options) != ("new-pin" in options):
+            raise errors.InvalidArgument(
+                "give both pin and new-pin, or neither (the daemon then asks the user)"
+            )
+        # Shapes first: nothing reaches the card when either PIN is malformed.
+        pin = _pin_option(options, "pin", policy)
+        try:
+            new_pin = _pin_option(options, "new-pin", policy)
+        except card_errors.PinFormatError as exc:
+            wipe(pin or bytearray())
+            raise card_errors.PinFormatError(f"the new {exc}") from None
+        try:
+            if pin is not None and pin == new_pin:
+                raise errors.PinFormat(
+                    f"the new {policy.label_en} is the same as the current one; nothing was "
+                    "sent to the card (新しいものが現在のものと同じです)"
+                )
+            caller = await self._caller()
+            log.info("ChangePin %s requested by %s", which, caller)
+            request = self._request(options, policy, pin, caller, _change_purpose(policy))
+            request.changes_pin = True
+            request.new_pin = new_pin
+            try:
+                await self.manager.change_pin(request)
+            except PinChangeUnconfirmedError as exc:
+                cause = to_api_error(exc.__cause__ or exc)
+                raise type(cause)(f"{cause.text}; {pin_unconfirmed_text(policy)}") from None
+            except card_errors.CardTimeoutError:
+                # The change may have reached the card while the caller gave up waiting.
+                raise errors.Failed(
+                    f"the card did not answer in time; {pin_unconfirmed_text(policy)}"
+                ) from None
+            except (errors.MncdError, card_errors.CardError, LastTryError,
+                    PromptCancelledError, PromptUnavailableError, CardChangedError,
+                    certificates.CertificateError) as exc:  # fmt: skip
+                error = to_api_error(exc)
+                raise type(error)(f"{error.text}; {pin_unchanged_text(policy)}") from None
+        finally:
+            for buffer in (pin, new_pin):
+                if buffer is not None:
+                    wipe(buffer)
+
+    @method()
+    async def GetPinStatus(self, options: "a{sv}") -> "a{sv}":
+        """Tries left on every PIN of the card, read live without spending one."""
+        _check_options(options, {})
+        tries = await self.manager.pin_status()
+        live = self.manager.current()
+        status: dict[str, Variant] = {"reader": Variant("s", live.reader if live else "")}
+        for name, policy in PINS.items():
+            status[name] = Variant(
+                "a{sv}",
+                {
+                    "present": Variant("b", name in tries),
+                    "tries_left": Variant("i", tries.get(name, -1)),
+                    "max_tries": Variant("i", policy.max_tries),
+                },
+            )
+        return status
+
+    @method()
+    async def GetSigningCertificate(self, options: "a{sv}") -> "ay":
+        """The signing certificate (personal data): read from the card after the signing
+        password, every time."""
+        _check_options(options, {"pin": "s", "interactive": "b", "allow-last-try": "b"})
+        pin = _pin_option(options, "pin", SIGN_PASSWORD)
+        try:
+            caller = await self._caller()
+            log.info("GetSigningCertificate requested by %s", caller)
+            request = self._request(
+                options, SIGN_PASSWORD, pin, caller,
+                _("show your signing certificate, with your name, address, birth date and sex"),
+            )  # fmt: skip
+            return await self.manager.read_signing_certificate(request)
+        finally:
+            if pin is not None:
+                wipe(pin)
 
     async def _sign(
         self, key: KeySlot, data: bytes, hash_name: str, options: dict[str, Variant]
@@ -431,6 +559,15 @@ class MyNumberCardInterface(ExportedInterface):
             self._callers.pop(next(iter(self._callers)))
         self._callers[sender] = caller
         return caller
+
+
+def _change_purpose(policy: PinPolicy) -> str:
+    """What the PIN dialog says a PIN change is for."""
+    return {
+        "auth": _("change your user-authentication PIN"),
+        "sign": _("change your signing password"),
+        "card-info": _("change your card-info PIN"),
+    }[policy.name]
 
 
 def _pin_option(options: dict[str, Variant], name: str, policy: PinPolicy) -> bytearray | None:

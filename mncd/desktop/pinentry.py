@@ -120,13 +120,17 @@ class Pinentry:
             raise PinentryError("the pinentry program ended unexpectedly")
         return line.rstrip(b"\r\n")
 
-    async def _expect_ok(self, data: bytearray | None = None) -> None:
+    async def _expect_ok(
+        self, data: bytearray | None = None, status: list[bytes] | None = None
+    ) -> None:
         while True:
             line = await self._line()
             if line == b"OK" or line.startswith(b"OK "):
                 return
             if line.startswith(b"D ") and data is not None:
                 data += unescape(line[2:])
+            elif line.startswith(b"S ") and status is not None:
+                status.append(line[2:].split(b" ")[0])
             elif line.startswith(b"ERR "):
                 code = int(line.split()[1]) if line.split()[1].isdigit() else 0
                 if code in _CANCELLED:
@@ -166,6 +170,24 @@ class Pinentry:
         pin = bytearray()
         await self._expect_ok(pin)
         return pin
+
+    async def get_new_pin(
+        self, dialog: Dialog, repeat_prompt: str, mismatch: str, error: str = ""
+    ) -> tuple[bytearray, bool]:
+        """Ask for a new PIN to be typed twice (SETREPEAT): the PIN, and whether the pinentry
+        compared the two entries itself (``S PIN_REPEATED``); pinentries without SETREPEAT
+        ask once, and the caller then asks again. Raises PinentryCancelled on cancel."""
+        await self.show(dialog, error)
+        try:
+            await self.command(f"SETREPEAT {escape(repeat_prompt)}")
+            await self.command(f"SETREPEATERROR {escape(mismatch)}")
+        except PinentryError:
+            log.debug("the pinentry does not ask twice itself (no SETREPEAT)")
+        await self._send("GETPIN")
+        pin = bytearray()
+        status: list[bytes] = []
+        await self._expect_ok(pin, status)
+        return pin, b"PIN_REPEATED" in status
 
     async def confirm(self, dialog: Dialog) -> bool:
         """Ask a yes/no question; False when declined."""

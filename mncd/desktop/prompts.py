@@ -62,13 +62,20 @@ def _rule(policy: PinPolicy) -> str:
     return _("{n} digits").format(n=policy.min_length)
 
 
-def dialog(caller: Caller, purpose: str, policy: PinPolicy, tries_left: int) -> Dialog:
-    """The PIN dialog for ``purpose`` (already a sentence fragment, e.g. "sign a document")."""
+def dialog(
+    caller: Caller, purpose: str, policy: PinPolicy, tries_left: int, changing: bool = False
+) -> Dialog:
+    """The PIN dialog for ``purpose`` (already a sentence fragment, e.g. "sign a document");
+    ``changing``: the current PIN of a PIN change."""
     _ = translator().gettext
     label = _policy_label(policy)
+    if changing:
+        enter = _("Enter your current {label}: {rule}.")
+    else:
+        enter = _("Enter your {label}: {rule}.")
     lines = [
         _("{caller} wants to {purpose}.").format(caller=who_asks(caller), purpose=purpose),
-        _("Enter your {label}: {rule}.").format(label=label, rule=_rule(policy)),
+        enter.format(label=label, rule=_rule(policy)),
     ]
     if tries_left >= 0:
         lines.append(
@@ -79,7 +86,26 @@ def dialog(caller: Caller, purpose: str, policy: PinPolicy, tries_left: int) -> 
     return Dialog(
         title=_("My Number Card"),
         description="\n".join(lines),
-        prompt=label,
+        prompt=_("Current {label}").format(label=label) if changing else label,
+        ok=_("OK"),
+        cancel=_("Cancel"),
+    )
+
+
+def new_pin_dialog(caller: Caller, purpose: str, policy: PinPolicy) -> Dialog:
+    """The dialog asking for the new PIN of a PIN change (typed twice)."""
+    _ = translator().gettext
+    label = _policy_label(policy)
+    lines = [
+        _("{caller} wants to {purpose}.").format(caller=who_asks(caller), purpose=purpose),
+        _("Choose your new {label}: {rule}. Type it twice.").format(
+            label=label, rule=_rule(policy)
+        ),
+    ]
+    return Dialog(
+        title=_("My Number Card"),
+        description="\n".join(lines),
+        prompt=_("New {label}").format(label=label),
         ok=_("OK"),
         cancel=_("Cancel"),
     )
@@ -100,12 +126,21 @@ def last_try_dialog(caller: Caller, policy: PinPolicy) -> Dialog:
 
 
 class PinDialog:
-    """One pinentry conversation for one PIN request: confirmations and entries, with texts."""
+    """One pinentry conversation for one PIN request: confirmations and entries, with texts;
+    ``changing``: a PIN change, which asks the current PIN and then the new one twice."""
 
-    def __init__(self, program: str, caller: Caller, purpose: str, policy: PinPolicy) -> None:
+    def __init__(
+        self,
+        program: str,
+        caller: Caller,
+        purpose: str,
+        policy: PinPolicy,
+        changing: bool = False,
+    ) -> None:
         self.caller = caller
         self.purpose = purpose
         self.policy = policy
+        self.changing = changing
         self._entry = Pinentry(program)
 
     async def __aenter__(self) -> PinDialog:
@@ -133,12 +168,54 @@ class PinDialog:
         """The PIN the user typed (unchecked); raises PromptCancelledError on Cancel."""
         try:
             return await self._entry.get_pin(
-                dialog(self.caller, self.purpose, self.policy, tries_left), error
+                dialog(self.caller, self.purpose, self.policy, tries_left, self.changing), error
             )
         except PinentryCancelled as exc:
             raise PromptCancelledError("the PIN dialog was cancelled") from exc
         except PinentryError as exc:
             raise PromptUnavailableError(str(exc)) from exc
+
+    async def ask_new(self, error: str = "") -> tuple[bytearray, bool]:
+        """The new PIN of a PIN change (unchecked), and whether the pinentry already had it
+        typed twice and compared; raises PromptCancelledError on Cancel."""
+        _ = translator().gettext
+        label = _policy_label(self.policy)
+        try:
+            return await self._entry.get_new_pin(
+                new_pin_dialog(self.caller, self.purpose, self.policy),
+                _("New {label} again").format(label=label),
+                _("The two entries differ"),
+                error,
+            )
+        except PinentryCancelled as exc:
+            raise PromptCancelledError("the PIN dialog was cancelled") from exc
+        except PinentryError as exc:
+            raise PromptUnavailableError(str(exc)) from exc
+
+    async def ask_repeat(self) -> bytearray:
+        """The new PIN typed a second time, for a pinentry that cannot ask twice itself."""
+        _ = translator().gettext
+        label = _policy_label(self.policy)
+        again = new_pin_dialog(self.caller, self.purpose, self.policy)
+        again.prompt = _("New {label} again").format(label=label)
+        try:
+            return await self._entry.get_pin(again)
+        except PinentryCancelled as exc:
+            raise PromptCancelledError("the PIN dialog was cancelled") from exc
+        except PinentryError as exc:
+            raise PromptUnavailableError(str(exc)) from exc
+
+    def mismatch_text(self) -> str:
+        _ = translator().gettext
+        return _("The two entries of the new {label} differ. Type it again.").format(
+            label=_policy_label(self.policy)
+        )
+
+    def unchanged_text(self) -> str:
+        _ = translator().gettext
+        return _("The new {label} is the same as the current one. Choose another.").format(
+            label=_policy_label(self.policy)
+        )
 
     def malformed_text(self) -> str:
         _ = translator().gettext

@@ -36,6 +36,8 @@ OK = b"\x90\x00"
 CERTIFICATE_EF_SIZE = 0x800  # certificate EFs are larger than the certificates in them
 FILLER = 0xFF
 WRONG_LE_CHUNK = 0xF0
+#: Longest PIN a PIN EF takes (the signing password's 16 characters).
+MAX_PIN_LENGTH = 16
 #: Ways a hostile card mangles an answer (profile ``hostile``).
 HOSTILE_KINDS = ("truncate", "pad", "garbage", "der", "status", "61xx", "6cxx", "slow")
 #: Status words a hostile card answers out of place.
@@ -84,7 +86,8 @@ class Application:
 
 @dataclass
 class LogEntry:
-    """One APDU the card answered; VERIFY data is masked so logs never hold a PIN."""
+    """One APDU the card answered; the data of VERIFY and CHANGE REFERENCE DATA is masked so
+    logs never hold a PIN."""
 
     command: str
     response: str
@@ -95,9 +98,13 @@ class LogEntry:
         return self.command[:8]
 
 
-def _mask_verify(apdu: bytes) -> str:
+#: Commands whose data is a PIN: VERIFY and CHANGE REFERENCE DATA.
+_PIN_INS = (0x20, 0x24)
+
+
+def _mask_pins(apdu: bytes) -> str:
     text = apdu.hex().upper()
-    if len(apdu) > 5 and apdu[1] == 0x20:
+    if len(apdu) > 5 and apdu[1] in _PIN_INS:
         lc = min(apdu[4], len(apdu) - 5)
         return text[:10] + "**" * lc + text[10 + 2 * lc :]
     return text
@@ -286,7 +293,7 @@ class VirtualCard:
                 response = status.response
             if self._hostile is not None:
                 response, delay = self._mangle(apdu, response)
-            entry = LogEntry(_mask_verify(apdu), response.hex().upper(), time.time())
+            entry = LogEntry(_mask_pins(apdu), response.hex().upper(), time.time())
             self.log.append(entry)
         if delay:
             time.sleep(delay)
@@ -340,6 +347,8 @@ class VirtualCard:
             return self._read_record(p1, p2, le)
         if cla == 0x00 and ins == 0x20:
             return self._verify(p1, p2, data, has_le)
+        if cla == 0x00 and ins == 0x24:
+            return self._change_reference_data(p1, p2, data, has_le)
         if cla == 0x80 and ins == 0x2A:
             return self._sign(p1, p2, data)
         if cla not in (0x00, 0x80):
@@ -432,6 +441,28 @@ class VirtualCard:
         ef.tries_left -= 1
         self.verified.discard(key)
         raise _Status(0x63C0 | ef.tries_left)
+
+    def _change_reference_data(self, p1: int, p2: int, data: bytes, has_le: bool) -> bytes:
+        """The PIN change peers implement: P1 01 (the new PIN only), right after a VERIFY of
+        the current PIN in this card session. Modelled, not confirmed on real cards."""
+        if not self.profile.change_pin:
+            raise _Status(0x6D00)
+        if self.profile.change_pin_refuse:
+            raise _Status(int(self.profile.change_pin_refuse, 16))
+        if has_le and self.profile.verify_le_strict:
+            raise _Status(0x6700)
+        if (p1, p2) != (0x01, 0x80):
+            raise _Status(0x6A86)
+        ef = self._current()
+        if not isinstance(ef, PinFile):
+            raise _Status(0x6981)
+        if (self.app.aid, self.ef) not in self.verified:
+            raise _Status(0x6982)
+        if not 1 <= len(data) <= MAX_PIN_LENGTH:
+            raise _Status(0x6700)
+        ef.value = data
+        ef.tries_left = ef.max_tries
+        return OK
 
     def _sign(self, p1: int, p2: int, data: bytes) -> bytes:
         ef = self._current()

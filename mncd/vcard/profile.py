@@ -118,6 +118,12 @@ class CardProfile:
     wrong_le_6cxx: bool = False  #: READ BINARY asking more than 240 bytes (or past the end): 6Cxx
     corrupt_signature: bool = False  #: a faulty card: flip a bit in every signature
     refuse_key: str = ""  #: "auth" or "sign": that key answers 6984 (no longer usable)
+    #: CHANGE REFERENCE DATA (00 24 01 80 <new PIN>, after VERIFY) as peers implement it;
+    #: false: the card does not know the command (6D00). Unverified against real cards.
+    change_pin: bool = True
+    #: A status word (hex) to answer CHANGE REFERENCE DATA with instead, changing nothing: a card
+    #: that wants the command in another form (6A86) or refuses it; empty: do the change.
+    change_pin_refuse: str = ""
     apdu_delay_ms: float = 0.0  #: extra time per APDU
     sign_delay_ms: float = 0.0  #: extra time per signature
     #: A hostile card: non-zero seeds a generator that mangles answers (truncated or padded data,
@@ -220,6 +226,12 @@ class CardProfile:
             raise ValueError("blocked_sw must be 6983 or 6984")
         if self.refuse_key not in ("", "auth", "sign"):
             raise ValueError("refuse_key must be auth, sign or empty")
+        if self.change_pin_refuse and (
+            len(self.change_pin_refuse) != 4
+            or not all(c in "0123456789abcdefABCDEF" for c in self.change_pin_refuse)
+            or self.change_pin_refuse.upper() == "9000"
+        ):
+            raise ValueError("change_pin_refuse must be a status word in hex other than 9000")
         if self.algorithm not in ("rsa2048", "ec-p384"):
             raise ValueError("algorithm must be rsa2048 or ec-p384")
         atr = bytes.fromhex(resolve_atr(self.atr))

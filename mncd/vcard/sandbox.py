@@ -43,10 +43,14 @@ def vpcd_driver() -> str:
 class PcscSandbox:
     """Starts and stops one isolated pcscd + virtual-card host."""
 
-    def __init__(self, workdir: Path | None = None, debug: bool = False) -> None:
+    def __init__(
+        self, workdir: Path | None = None, debug: bool = False, readers: bool = True
+    ) -> None:
+        """``readers=False``: a pcscd without the vpcd readers (one that sees no reader)."""
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="mncd-pcsc-"))
         self.debug = debug
+        self.readers = readers
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,12 +81,13 @@ class PcscSandbox:
         conf = self.dir / "reader.conf.d"
         conf.mkdir(parents=True, exist_ok=True)
         (self.dir / "run").mkdir(exist_ok=True)
-        (conf / "vpcd").write_text(
-            'FRIENDLYNAME "Virtual PCD"\n'
-            "DEVICENAME   /dev/null:0x8C7B\n"
-            f"LIBPATH      {vpcd_driver()}\n"
-            "CHANNELID    0x8C7B\n"
-        )
+        if self.readers:
+            (conf / "vpcd").write_text(
+                'FRIENDLYNAME "Virtual PCD"\n'
+                "DEVICENAME   /dev/null:0x8C7B\n"
+                f"LIBPATH      {vpcd_driver()}\n"
+                "CHANNELID    0x8C7B\n"
+            )
         cmd = ["unshare", "--mount", "--net", "--propagation", "private"]
         if os.geteuid() != 0:
             cmd.append("--map-root-user")

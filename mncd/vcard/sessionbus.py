@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -64,10 +65,20 @@ class PrivateSessionBus:
             env=env,
         )
         deadline = time.monotonic() + 10
-        while not self.socket.exists():
+        # The socket file appears at bind(), a moment before listen(): wait until it takes a
+        # connection, or a client connecting right away is refused.
+        while not self._accepts():
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError("dbus-daemon did not start")
             time.sleep(0.02)
+
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,0 +1,165 @@
+"""``mncctl check``: does the signing certificate still match the card?
+
+The signing certificate is revoked when the holder's name, address, birth date or sex change.
+This reads the card's own record of them (with the card-info PIN) and compares it with the
+certificate (read with the signing password, unless the daemon read it since the card was
+inserted), then says which kinds of data differ, never their values, and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mncd import errors
+from mncd.cli.errors import ExitCode, LastTryRefused, PinInputError, blocked_text, last_try_text
+from mncd.cli.pin import (
+    POLICIES,
+    ask_on_terminal,
+    fallback_line,
+    in_desktop_session,
+    read_stdin_pin,
+    settled_status,
+    stdin_is_tty,
+    usable_card,
+)
+from mncd.cli.session import Run, session
+from mncd.client import MyNumberCard, PersonalDataCheck, PinStatus
+
+#: Every text of ``mncctl check`` (English with Japanese, as the rest of mncctl).
+TEXT = {
+    "kinds": {
+        "name": "name (氏名)",
+        "address": "address (住所)",
+        "birth_date": "birth date (生年月日)",
+        "sex": "sex (性別)",
+    },
+    "matches": "Your signing certificate matches the name, address, birth date and sex on your "
+    "card (署名用電子証明書はカードの記載事項と一致しています).",
+    "differs": "Your signing certificate no longer matches your card: the {kinds} differ "
+    "(署名用電子証明書の記載がカードと異なります: {kinds_ja}).",
+    "revoked": "A signing certificate is revoked when these change, so it can no longer be used "
+    "to sign. Get a new one issued at your municipal office, with your card and its signing "
+    "password (市区町村の窓口で署名用電子証明書の再発行を受けてください).",
+    "waiting": "Waiting for you to enter the card-info PIN (and the signing password, if it is "
+    "asked) in the PIN dialog… (入力画面で暗証番号を入力してください)",
+    "no-sign": "the card has no signing certificate to check "
+    "(署名用電子証明書が搭載されていません)",
+    "no-card-info": "the card has no card-info PIN (券面事項入力補助用の暗証番号がありません)",
+    "no-sign-line": "--pin-stdin: the signing password is needed to read the certificate: give "
+    "it on the second line of standard input (2行目に署名用電子証明書のパスワードを渡してください)",
+}
+KINDS_JA = {"name": "氏名", "address": "住所", "birth_date": "生年月日", "sex": "性別"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser(
+        "check", help="check that the signing certificate still matches the card (記載事項の照合)"
+    )
+    command.add_argument(
+        "--pin-stdin",
+        action="store_true",
+        help="read the card-info PIN from the first line of standard input, and the signing "
+        "password, when it is needed, from the second",
+    )
+    command.add_argument(
+        "--allow-last-try", action="store_true", help="use a PIN even if only one try is left"
+    )
+    command.set_defaults(func=run)
+
+
+def describe(result: PersonalDataCheck) -> list[str]:
+    """What ``check`` prints for the daemon's answer."""
+    if result.matches:
+        return [TEXT["matches"]]
+    kinds = ", ".join(TEXT["kinds"].get(kind, kind) for kind in result.changed)
+    kinds_ja = "・".join(KINDS_JA.get(kind, kind) for kind in result.changed)
+    return [TEXT["differs"].format(kinds=kinds, kinds_ja=kinds_ja), TEXT["revoked"]]
+
+
+def usable_tries(status: PinStatus, which: str) -> int | None:
+    """Tries left on ``which`` (live), or the error when that PIN cannot be used."""
+    counter = status.counter(which)
+    if not counter.present:
+        raise errors.CertificateMissing(TEXT["no-sign" if which == "sign" else "no-card-info"])
+    if counter.tries_left == 0:
+        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+    return counter.tries_left
+
+
+def needs_signing_password(exc: errors.PinRequired) -> bool:
+    """Whether the daemon refused only because it needs the signing password and may not ask."""
+    return POLICIES["sign"].label_en in exc.text and "interactive" in exc.text
+
+
+def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> PersonalDataCheck:
+    """Compare, asking for the PINs the way the command line says."""
+    status = run(settled_status(card))
+    if usable_card(status) and not status.sign.present:
+        raise errors.CertificateMissing(TEXT["no-sign"])
+    counters = run(card.get_pin_status())
+    tries = {which: usable_tries(counters, which) for which in ("card-info", "sign")}
+    allow = args.allow_last_try
+    if args.pin_stdin:
+        return run_with_stdin(run, card, tries, allow)
+    terminal = stdin_is_tty()
+    if in_desktop_session():
+        print(TEXT["waiting"], file=sys.stderr, flush=True)
+        try:
+            return run(card.check_personal_data(allow_last_try=allow))
+        except errors.PinRequired as exc:
+            if not terminal:
+                raise
+            print(fallback_line(exc), file=sys.stderr, flush=True)
+        counters = run(card.get_pin_status())
+        tries = {which: usable_tries(counters, which) for which in ("card-info", "sign")}
+    elif not terminal:
+        return run(card.check_personal_data(allow_last_try=allow))
+    pin, allow_card_info = ask_on_terminal("card-info", tries["card-info"], allow)
+    try:
+        # Without the signing password first: the daemon may have read the certificate already.
+        return run(
+            card.check_personal_data(pin=pin, interactive=False, allow_last_try=allow_card_info)
+        )
+    except errors.PinRequired as exc:
+        if not needs_signing_password(exc):
+            raise
+    # Each PIN at its last try was confirmed on its own; the call carries one consent for both.
+    sign_pin, allow_sign = ask_on_terminal("sign", tries["sign"], allow)
+    return run(
+        card.check_personal_data(
+            pin=pin, sign_pin=sign_pin, allow_last_try=allow_card_info or allow_sign
+        )
+    )
+
+
+def run_with_stdin(
+    run: Run[Any], card: MyNumberCard, tries: dict[str, int | None], allow: bool
+) -> PersonalDataCheck:
+    """``--pin-stdin``: the card-info PIN on the first line, the signing password on the
+    second (needed only when the daemon has not read the certificate since the insertion)."""
+    if tries["card-info"] == 1 and not allow:
+        raise LastTryRefused(last_try_text(POLICIES["card-info"].label_en))
+    pin = read_stdin_pin()
+    sign_pin = sys.stdin.readline().rstrip("\r\n") or None
+    if sign_pin is not None and tries["sign"] == 1 and not allow:
+        raise LastTryRefused(last_try_text(POLICIES["sign"].label_en))
+    try:
+        return run(
+            card.check_personal_data(
+                pin=pin, sign_pin=sign_pin, interactive=False, allow_last_try=allow
+            )
+        )
+    except errors.PinRequired as exc:
+        if sign_pin is None and needs_signing_password(exc):
+            raise PinInputError(TEXT["no-sign-line"]) from None
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    with session() as (call, card):
+        result = check(call, card, args)
+    for line in describe(result):
+        print(line)
+    return ExitCode.OK if result.matches else ExitCode.FAILED

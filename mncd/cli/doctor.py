@@ -1,0 +1,354 @@
+"""``mncctl doctor``: is everything mncd needs in place? One line per check, with what to do.
+
+It looks at each layer itself rather than asking the daemon, so it works when the daemon does
+not: pcscd and its readers (PC/SC), USB readers udev sees that pcscd cannot drive, the card and
+its JPKI application, the daemon on the session bus, its systemd user unit, a notification
+server, and the configured pinentry program. It changes nothing and starts nothing.
+
+Exit status 0 when everything needed works (warnings allowed), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mncd.card.errors import CardError, NoCardError, NotJpkiCardError, PcscUnavailableError
+from mncd.card.jpki import JpkiSession, TokenKind
+from mncd.card.pcsc import PcscContext
+from mncd.cli.errors import ExitCode
+from mncd.client import BusError, BusUnavailable, CallTimeout, MyNumberCard
+from mncd.daemon import udev
+from mncd.daemon.config import Config, default_path
+from mncd.dbus.api import BUS_NAME
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+NOTIFICATIONS = "org.freedesktop.Notifications"
+UNIT = "mncd.service"
+#: Seconds the bus checks may take in all (a hung bus must not hang the doctor).
+BUS_TIMEOUT = 15.0
+
+#: Every text of ``mncctl doctor`` (English with Japanese, as the rest of mncctl).
+TEXT = {
+    "name": {
+        "pcscd": "pcscd (スマートカードサービス)",
+        "readers": "readers (カードリーダー)",
+        "usb-readers": "USB readers (USB接続のリーダー)",
+        "card": "card (カード)",
+        "token": "token (トークンの種類)",
+        "daemon": "daemon (mncd)",
+        "unit": "user unit (systemdユーザーユニット)",
+        "notifications": "notifications (デスクトップ通知)",
+        "pinentry": "PIN dialog (暗証番号の入力画面)",
+    },
+    "level": {OK: "ok", WARN: "warn", FAIL: "FAIL", SKIP: "skip"},
+    "pcscd-ok": "reachable (接続できます)",
+    "pcscd-fail": "not reachable: install and start it: sudo apt install pcscd && sudo systemctl "
+    "enable --now pcscd.socket (pcscdが動いていません)",
+    "pcscd-error": "answers with an error ({error}): restart it: sudo systemctl restart pcscd",
+    "no-pcscd": "not checked: pcscd is not reachable (未確認)",
+    "readers-ok": "{readers}",
+    "readers-none": "none: connect a reader: a CCID contact reader, or a CCID NFC reader such as "
+    "Sony's RC-S300 (リーダーが接続されていません)",
+    "readers-none-ccid": "none, though udev sees {names}: install pcscd's CCID driver and restart "
+    "pcscd: sudo apt install libccid && sudo systemctl restart pcscd "
+    "(CCIDドライバーを入れてください)",
+    "usb-ok": "none that pcscd cannot use (問題ありません)",
+    "usb-unsupported": "{name} is plugged in but is not a CCID reader, so pcscd cannot use it, "
+    "and Debian packages no PC/SC driver for it: use a CCID reader instead, such as Sony's "
+    "RC-S300 or a contact reader, which pcscd drives with the libccid package "
+    "(このリーダーはpcscdで使えません。CCID対応のリーダーを使ってください)",
+    "usb-unknown": "not checked: udev cannot be read here ({error}) (未確認)",
+    "card-ok": "a My Number Card in {reader} answers the JPKI application "
+    "(マイナンバーカードを確認しました)",
+    "card-none": "no card in the reader: insert your My Number Card to check it too "
+    "(カードが入っていません)",
+    "card-not-jpki": "the card in {reader} has no JPKI application: it is not a My Number Card "
+    "(マイナンバーカードではありません)",
+    "card-error": "the card in {reader} does not answer properly ({error}): take it out, wipe its "
+    "contacts or place it flat on the reader, and insert it again (カードが正しく応答しません)",
+    "no-card": "not checked: no My Number Card (未確認)",
+    "token-ok": "card (マイナンバーカード)",
+    "token-other": "{kind}: mncd serves only the My Number Card itself "
+    "(スマートフォン用電子証明書などには対応していません)",
+    "token-unknown": "{label!r}: not a token mncd knows; it treats it as a card (不明なトークン)",
+    "daemon-running": "running; it sees: {state} (動作中)",
+    "daemon-activatable": "not running; it starts when first used (D-Bus activation) "
+    "(必要なときに起動します)",
+    "daemon-missing": "not running and not installed: run scripts/install-user-service "
+    "(インストールされていません)",
+    "no-bus": "no session bus ({error}): run mncctl inside your desktop session "
+    "(セッションバスに接続できません)",
+    "bus-error": "the session bus did not answer ({error})",
+    "unit-ok": "installed: {path}",
+    "unit-missing": "not installed: D-Bus activation still works without systemd; to have "
+    "systemd run it, run scripts/install-user-service (ユニットがありません)",
+    "notify-running": "a notification server is on the bus (通知を表示できます)",
+    "notify-activatable": "a notification server starts when needed (必要なときに起動します)",
+    "notify-missing": "no notification server on the bus: expiry and other notices cannot be "
+    "shown; desktops bring one, or install one such as dunst (通知を表示できません)",
+    "pinentry-ok": "{program} ({path})",
+    "pinentry-missing": "{program} (set in {config}) is not installed: install it, e.g. sudo apt "
+    "install pinentry-gnome3, or set [pinentry] program in {config} (入力画面のプログラムが"
+    "見つかりません)",
+    "summary-ok": "Everything mncd needs works (問題ありません).",
+    "summary-fail": "{count} problem(s) to fix, above (上の問題を解決してください).",
+}
+STATE_TEXT = {
+    "pcsc-unavailable": "pcscd not available",
+    "no-reader": "no reader",
+    "no-card": "no card",
+    "card-present": "a My Number Card",
+    "unknown-card": "a card that is not a My Number Card",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's outcome: ``level`` ok, warn, fail or skip, and the line's text."""
+
+    check: str
+    level: str
+    text: str
+
+
+# -- PC/SC, udev and the card -------------------------------------------------------------------
+
+
+@dataclass
+class PcscFacts:
+    available: bool = False
+    readers: tuple[str, ...] = ()
+
+
+def check_pcsc() -> tuple[list[Finding], PcscFacts]:
+    """pcscd reachable, and its readers."""
+    try:
+        with PcscContext() as context:
+            readers = tuple(context.list_readers())
+    except PcscUnavailableError:
+        return [Finding("pcscd", FAIL, TEXT["pcscd-fail"])], PcscFacts()
+    except CardError as exc:
+        return [Finding("pcscd", FAIL, TEXT["pcscd-error"].format(error=exc))], PcscFacts()
+    return [Finding("pcscd", OK, TEXT["pcscd-ok"])], PcscFacts(True, readers)
+
+
+def check_readers(pcsc: PcscFacts, usb: list[udev.ReaderDevice] | None) -> list[Finding]:
+    """The readers pcscd lists, and USB readers udev sees that pcscd cannot drive."""
+    findings: list[Finding] = []
+    if not pcsc.available:
+        findings.append(Finding("readers", SKIP, TEXT["no-pcscd"]))
+    elif pcsc.readers:
+        findings.append(
+            Finding("readers", OK, TEXT["readers-ok"].format(readers=", ".join(pcsc.readers)))
+        )
+    else:
+        ccid = sorted({d.name for d in usb or () if d.ccid})
+        text = (
+            TEXT["readers-none-ccid"].format(names=", ".join(ccid))
+            if ccid
+            else TEXT["readers-none"]
+        )
+        findings.append(Finding("readers", FAIL, text))
+    if usb is None:
+        return findings
+    unsupported = sorted({d.name for d in usb if not d.ccid})
+    # A reader pcscd cannot use is the problem when it is the only one; else a warning.
+    level = WARN if pcsc.readers else FAIL
+    findings += [
+        Finding("usb-readers", level, TEXT["usb-unsupported"].format(name=name))
+        for name in unsupported
+    ]
+    if not unsupported:
+        findings.append(Finding("usb-readers", OK, TEXT["usb-ok"]))
+    return findings
+
+
+def usb_readers() -> tuple[list[udev.ReaderDevice] | None, str]:
+    """USB readers udev knows, or None and why when udev cannot be read."""
+    try:
+        return udev.list_readers(), ""
+    except Exception as exc:  # no libudev, no /sys: the doctor reports it and goes on
+        return None, str(exc) or type(exc).__name__
+
+
+def check_card(pcsc: PcscFacts) -> list[Finding]:
+    """The first card that answers in pcscd's readers: its JPKI application and token kind."""
+    if not pcsc.available or not pcsc.readers:
+        return [Finding("card", SKIP, TEXT["no-pcscd" if not pcsc.available else "card-none"])]
+    problems: list[Finding] = []
+    try:
+        with PcscContext() as context:
+            for reader in pcsc.readers:
+                try:
+                    with context.connect(reader) as conn, conn.transaction():
+                        session = JpkiSession(conn)
+                        session.select_application()
+                        token = session.read_token_info()
+                except NoCardError:
+                    continue
+                except NotJpkiCardError:
+                    problems.append(
+                        Finding("card", FAIL, TEXT["card-not-jpki"].format(reader=reader))
+                    )
+                    continue
+                except CardError as exc:
+                    problems.append(
+                        Finding("card", FAIL, TEXT["card-error"].format(reader=reader, error=exc))
+                    )
+                    continue
+                return [Finding("card", OK, TEXT["card-ok"].format(reader=reader)), _token(token)]
+    except CardError as exc:
+        return [Finding("card", FAIL, TEXT["pcscd-error"].format(error=exc))]
+    if problems:
+        return problems
+    return [Finding("card", WARN, TEXT["card-none"]), Finding("token", SKIP, TEXT["no-card"])]
+
+
+def _token(token: object) -> Finding:
+    kind = getattr(token, "kind", TokenKind.UNKNOWN)
+    if kind is TokenKind.CARD:
+        return Finding("token", OK, TEXT["token-ok"])
+    if kind is TokenKind.UNKNOWN:
+        return Finding(
+            "token", WARN, TEXT["token-unknown"].format(label=getattr(token, "label", ""))
+        )
+    return Finding("token", FAIL, TEXT["token-other"].format(kind=kind.value))
+
+
+# -- the session bus ----------------------------------------------------------------------------
+
+
+async def check_bus() -> list[Finding]:
+    """The daemon (running or activatable) and a notification server."""
+    try:
+        card = await MyNumberCard.connect()
+    except BusUnavailable as exc:
+        return [
+            Finding("daemon", FAIL, TEXT["no-bus"].format(error=exc)),
+            Finding("notifications", SKIP, TEXT["no-bus"].format(error=exc)),
+        ]
+    try:
+        activatable = set(await card.activatable_names())
+        if await card.name_has_owner(BUS_NAME):
+            state = (await card.get_status()).state
+            daemon = Finding(
+                "daemon", OK, TEXT["daemon-running"].format(state=STATE_TEXT.get(state, state))
+            )
+        elif BUS_NAME in activatable:
+            daemon = Finding("daemon", OK, TEXT["daemon-activatable"])
+        else:
+            daemon = Finding("daemon", FAIL, TEXT["daemon-missing"])
+        if await card.name_has_owner(NOTIFICATIONS):
+            notify = Finding("notifications", OK, TEXT["notify-running"])
+        elif NOTIFICATIONS in activatable:
+            notify = Finding("notifications", OK, TEXT["notify-activatable"])
+        else:
+            notify = Finding("notifications", WARN, TEXT["notify-missing"])
+        return [daemon, notify]
+    except (BusError, BusUnavailable, CallTimeout) as exc:
+        return [Finding("daemon", FAIL, TEXT["bus-error"].format(error=exc))]
+    finally:
+        await card.close()
+
+
+def bus_findings() -> list[Finding]:
+    async def bounded() -> list[Finding]:
+        return await asyncio.wait_for(check_bus(), BUS_TIMEOUT)
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        return [Finding("daemon", FAIL, TEXT["bus-error"].format(error="no answer"))]
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def unit_paths(env: dict[str, str] | None = None) -> list[Path]:
+    """Where systemd looks for user units, the user's own first."""
+    env = dict(os.environ) if env is None else env
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return [
+        config / "systemd" / "user",
+        Path("/etc/systemd/user"),
+        data / "systemd" / "user",
+        Path("/usr/local/lib/systemd/user"),
+        Path("/usr/lib/systemd/user"),
+    ]
+
+
+def check_unit(env: dict[str, str] | None = None) -> Finding:
+    for directory in unit_paths(env):
+        path = directory / UNIT
+        if path.is_file():
+            return Finding("unit", OK, TEXT["unit-ok"].format(path=path))
+    return Finding("unit", WARN, TEXT["unit-missing"])
+
+
+def check_pinentry(which: Callable[[str], str | None] = shutil.which) -> Finding:
+    program = Config.load().pinentry
+    path = which(program)
+    if path is None:
+        return Finding(
+            "pinentry",
+            FAIL,
+            TEXT["pinentry-missing"].format(program=program, config=default_path()),
+        )
+    return Finding("pinentry", OK, TEXT["pinentry-ok"].format(program=program, path=path))
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def diagnose() -> list[Finding]:
+    """Every check, in the order the layers stack up."""
+    findings, pcsc = check_pcsc()
+    usb, error = usb_readers()
+    findings += check_readers(pcsc, usb)
+    if usb is None:
+        findings.append(Finding("usb-readers", SKIP, TEXT["usb-unknown"].format(error=error)))
+    findings += check_card(pcsc)
+    bus = bus_findings()
+    findings += [f for f in bus if f.check == "daemon"]
+    findings.append(check_unit())
+    findings += [f for f in bus if f.check != "daemon"]
+    findings.append(check_pinentry())
+    return findings
+
+
+def format_finding(finding: Finding) -> str:
+    level = TEXT["level"][finding.level]
+    return f"{level:5} {TEXT['name'][finding.check]}: {finding.text}"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser("doctor", help="check the reader, pcscd, the card and the daemon")
+    command.add_argument("--json", action="store_true", help="the findings as JSON")
+    command.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    findings = diagnose()
+    failed = [f for f in findings if f.level == FAIL]
+    if args.json:
+        print(
+            json.dumps(
+                {"ok": not failed, "findings": [asdict(f) for f in findings]},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for finding in findings:
+            print(format_finding(finding))
+        print(TEXT["summary-fail"].format(count=len(failed)) if failed else TEXT["summary-ok"])
+    return ExitCode.FAILED if failed else ExitCode.OK

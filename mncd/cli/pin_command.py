@@ -1,0 +1,240 @@
+"""``mncctl pin``: the tries left on every PIN of the card, and changing a PIN.
+
+``pin status`` reads the live counters (no try is spent). ``pin change`` asks for the current
+PIN and the new one twice: in a desktop session the daemon's own dialog asks, so the PINs never
+pass through mncctl; on a terminal mncctl asks without echo; ``--pin-stdin`` reads the current
+PIN and the new one from two lines of standard input.
+
+(The module is not called ``pin.py``: that name holds mncctl's PIN input, shared by commands.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any
+
+from mncd import errors
+from mncd.card.errors import PinFormatError
+from mncd.cli.errors import (
+    CancelledByUserError,
+    ExitCode,
+    LastTryRefused,
+    PinInputError,
+    blocked_text,
+    last_try_text,
+)
+from mncd.cli.output import format_pin_tries
+from mncd.cli.pin import (
+    POLICIES,
+    confirm_last_try,
+    fallback_line,
+    in_desktop_session,
+    read_stdin_pin,
+    settled_status,
+    stdin_is_tty,
+    tries_note,
+    usable_card,
+)
+from mncd.cli.session import Run, session
+from mncd.client import MyNumberCard, PinStatus
+
+WHICH = ("auth", "sign", "card-info")
+#: How often mncctl asks for the new PIN on a terminal before it gives up.
+NEW_PIN_ROUNDS = 3
+
+#: Every text of ``mncctl pin`` (English with Japanese, as the rest of mncctl).
+TEXT = {
+    "status-title": "PIN tries left (暗証番号の残り回数)",
+    "reader": "Reader (カードリーダー)",
+    "not-on-card": "not on this card (このカードにはありません)",
+    "label": {
+        "auth": "User-authentication PIN (利用者証明用電子証明書の暗証番号)",
+        "sign": "Signing password (署名用電子証明書のパスワード)",
+        "card-info": "Card-info PIN (券面事項入力補助用の暗証番号)",
+    },
+    "current-prompt": {
+        "auth": "Current user-authentication PIN (現在の利用者証明用の暗証番号, 4 digits): ",
+        "sign": "Current signing password (現在の署名用パスワード, 6–16 A–Z/0–9): ",
+        "card-info": "Current card-info PIN (現在の券面事項入力補助用の暗証番号, 4 digits): ",
+    },
+    "new-prompt": {
+        "auth": "New user-authentication PIN (新しい利用者証明用の暗証番号, 4 digits): ",
+        "sign": "New signing password (新しい署名用パスワード, 6–16 A–Z/0–9): ",
+        "card-info": "New card-info PIN (新しい券面事項入力補助用の暗証番号, 4 digits): ",
+    },
+    "again-prompt": "Type it again (もう一度入力してください): ",
+    "mismatch": "The two entries differ; nothing was sent to the card (入力が一致しません).",
+    "unchanged": "The new PIN is the same as the current one (現在と同じです).",
+    "gave-up": "no new PIN was chosen: cancelled (新しい暗証番号が決まらないため中止しました)",
+    "empty": "no PIN entered: cancelled (入力がないため中止しました)",
+    "no-new-line": "--pin-stdin: the second line of standard input (the new PIN) is missing",
+    "waiting": "Waiting for you to change the {label} in the PIN dialog… "
+    "(暗証番号の変更を入力画面で行ってください)",
+    "changed": "The {label} was changed. Use the new one from now on "
+    "(変更しました。これからは新しいものを使ってください).",
+    "no-sign": "the card has no signing certificate, so it has no signing password "
+    "(署名用電子証明書が搭載されていません)",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser("pin", help="PIN tries left, and changing a PIN (暗証番号)")
+    actions = command.add_subparsers(dest="pin_command", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="tries left on each PIN, read from the card")
+    status.add_argument("--json", action="store_true", help="print the counters as JSON")
+    status.set_defaults(func=run_status)
+    change = actions.add_parser("change", help="change a PIN of the card")
+    change.add_argument("which", choices=WHICH, help="which PIN: auth, sign or card-info")
+    change.add_argument(
+        "--pin-stdin",
+        action="store_true",
+        help="read the current PIN and the new one from the first two lines of standard input",
+    )
+    change.add_argument(
+        "--allow-last-try", action="store_true", help="use the current PIN even at its last try"
+    )
+    change.set_defaults(func=run_change)
+
+
+# -- pin status ---------------------------------------------------------------------------------
+
+
+def format_pin_status(status: PinStatus) -> str:
+    """The counters as lines for people."""
+    lines = [TEXT["status-title"]]
+    if status.reader:
+        lines.append(f"  {TEXT['reader']}: {status.reader}")
+    for which in WHICH:
+        counter = status.counter(which)
+        value = (
+            format_pin_tries(counter.tries_left, counter.max_tries)
+            if counter.present
+            else TEXT["not-on-card"]
+        )
+        lines.append(f"  {TEXT['label'][which]}: {value}")
+    return "\n".join(lines)
+
+
+def pin_status_json(status: PinStatus) -> str:
+    return json.dumps(status.raw, indent=2, ensure_ascii=False)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with session() as (call, card):
+        usable_card(call(settled_status(card)))
+        status = call(card.get_pin_status())
+    print(pin_status_json(status) if args.json else format_pin_status(status))
+    return ExitCode.OK
+
+
+# -- pin change ---------------------------------------------------------------------------------
+
+
+def changeable_tries(status: PinStatus, which: str) -> int | None:
+    """Tries left for the current PIN, or the error when it cannot be used (never asked)."""
+    counter = status.counter(which)
+    if not counter.present:
+        if which == "sign":
+            raise errors.CertificateMissing(TEXT["no-sign"])
+        return None
+    if counter.tries_left == 0:
+        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+    return counter.tries_left
+
+
+def ask_secret(prompt: str) -> str:
+    """One entry without echo; an empty one or Ctrl-D/Ctrl-C cancels."""
+    try:
+        text = getpass.getpass(prompt)
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)  # end the prompt's line
+        raise CancelledByUserError("cancelled") from None
+    if not text:
+        raise CancelledByUserError(TEXT["empty"])
+    return text
+
+
+def ask_new_pin(which: str, current: str) -> str:
+    """The new PIN, typed twice and checked here: nothing goes to the card until it is right."""
+    policy = POLICIES[which]
+    for _ in range(NEW_PIN_ROUNDS):
+        new = ask_secret(TEXT["new-prompt"][which])
+        try:
+            policy.check(new)
+        except PinFormatError as exc:
+            print(f"mncctl: {exc}", file=sys.stderr)
+            continue
+        if ask_secret(TEXT["again-prompt"]) != new:
+            print(f"mncctl: {TEXT['mismatch']}", file=sys.stderr)
+            continue
+        if new == current:
+            print(f"mncctl: {TEXT['unchanged']}", file=sys.stderr)
+            continue
+        return new
+    raise CancelledByUserError(TEXT["gave-up"])
+
+
+def ask_change_on_terminal(
+    which: str, tries: int | None, allow_last_try: bool
+) -> tuple[str, str, bool]:
+    """The current PIN and the new one typed on the terminal, and the last-try consent."""
+    if tries == 1 and not allow_last_try:
+        confirm_last_try(which)
+        allow_last_try = True
+    else:
+        note = tries_note(which, tries)
+        if note:
+            print(note, file=sys.stderr)
+    current = ask_secret(TEXT["current-prompt"][which])
+    return current, ask_new_pin(which, current), allow_last_try
+
+
+def read_stdin_pins() -> tuple[str, str]:
+    """The current PIN (first line) and the new one (second line) of standard input."""
+    current = read_stdin_pin()
+    line = sys.stdin.readline()
+    new = line.rstrip("\r\n")
+    if not new:
+        raise PinInputError(TEXT["no-new-line"])
+    return current, new
+
+
+def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
+    """Change the PIN the way the command line says, after checking it can be used."""
+    which: str = args.which
+    usable_card(run(settled_status(card)))
+    tries = changeable_tries(run(card.get_pin_status()), which)
+    label = POLICIES[which].label_en
+    if args.pin_stdin:
+        if tries == 1 and not args.allow_last_try:
+            raise LastTryRefused(last_try_text(label))
+        current, new = read_stdin_pins()
+        run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=args.allow_last_try))
+        return
+    terminal = stdin_is_tty()
+    if in_desktop_session():
+        print(TEXT["waiting"].format(label=label), file=sys.stderr, flush=True)
+        try:
+            run(card.change_pin(which, allow_last_try=args.allow_last_try))
+            return
+        except errors.PinRequired as exc:
+            # No dialog could be shown: ask here when this is a terminal.
+            if not terminal or "allow-last-try" in exc.text:
+                raise
+            print(fallback_line(exc), file=sys.stderr, flush=True)
+        tries = changeable_tries(run(card.get_pin_status()), which)
+    elif not terminal:
+        run(card.change_pin(which, allow_last_try=args.allow_last_try))
+        return
+    current, new, allow = ask_change_on_terminal(which, tries, args.allow_last_try)
+    run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=allow))
+
+
+def run_change(args: argparse.Namespace) -> int:
+    with session() as (call, card):
+        change(call, card, args)
+    print(TEXT["changed"].format(label=POLICIES[args.which].label_en))
+    return ExitCode.OK

@@ -1,0 +1,202 @@
+"""``mncctl doctor`` against real components: a good stack (pcscd + vpcd + the card, the daemon
+on a private bus, dunst, the installed user unit, a real pinentry), pcscd stopped, a pcscd with
+no reader, and USB readers faked by umockdev that pcscd cannot drive.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from busstack import Daemon, PrivateBus, wait_for
+from notifyserver import NotifyServer
+from test_daemon_dbus import wait_state
+from test_systemd_unit import _env, _install
+from test_udev import UmockdevBed
+
+from mncd.vcard.sandbox import PcscSandbox
+
+MNCCTL = str(Path(sys.executable).with_name("mncctl"))
+BUS_NAME = "io.github.mncd.MyNumberCard1"
+
+
+def doctor(env: dict[str, str], *args: str, wrapper: list[str] | None = None):
+    return subprocess.run(
+        [*(wrapper or []), MNCCTL, "doctor", *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+
+
+def level(line: str) -> str:
+    """A doctor line's level: ok, warn, FAIL or skip."""
+    return line.split(" ", 1)[0]
+
+
+def lines_by_check(output: str) -> dict[str, list[str]]:
+    """The doctor's lines by the check's English name (``readers``, ``daemon``, ...)."""
+    found: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        level, _, rest = line.partition(" ")
+        name = rest.strip().split(" (")[0]
+        if level in ("ok", "warn", "FAIL", "skip"):
+            found.setdefault(name, []).append(line)
+    return found
+
+
+@pytest.fixture
+def home(tmp_path) -> dict[str, str]:
+    """A user's environment: HOME with mncd installed by scripts/install-user-service, and
+    pinentry-tty as the configured PIN dialog."""
+    env = _env(tmp_path)
+    config = tmp_path / "home" / ".config" / "mncd"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text('[pinentry]\nprogram = "pinentry-tty"\n')
+    installed = _install(env)
+    assert installed.returncode == 0, installed.stderr
+    return env
+
+
+@pytest.fixture
+def private_sandbox() -> Iterator:
+    """A factory of PC/SC sandboxes of the test's own (the session's stays untouched)."""
+    made: list[PcscSandbox] = []
+
+    def make(readers: bool = True) -> PcscSandbox:
+        made.append(PcscSandbox(readers=readers).start())
+        return made[-1]
+
+    yield make
+    for box in made:
+        box.stop()
+
+
+def test_a_good_stack_is_all_ok(tmp_path, sandbox, card, home):
+    activation = Path(home["HOME"]) / ".local/share/dbus-1/services"
+    (tmp_path / "bus").mkdir()
+    bus = PrivateBus(tmp_path / "bus", service_dirs=[activation])
+    daemon = Daemon(bus, sandbox.env, tmp_path / "state")
+    (tmp_path / "dunst").mkdir()
+    server = NotifyServer(tmp_path / "dunst", bus.address)
+    try:
+        daemon.start()
+        server.start()
+        wait_state(bus.address, "card-present")
+        env = {**home, **sandbox.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        result = doctor(env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        checks = lines_by_check(result.stdout)
+        assert all(level(line) == "ok" for lines in checks.values() for line in lines), (
+            result.stdout
+        )
+        assert set(checks) == {
+            "pcscd", "readers", "USB readers", "card", "token", "daemon", "user unit",
+            "notifications", "PIN dialog",
+        }  # fmt: skip
+        assert "Virtual PCD 00 00, Virtual PCD 00 01" in checks["readers"][0]
+        assert (
+            f"a My Number Card in {card.reader} answers the JPKI application" in (checks["card"][0])
+        )
+        assert "running; it sees: a My Number Card" in checks["daemon"][0]
+        unit = Path(home["HOME"]) / ".config/systemd/user/mncd.service"
+        assert f"installed: {unit}" in checks["user unit"][0]
+        assert "pinentry-tty (/usr/bin/pinentry-tty)" in checks["PIN dialog"][0]
+        assert result.stdout.splitlines()[-1].startswith("Everything mncd needs works")
+        # The daemon stopped: still fine, the bus starts it on the first call.
+        daemon.stop()
+        wait_for(lambda: "not running" in doctor(env).stdout, "the daemon to be gone")
+        again = doctor(env, "--json")
+        assert again.returncode == 0, again.stdout
+        assert "it starts when first used (D-Bus activation)" in again.stdout
+    finally:
+        server.stop()
+        daemon.stop()
+        bus.stop()
+
+
+def test_pcscd_stopped(tmp_path, private_sandbox, home):
+    box = private_sandbox()
+    box.pcscd("stop")
+    bus = PrivateBus(tmp_path)
+    try:
+        env = {**home, **box.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        result = doctor(env)
+    finally:
+        bus.stop()
+    assert result.returncode == 1
+    checks = lines_by_check(result.stdout)
+    assert level(checks["pcscd"][0]) == "FAIL"
+    assert "not reachable: install and start it: sudo apt install pcscd" in checks["pcscd"][0]
+    assert level(checks["readers"][0]) == "skip" and level(checks["card"][0]) == "skip"
+    # Nothing owns or can start mncd on this bus: that is a problem too, with what to do.
+    assert "run scripts/install-user-service" in checks["daemon"][0]
+    assert result.stdout.splitlines()[-1].startswith("2 problem(s) to fix")
+    assert "Traceback" not in result.stderr
+
+
+def test_no_reader(tmp_path, private_sandbox, home):
+    box = private_sandbox(readers=False)
+    bus = PrivateBus(tmp_path)
+    try:
+        env = {**home, **box.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        result = doctor(env)
+    finally:
+        bus.stop()
+    assert result.returncode == 1
+    checks = lines_by_check(result.stdout)
+    assert level(checks["pcscd"][0]) == "ok"
+    assert level(checks["readers"][0]) == "FAIL"
+    assert "none: connect a reader" in checks["readers"][0]
+    assert level(checks["card"][0]) == "skip"
+
+
+@pytest.fixture
+def bed():
+    testbed = UmockdevBed()
+    yield testbed
+    testbed.close()
+
+
+def test_a_reader_pcscd_cannot_drive_is_named_with_what_to_do(tmp_path, private_sandbox, home,
+                                                              bed):  # fmt: skip
+    box = private_sandbox(readers=False)
+    bed.cmd("add-rcs380")
+    bed.cmd("add-keyboard")
+    bus = PrivateBus(tmp_path)
+    try:
+        env = {**home, **box.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8",
+               "UMOCKDEV_DIR": bed.root}  # fmt: skip
+        result = doctor(env, wrapper=["umockdev-wrapper"])
+        ccid = bed.cmd("add-ccid Test CCID Reader")
+        with_ccid = doctor(env, wrapper=["umockdev-wrapper"])
+        bed.cmd(f"remove {ccid}")
+    finally:
+        bus.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    usb = lines_by_check(result.stdout)["USB readers"]
+    assert len(usb) == 1, usb  # the keyboard is no reader
+    assert level(usb[0]) == "FAIL" and "RC-S380 is plugged in but is not a CCID reader" in usb[0]
+    assert "use a CCID reader instead, such as Sony's RC-S300" in usb[0]
+    # A CCID reader pcscd does not list: its driver is what to install.
+    readers = lines_by_check(with_ccid.stdout)["readers"][0]
+    assert "udev sees Test CCID Reader: install pcscd's CCID driver" in readers
+    assert "sudo apt install libccid" in readers
+    assert "Traceback" not in result.stderr + with_ccid.stderr
+
+
+def test_a_card_that_is_not_a_my_number_card(tmp_path, sandbox, insert_card, home):
+    insert_card(jpki=False)
+    bus = PrivateBus(tmp_path)
+    try:
+        env = {**home, **sandbox.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        result = doctor(env, "--json")
+    finally:
+        bus.stop()
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    card = next(f for f in report["findings"] if f["check"] == "card")
+    assert card["level"] == "fail" and "it is not a My Number Card" in card["text"]

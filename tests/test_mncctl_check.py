@@ -1,0 +1,124 @@
+"""``mncctl check``: CheckPersonalData for people, against the real daemon and virtual card.
+It asks for the card-info PIN, and for the signing password only when the daemon needs it; it
+says which kinds of data differ (never their values) and what to do."""
+
+from __future__ import annotations
+
+import pytest
+from busstack import daemon_on_private_bus, status
+from faultkit import verifies_with_pin
+from pinentry_script import ScriptedPinentry, config_with
+from test_daemon_dbus import wait_state
+from test_mncctl_pin import run_in_terminal
+from test_mncctl_pin_change import mncctl
+
+CARD_INFO_PROMPT = "card-info PIN, 4 digits"
+SIGN_PROMPT = "signing password, 6–16"
+
+
+@pytest.fixture
+def daemon(tmp_path, sandbox):
+    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
+        yield process
+    assert "Traceback" not in process.log
+
+
+@pytest.fixture
+def terminals():
+    opened = []
+
+    def open_terminal(address: str, *args: str):
+        opened.append(run_in_terminal(address, *args))
+        return opened[-1]
+
+    yield open_terminal
+    for term in opened:
+        term.close()
+
+
+def test_matching_data(daemon, card):
+    wait_state(daemon.bus.address, "card-present")
+    result = mncctl(daemon.bus.address, "check", "--pin-stdin", stdin="1234\nABC123\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Your signing certificate matches the name, address, birth")
+    assert status(daemon.bus.address)["sign"]["state"] == "valid"
+
+
+def test_differing_data_says_what_kind_and_what_to_do(daemon, insert_card):
+    moved = "大阪府大阪市北区梅田一丁目二番三号"
+    card = insert_card(cert_address=moved, cert_name="旧姓\u3000花子")
+    wait_state(daemon.bus.address, "card-present")
+    result = mncctl(daemon.bus.address, "check", "--pin-stdin", stdin="1234\nABC123\n")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "Your signing certificate no longer matches your card: the name (氏名), address (住所) "
+        "differ (署名用電子証明書の記載がカードと異なります: 氏名・住所)."
+    )
+    assert "Get a new one issued at your municipal office" in lines[1]
+    for value in (moved, "梅田", card.profile.address, "旧姓", "花子"):
+        assert value not in result.stdout + result.stderr
+    assert status(daemon.bus.address)["sign"]["state"] == "invalidated"
+
+
+def test_on_a_terminal_the_signing_password_is_asked_only_when_needed(daemon, card, terminals):
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    term = terminals(address, "check")
+    term.wait(CARD_INFO_PROMPT)
+    term.type("1234", "Enter")
+    term.wait(SIGN_PROMPT)  # the daemon has not read the certificate since the insertion
+    term.type("ABC123", "Enter")
+    screen = term.wait("[exit ")
+    assert "[exit 0]" in screen and "matches" in screen, screen
+    assert "1234" not in screen and "ABC123" not in screen
+    # Now the daemon holds the certificate (read with the password): only the card-info PIN.
+    card.commands(clear=True)
+    second = terminals(address, "check")
+    second.wait(CARD_INFO_PROMPT)
+    second.type("1234", "Enter")
+    screen = second.wait("[exit ")
+    assert "[exit 0]" in screen and SIGN_PROMPT not in screen, screen
+    assert verifies_with_pin(card.commands()) == 1
+
+
+def test_a_wrong_card_info_pin(daemon, card):
+    wait_state(daemon.bus.address, "card-present")
+    result = mncctl(daemon.bus.address, "check", "--pin-stdin", stdin="9999\nABC123\n")
+    assert result.returncode == 4
+    assert "2 tries left" in result.stderr and "9999" not in result.stderr
+    assert card.tries()["card_info"] == 2
+
+
+def test_without_the_signing_password_on_stdin_when_it_is_needed(daemon, card):
+    wait_state(daemon.bus.address, "card-present")
+    card.commands(clear=True)
+    result = mncctl(daemon.bus.address, "check", "--pin-stdin", stdin="1234\n")
+    assert result.returncode == 4
+    assert "give it on the second line of standard input" in result.stderr
+    assert verifies_with_pin(card.commands()) == 0
+
+
+def test_a_card_without_signing_certificate_is_not_asked(daemon, insert_card, terminals):
+    card = insert_card(sign_certificate=False)
+    wait_state(daemon.bus.address, "card-present")
+    term = terminals(daemon.bus.address, "check")
+    screen = term.wait("[exit ")
+    assert "[exit 1]" in screen and "the card has no signing certificate to check" in screen
+    assert CARD_INFO_PROMPT not in screen
+    assert verifies_with_pin(card.commands()) == 0
+
+
+def test_in_a_desktop_session_the_daemons_dialog_asks(tmp_path, sandbox, card):
+    entry = ScriptedPinentry(tmp_path / "pinentry", ["ABC123", "1234"])
+    env = {**sandbox.env, **config_with(tmp_path, entry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
+    with daemon_on_private_bus(tmp_path, env) as daemon:
+        wait_state(daemon.bus.address, "card-present")
+        result = mncctl(daemon.bus.address, "check", DISPLAY=":0")
+    assert result.returncode == 0, result.stderr
+    assert "Waiting for you to enter the card-info PIN" in result.stderr
+    assert "matches" in result.stdout
+    assert [str(e["text"]) for e in entry.commands("SETPROMPT")] == [
+        "signing password",
+        "card-info PIN",
+    ]

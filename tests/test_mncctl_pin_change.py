@@ -1,0 +1,177 @@
+"""``mncctl pin status`` and ``mncctl pin change`` for people: on a real terminal (tmux), with
+``--pin-stdin``, and in a desktop session where the daemon's dialog asks. The real daemon, bus,
+pcscd and virtual card."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from busstack import daemon_on_private_bus, wait_for
+from faultkit import verifies_with_pin
+from pinentry_script import ScriptedPinentry, config_with
+from test_daemon_dbus import wait_state
+from test_mncctl_pin import run_in_terminal
+from test_pin_change import spend_card_info_try, spend_sign_tries
+from test_pingate import spend_tries
+
+MNCCTL = str(Path(sys.executable).with_name("mncctl"))
+CURRENT_PROMPT = "Current user-authentication PIN"
+NEW_PROMPT = "New user-authentication PIN"
+AGAIN_PROMPT = "Type it again"
+
+
+def mncctl(address: str, *args: str, stdin: str | None = None, **env: str):
+    environment = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8", **env}
+    if "DISPLAY" not in env:
+        environment.pop("DISPLAY", None)
+        environment.pop("WAYLAND_DISPLAY", None)
+    return subprocess.run(
+        [MNCCTL, *args], input=stdin, capture_output=True, text=True, timeout=90, env=environment
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path, sandbox):
+    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
+        yield process
+    assert "Traceback" not in process.log
+
+
+@pytest.fixture
+def terminals():
+    opened = []
+
+    def open_terminal(address: str, *args: str):
+        opened.append(run_in_terminal(address, *args))
+        return opened[-1]
+
+    yield open_terminal
+    for term in opened:
+        term.close()
+
+
+def shown(term, text: str, count: int) -> str:
+    """Wait until ``text`` is on the terminal ``count`` times (a prompt asked again)."""
+    return wait_for(lambda: term.screen() if term.screen().count(text) >= count else None, text)
+
+
+def test_pin_status_shows_the_live_counters(daemon, card):
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    spend_tries(card, 1)  # another program, behind mncd's back
+    spend_sign_tries(card, 3)
+    spend_card_info_try(card)
+    result = mncctl(address, "pin", "status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  User-authentication PIN (利用者証明用電子証明書の暗証番号): 2/3" in lines
+    assert "  Signing password (署名用電子証明書のパスワード): 2/5" in lines
+    assert "  Card-info PIN (券面事項入力補助用の暗証番号): 2/3" in lines
+    as_json = json.loads(mncctl(address, "pin", "status", "--json").stdout)
+    assert as_json["card-info"] == {"present": True, "tries_left": 2, "max_tries": 3}
+    assert card.tries() == {"auth": 2, "sign": 2, "card_info": 2}
+
+
+def test_pin_status_of_a_blocked_pin_says_what_to_do(daemon, insert_card):
+    insert_card(card_info_tries_left=0)
+    wait_state(daemon.bus.address, "card-present")
+    result = mncctl(daemon.bus.address, "pin", "status")
+    assert result.returncode == 0, result.stderr
+    assert "Card-info PIN (券面事項入力補助用の暗証番号): 0/3 (blocked: reset it at your " in (
+        result.stdout
+    )
+
+
+def test_pin_change_on_a_terminal_asks_the_new_pin_twice(daemon, card, terminals):
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    card.commands(clear=True)
+    term = terminals(address, "pin", "change", "auth")
+    term.wait(CURRENT_PROMPT)
+    term.type("1234", "Enter")
+    shown(term, NEW_PROMPT, 1)
+    term.type("8642", "Enter")
+    shown(term, AGAIN_PROMPT, 1)
+    term.type("8643", "Enter")  # a typo: asked again, nothing sent
+    screen = shown(term, NEW_PROMPT, 2)
+    assert "The two entries differ" in screen
+    assert verifies_with_pin(card.commands()) == 0
+    term.type("86", "Enter")  # malformed: asked again, nothing sent
+    screen = shown(term, NEW_PROMPT, 3)
+    assert "must be 4 digits" in screen
+    term.type("8642", "Enter")
+    shown(term, AGAIN_PROMPT, 2)
+    term.type("8642", "Enter")
+    screen = term.wait("[exit ")
+    assert "[exit 0]" in screen and "The user-authentication PIN was changed." in screen, screen
+    assert "8642" not in screen and "1234" not in screen
+    assert verifies_with_pin(card.commands()) == 1
+    ok = mncctl(address, "auth", "--pin-stdin", stdin="8642\n")
+    assert ok.returncode == 0, ok.stderr
+    old = mncctl(address, "auth", "--pin-stdin", stdin="1234\n")
+    assert old.returncode == 4 and "2 tries left" in old.stderr
+
+
+def test_pin_change_with_a_wrong_current_pin_changes_nothing(daemon, card):
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    result = mncctl(address, "pin", "change", "sign", "--pin-stdin", stdin="WRONG9\nNEWPASS77\n")
+    assert result.returncode == 4
+    assert "4 tries left" in result.stderr
+    assert "your signing password was not changed: the current one is still valid" in (
+        result.stderr
+    )
+    assert "WRONG9" not in result.stderr and "NEWPASS77" not in result.stderr
+    assert card.tries()["sign"] == 4
+    document = Path(daemon.bus.dir / "doc.txt")
+    document.write_text("document\n")
+    signed = mncctl(address, "sign", str(document), "--pin-stdin", stdin="ABC123\n")
+    assert signed.returncode == 0, signed.stderr
+
+
+def test_pin_change_at_the_last_card_info_try_needs_allow_last_try(daemon, insert_card):
+    """The card-info counter is not in GetStatus: mncctl reads it live before asking."""
+    card = insert_card(card_info_tries_left=1)
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    card.commands(clear=True)
+    refused = mncctl(address, "pin", "change", "card-info", "--pin-stdin", stdin="1234\n9753\n")
+    assert refused.returncode == 4
+    assert "only 1 try is left for the card-info PIN" in refused.stderr
+    assert "--allow-last-try" in refused.stderr
+    assert verifies_with_pin(card.commands()) == 0
+    allowed = mncctl(address, "pin", "change", "card-info", "--pin-stdin", "--allow-last-try",
+                     stdin="1234\n9753\n")  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert card.tries()["card_info"] == 3
+
+
+def test_a_blocked_pin_is_not_asked_for(daemon, insert_card, terminals):
+    card = insert_card(auth_tries_left=0)
+    wait_state(daemon.bus.address, "card-present")
+    term = terminals(daemon.bus.address, "pin", "change", "auth")
+    screen = term.wait("[exit ")
+    assert "[exit 4]" in screen and "the user-authentication PIN is blocked" in screen
+    assert CURRENT_PROMPT not in screen
+    assert verifies_with_pin(card.commands()) == 0
+
+
+def test_pin_change_in_a_desktop_session_leaves_the_pins_to_the_daemon(tmp_path, sandbox, card):
+    entry = ScriptedPinentry(tmp_path / "pinentry", ["ABC123", "NEWPASS77"])
+    env = {**sandbox.env, **config_with(tmp_path, entry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
+    with daemon_on_private_bus(tmp_path, env) as daemon:
+        wait_state(daemon.bus.address, "card-present")
+        result = mncctl(daemon.bus.address, "pin", "change", "sign", DISPLAY=":0")
+    assert result.returncode == 0, result.stderr
+    assert "Waiting for you to change the signing password in the PIN dialog" in result.stderr
+    assert "The signing password was changed." in result.stdout
+    assert [str(e["text"]) for e in entry.commands("SETPROMPT")] == [
+        "Current signing password",
+        "New signing password",
+    ]
+    assert card.tries()["sign"] == 5
