@@ -17,7 +17,8 @@ from mncd.cli.main import build_parser
 from mncd.cli.output import display_width
 from mncd.client import PersonalDataCheck, PinStatus
 from mncd.daemon.udev import ReaderDevice
-from mncd.jpki.details import JAPAN, describe, japan_days_left, personal_data
+from mncd.jpki.calendar import JAPAN
+from mncd.jpki.details import describe, japan_days_left, personal_data
 from mncd.vcard import pki
 from mncd.vcard.profile import CardProfile
 

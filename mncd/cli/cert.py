@@ -26,7 +26,8 @@ from mncd.cli.output import display_width, format_days_left, pad
 from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
 from mncd.client import MyNumberCard
-from mncd.jpki.details import JAPAN, CertificateDetails, PersonalDetails, describe, personal_data
+from mncd.jpki.calendar import JAPAN
+from mncd.jpki.details import CertificateDetails, PersonalDetails, describe, personal_data
 
 WHICH = ("auth", "sign", "auth-ca", "sign-ca")
 #: What ``cert show`` shows without an argument: the certificates that need no password.
