@@ -1,12 +1,16 @@
 """``mncctl``: the command-line client of the mncd daemon (session bus).
 
 mncctl status [--json]                        card, reader and certificate status
-mncctl sign FILE [--hash H] [--output SIG]    signature with the signing certificate
+mncctl sign --pdf IN.pdf -o OUT.pdf ...       a signed PDF (the signing certificate)
+mncctl sign --cms FILE [-o FILE.p7s]          a detached CMS signature
+mncctl sign FILE [--hash H] [--output SIG]    a raw PKCS#1 v1.5 signature
+mncctl verify FILE [--signature SIG] [--ca CA]  verify a signed PDF or a CMS signature
 mncctl auth [--challenge-file F] ...          authenticate a challenge and verify it locally
 mncctl watch [--json]                         print signals and property changes until Ctrl-C
 
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 PIN problem,
-5 cancelled.
+5 cancelled, 6 signing certificate expired or invalidated, 7 signature invalid (verify),
+8 signature intact but not anchored at a known CA (verify).
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mncd.cli import auth, sign, status, watch
+from mncd.cli import auth, sign, status, verify, watch
 from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, auth, watch)
+COMMANDS = (status, sign, verify, auth, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mncctl",
         description="Command-line client of mncd, the My Number Card (マイナンバーカード) daemon.",
         epilog="exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
-        "4 PIN problem, 5 cancelled",
+        "4 PIN problem, 5 cancelled, 6 signing certificate expired or invalidated, "
+        "7 signature invalid, 8 signature not anchored",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -9,3 +9,7 @@ class LastTryError(Exception):
     def __init__(self, label: str) -> None:
         super().__init__(f"one try left for the {label}")
         self.label = label
+
+
+class DigestUnavailableError(Exception):
+    """The caller did not give the digest to sign (``digest-from``); nothing was signed."""

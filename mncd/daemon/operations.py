@@ -7,6 +7,7 @@ other programs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mncd.card.cardinfo import BasicInfo, CardInfoSession
@@ -94,13 +95,16 @@ def sign(
     ticket: PinTicket,
     certificate: bytes | None,
     issuer: bytes | None = None,
+    digest_for: Callable[[bytes], bytes] | None = None,
 ) -> SignResult:
     """VERIFY the key's PIN through the gate and sign ``digest`` in one transaction; verify
     the result.
 
     ``certificate`` is the key's certificate when known; the signing certificate is read from the
     card after the password when it is not, and then checked against its CA (``issuer``, the
-    card's own CA certificate). The card is reset afterwards.
+    card's own CA certificate). ``digest_for(certificate)`` gives the digest instead of
+    ``digest`` once the certificate is known (a document naming its signer). The card is reset
+    afterwards.
     """
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
@@ -116,6 +120,8 @@ def sign(
             certificate = session.read_certificate(Certificate.SIGN)
             if issuer is not None:
                 certificates.check_issued_by(certificate, issuer)
+        if digest_for is not None:
+            digest = digest_for(certificate)
         signature = session.sign(key, signatures.card_input(certificate, hash_name, digest))
     signatures.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)
