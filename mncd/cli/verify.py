@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from pathlib import Path
 
 from mncd.cli.errors import ExitCode, UsageError
@@ -51,6 +52,10 @@ def _is_pdf(path: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from mncd import documents
+
+    # pyHanko logs every untrusted path with a traceback; the report below says it in words.
+    for name in ("pyhanko", "pyhanko_certvalidator"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     from mncd.documents.files import open_input
 
     anchors = [documents.TrustAnchor.from_file(path) for path in args.ca]
