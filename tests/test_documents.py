@@ -431,3 +431,33 @@ def test_the_daemon_never_imports_pyhanko():
     code = "import sys, mncd.daemon.main; print('pyhanko' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def readme_documents_example() -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index("From Python, `mncd.documents`")
+    match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
+    assert match is not None
+    return match.group(1)
+
+
+def test_readme_documents_example_signs_with_the_daemons_dialog(tmp_path, sandbox, card):
+    pinentry = ScriptedPinentry(tmp_path / "pinentry", [card.profile.sign_password])
+    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
+    (tmp_path / "bus").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    make_pdf(work / "application.pdf")
+    (work / "example.py").write_text(readme_documents_example())
+    with daemon_on_private_bus(tmp_path / "bus", env) as daemon:
+        wait_state(daemon.bus.address, "card-present")
+        result = subprocess.run(
+            [sys.executable, "example.py"], cwd=work, capture_output=True, text=True,
+            timeout=120, env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("adbe.pkcs7.detached 20") and "+09:00" in lines[0]
+    # The virtual card's test CA is not J-LIS's: intact, but not anchored.
+    assert lines[1] == "Signature1 untrusted the whole file (ファイル全体) not anchored"
+    assert "Signature is Valid" in pdfsig(work / "application-signed.pdf")
