@@ -358,6 +358,11 @@ def test_expired_certificate_is_refused_with_its_own_exit_code(daemon, insert_ca
     assert "the signing certificate expired on" in result.stderr
     assert "有効期限が切れています" in result.stderr
     assert signatures_sent(card.commands()) == 0 and not output.exists()
+    # The daemon now knows the certificate: the next try is refused before the password.
+    card.commands(clear=True)
+    again = sign_pdf(daemon, card, source, output)
+    assert again.returncode == 6 and "expired on" in again.stderr
+    assert verifies_with_pin(card.commands()) == 0
 
 
 def test_invalidated_certificate_is_refused_before_the_pin(daemon, insert_card, tmp_path):

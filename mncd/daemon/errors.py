@@ -13,3 +13,6 @@ class LastTryError(Exception):
 
 class DigestUnavailableError(Exception):
     """The caller did not give the digest to sign (``digest-from``); nothing was signed."""
+
+    #: The signing certificate read before the caller was asked (the password was right).
+    certificate: bytes | None = None

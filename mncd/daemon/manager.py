@@ -518,6 +518,15 @@ class CardManager:
 
         try:
             result = await self.gate.use(request, card, operation)
+        except DigestUnavailableError as exc:
+            # The caller declined after the certificate was read (it found it expired, say):
+            # the status now shows the certificate, so nobody is asked for the password in vain.
+            if exc.certificate is not None and record is not None:
+                record.pin_tries[key.name] = key.pin.max_tries
+                self._learn_sign_certificate(live, record, exc.certificate)
+                await self._save(record)
+                self._changed()
+            raise
         except KeyUnusableError:
             if key is SIGN_KEY and record is not None:
                 # Mark what is known: the cached certificate, or the card's unread one.

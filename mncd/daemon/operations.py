@@ -15,6 +15,7 @@ from mncd.card.errors import FileMissingError, SecurityStatusError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
 from mncd.card.pcsc import PcscContext
 from mncd.card.pin import CARD_INFO_PIN, PinPolicy
+from mncd.daemon.errors import DigestUnavailableError
 from mncd.daemon.pingate import CardRef, PinTicket, admit, same_card
 from mncd.jpki import certificates, signatures
 
@@ -121,7 +122,11 @@ def sign(
             if issuer is not None:
                 certificates.check_issued_by(certificate, issuer)
         if digest_for is not None:
-            digest = digest_for(certificate)
+            try:
+                digest = digest_for(certificate)
+            except DigestUnavailableError as exc:
+                exc.certificate = certificate  # read with the right password: worth keeping
+                raise
         signature = session.sign(key, signatures.card_input(certificate, hash_name, digest))
     signatures.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)

@@ -148,6 +148,6 @@ async def sign_pdf(
         certificate=certificate,
         name=written["name"],
         signing_time=signing_time,
-        subfilter=subfilter.value,
+        subfilter=subfilter.value.lstrip("/"),
         warnings=[check.warning] if check.warning else [],
     )
