@@ -376,6 +376,19 @@ class MyNumberCard:
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(message: Message) -> None:
+            nonlocal answered
+            try:
+                # Only the daemon may ask (a unique name is never reused), and only once.
+                owner = await self.call_bus("GetNameOwner", "s", [BUS_NAME])
+                if message.sender != owner or answered:
+                    self.bus.send(Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused",
+                                                    "not asked by mncd"))  # fmt: skip
+                    return
+            except Exception:  # the bus cannot say who owns mncd's name: refuse
+                self.bus.send(Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused",
+                                                "cannot tell who asks"))  # fmt: skip
+                return
+            answered = True
             try:
                 certificate, hash_name = bytes(message.body[0]), message.body[1]
                 if hash_name != hash:
@@ -388,16 +401,16 @@ class MyNumberCard:
             self.bus.send(reply)
 
         def on_message(message: Message) -> bool:
-            nonlocal answered
             if message.message_type != MessageType.METHOD_CALL or message.path != path:
                 return False
-            if message.interface != DIGEST_INTERFACE or message.member != "Digest" or answered:
+            if (
+                message.interface != DIGEST_INTERFACE
+                or message.member != "Digest"
+                or message.signature != "ays"
+            ):
                 self.bus.send(Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused",
-                                                "one digest per signature"))  # fmt: skip
+                                                "only Digest(ay, s) is served here"))  # fmt: skip
                 return True
-            if message.signature != "ays":
-                return False
-            answered = True
             task = asyncio.ensure_future(answer(message))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -466,3 +466,25 @@ def test_readme_documents_example_signs_with_the_daemons_dialog(tmp_path, sandbo
     # The virtual card's test CA is not J-LIS's: intact, but not anchored.
     assert lines[1] == "Signature1 untrusted the whole file (ファイル全体) not anchored"
     assert "Signature is Valid" in pdfsig(work / "application-signed.pdf")
+
+
+def test_digest_from_with_a_caller_that_gives_no_digest_signs_nothing(daemon, card):
+    """gdbus serves no DigestSource1: after the password the daemon asks it, gets an error,
+    and answers Cancelled with no signature sent to the card."""
+    from busstack import CallError, gdbus_call
+
+    wait_state(daemon.bus.address, "card-present")
+    source = "'digest-from': <objectpath '/io/github/mncd/client/digest/1'>"
+    pin = f"'pin': <'{card.profile.sign_password}'>"
+    with pytest.raises(CallError) as refused:
+        gdbus_call(daemon.bus.address, "Sign", "[byte 0x01]", "sha256", f"{{{source}, {pin}}}")
+    assert refused.value.name.endswith("Error.InvalidArgument")
+    assert "data must be empty with digest-from" in refused.value.message
+    card.commands(clear=True)
+    with pytest.raises(CallError) as cancelled:
+        gdbus_call(daemon.bus.address, "Sign", "@ay []", "sha256", f"{{{source}, {pin}}}")
+    assert cancelled.value.name.endswith("Error.Cancelled"), cancelled.value.message
+    assert "nothing was signed" in cancelled.value.message
+    commands = card.commands()
+    assert verifies_with_pin(commands) == 1 and signatures_sent(commands) == 0
+    assert card.tries()["sign"] == card.profile.sign_tries_left
