@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import bus, cards, profiling, startup
+from . import documents as document_bench
 from .stack import SPEEDS, Stack
 from .stats import Row, table, write_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
-SECTIONS = ("getstatus", "sign", "opensc", "apdus", "insertion", "startup", "rss")
+SECTIONS = ("getstatus", "sign", "documents", "opensc", "apdus", "insertion", "startup", "rss")
 
 #: Iterations: the full run stays well under 5 minutes, --quick near 1 minute.
 FULL = {
@@ -32,6 +33,7 @@ FULL = {
         "contactless": cards.CardConfig(insertions=4, signatures=6, processes=3, raw_reads=3),
     },
     "cold_starts": 8,
+    "documents_rounds": 3,
 }
 QUICK = {
     "bus": bus.BusConfig(calls={1: 300, 8: 40, 64: 6}, rounds=1, rss_calls=10_000),
@@ -41,6 +43,7 @@ QUICK = {
         "contactless": cards.CardConfig(insertions=2, signatures=2, processes=2, raw_reads=2),
     },
     "cold_starts": 3,
+    "documents_rounds": 2,
 }
 
 
@@ -123,6 +126,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             log(f"card speed {speed.name}: {speed.note}")
             card_config = config["cards"][speed.name]
             rows += await card_bench.measure(speed, card_config, counts=n == 0)
+            rows += await document_bench.measure(stack, speed, config["documents_rounds"], log)
         rows += await startup.measure(stack, config["cold_starts"], log)
     finally:
         if card_bench is not None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from dbus_next.aio import MessageBus
 from dbus_next.errors import AuthError, InvalidAddressError
 
 from mncd import errors
-from mncd.dbus.api import BUS_NAME, INTERFACE, OBJECT_PATH
+from mncd.dbus.api import BUS_NAME, DIGEST_INTERFACE, INTERFACE, OBJECT_PATH
 
 __all__ = [
     "BusError",
@@ -347,6 +348,11 @@ def event_from_signal(interface: str, path: str, member: str, body: Sequence[Any
 # -- the client ----------------------------------------------------------------------------------
 
 
+#: Object paths this process exports for ``digest-from`` (one per signature).
+_DIGEST_PATHS = itertools.count(1)
+DIGEST_PATH_PREFIX = "/io/github/mncd/client/digest"
+
+
 def _options(**values: Any) -> dict[str, Variant]:
     """a{sv} options from keyword values (None left out)."""
     types = {str: "s", bool: "b"}
@@ -424,6 +430,82 @@ class MyNumberCard:
         signature, certificate = await self.call(
             "Sign", "aysa{sv}", [bytes(data), hash, options], timeout=DIALOG_TIMEOUT
         )
+        return SignedData(bytes(signature), bytes(certificate))
+
+    async def sign_document(
+        self,
+        digest_for: Callable[[bytes], Awaitable[bytes]],
+        hash: str = "sha256",
+        *,
+        pin: str | None = None,
+        interactive: bool | None = None,
+        allow_last_try: bool = False,
+    ) -> SignedData:
+        """Sign with the signing key a digest that depends on the signing certificate (a PDF
+        whose /Name is the holder's, a CAdES signature naming its certificate): once the PIN is
+        verified, the daemon calls ``digest_for(certificate)`` and signs the digest it returns,
+        in the same card transaction, so a document costs one VERIFY and one signature.
+
+        An exception from ``digest_for`` is raised here (the daemon signs nothing)."""
+        path = f"{DIGEST_PATH_PREFIX}/{next(_DIGEST_PATHS)}"
+        failure: list[BaseException] = []
+        answered = False
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(message: Message) -> None:
+            nonlocal answered
+            try:
+                # Only the daemon may ask (a unique name is never reused), and only once.
+                owner = await self.call_bus("GetNameOwner", "s", [BUS_NAME])
+                if message.sender != owner or answered:
+                    self.bus.send(Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused",
+                                                    "not asked by mncd"))  # fmt: skip
+                    return
+            except Exception:  # the bus cannot say who owns mncd's name: refuse
+                self.bus.send(Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused",
+                                                "cannot tell who asks"))  # fmt: skip
+                return
+            answered = True
+            try:
+                certificate, hash_name = bytes(message.body[0]), message.body[1]
+                if hash_name != hash:
+                    raise ValueError(f"the daemon asked for {hash_name}, not {hash}")
+                value = await digest_for(certificate)
+                reply = Message.new_method_return(message, "ay", [bytes(value)])
+            except Exception as exc:
+                failure.append(exc)
+                reply = Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused", str(exc))
+            self.bus.send(reply)
+
+        def on_message(message: Message) -> bool:
+            if message.message_type != MessageType.METHOD_CALL or message.path != path:
+                return False
+            if (
+                message.interface != DIGEST_INTERFACE
+                or message.member != "Digest"
+                or message.signature != "ays"
+            ):
+                self.bus.send(Message.new_error(message, DIGEST_INTERFACE + ".Error.Refused",
+                                                "only Digest(ay, s) is served here"))  # fmt: skip
+                return True
+            task = asyncio.ensure_future(answer(message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return True
+
+        options = _options(pin=pin, interactive=interactive, allow_last_try=allow_last_try or None)
+        options["digest-from"] = Variant("o", path)
+        self.bus.add_message_handler(on_message)
+        try:
+            signature, certificate = await self.call(
+                "Sign", "aysa{sv}", [b"", hash, options], timeout=DIALOG_TIMEOUT
+            )
+        except errors.Cancelled as exc:
+            if failure:  # the daemon cancelled because digest_for failed: that is the reason
+                raise failure[0] from exc
+            raise
+        finally:
+            self.bus.remove_message_handler(on_message)
         return SignedData(bytes(signature), bytes(certificate))
 
     async def authenticate(

@@ -44,13 +44,13 @@ def test_sign_writes_a_signature_openssl_verifies(daemon, card, tmp_path):
     wait_state(daemon.bus.address, "card-present")
     document = tmp_path / "contract.txt"
     document.write_text("契約書 / contract\n")
+    cert = tmp_path / "sign.crt"
     result = mncctl(
-        daemon.bus.address, "sign", str(document), "--pin-stdin",
+        daemon.bus.address, "sign", str(document), "--certificate", str(cert), "--pin-stdin",
         stdin=card.profile.sign_password + "\n",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert card.profile.sign_password not in result.stdout + result.stderr
-    cert = Path(f"{document}.crt")
     assert cert.read_bytes() == card.certificates()["sign"]
     pubkey = tmp_path / "sign.pem"
     pubkey.write_text(

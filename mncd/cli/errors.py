@@ -6,6 +6,7 @@ import enum
 
 from mncd import errors
 from mncd.client import BusError, BusUnavailable, CallTimeout, DaemonUnavailable
+from mncd.documents.errors import CertificateUnusable, DocumentError
 
 PIN_BLOCKED_HINT = (
     "The PIN is blocked: reset it at your municipal office (市区町村の窓口で再設定してください)."
@@ -64,6 +65,12 @@ class ExitCode(enum.IntEnum):
     UNREACHABLE = 3
     PIN = 4
     CANCELLED = 5
+    #: The signing certificate is expired or invalidated: nothing was signed.
+    CERTIFICATE = 6
+    #: mncctl verify: a signature is invalid (changed, damaged, a certificate rule broken).
+    INVALID = 7
+    #: mncctl verify: every signature is intact, but not every one chains to a known CA.
+    UNTRUSTED = 8
 
 
 class UsageError(Exception):
@@ -98,6 +105,8 @@ def exit_code(exc: BaseException) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(exc, PinInputError):
         return ExitCode.PIN
+    if isinstance(exc, CertificateUnusable):
+        return ExitCode.CERTIFICATE
     return ExitCode.FAILED
 
 
@@ -127,6 +136,7 @@ def error_lines(exc: BaseException, *, terminal: bool = False) -> list[str]:
             PinInputError,
             CancelledByUserError,
             VerificationError,
+            DocumentError,
             OSError,
         ),
     ):

@@ -1,7 +1,10 @@
 """``mncctl``: the command-line client of the mncd daemon (session bus).
 
 mncctl status [--json]                        card, reader and certificate status
-mncctl sign FILE [--hash H] [--output SIG]    signature with the signing certificate
+mncctl sign --pdf IN.pdf -o OUT.pdf ...       a signed PDF (the signing certificate)
+mncctl sign --cms FILE [-o FILE.p7s]          a detached CMS signature
+mncctl sign FILE [--hash H] [--output SIG]    a raw PKCS#1 v1.5 signature
+mncctl verify FILE [--signature SIG] [--ca CA]  verify a signed PDF or a CMS signature
 mncctl auth [--challenge-file F] ...          authenticate a challenge and verify it locally
 mncctl pin status [--json]                    tries left on every PIN, read from the card
 mncctl pin change auth|sign|card-info         change a PIN (current PIN, new PIN twice)
@@ -13,7 +16,8 @@ mncctl watch [--json]                         print signals and property changes
 mncctl forget CARD                            forget a card you no longer have
 
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 PIN problem,
-5 cancelled.
+5 cancelled, 6 signing certificate expired or invalidated, 7 signature invalid (verify),
+8 signature intact but not anchored at a known CA (verify).
 """
 
 from __future__ import annotations
@@ -22,12 +26,23 @@ import argparse
 import sys
 
 from mncd import __version__
-from mncd.cli import auth, cert, check, doctor, forget, pin_command, sign, status, watch
+from mncd.cli import (
+    auth,
+    cert,
+    check,
+    doctor,
+    forget,
+    pin_command,
+    sign,
+    status,
+    verify,
+    watch,
+)
 from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, auth, pin_command, cert, check, doctor, watch, forget)
+COMMANDS = (status, sign, verify, auth, pin_command, cert, check, doctor, watch, forget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mncctl",
         description="Command-line client of mncd, the My Number Card (マイナンバーカード) daemon.",
         epilog="exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
-        "4 PIN problem, 5 cancelled",
+        "4 PIN problem, 5 cancelled, 6 signing certificate expired or invalidated, "
+        "7 signature invalid, 8 signature not anchored",
     )
     parser.add_argument("--version", action="version", version=f"mncctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

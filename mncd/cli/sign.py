@@ -1,33 +1,107 @@
-"""``mncctl sign``: sign a file with the signing certificate (署名用)."""
+"""``mncctl sign``: sign with the signing certificate (署名用).
+
+``--pdf IN -o OUT``  a signed PDF the Legal Affairs Bureau accepts (``--pades``: PAdES B-B)
+``--cms FILE``       a detached CMS signature, ``FILE.p7s``
+``FILE``             a raw PKCS#1 v1.5 signature (``FILE.sig``), for scripts
+
+Each costs one PIN and one card signature. The signing certificate holds the holder's name,
+address, birth date and sex: it is written only with ``--certificate``, 0600. Nothing is
+overwritten without ``--force``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
-from mncd.cli.errors import ExitCode, VerificationError
-from mncd.cli.files import check_output, read_payload, verify_signature, write
+from mncd.cli.errors import ExitCode, UsageError, VerificationError
+from mncd.cli.files import read_payload, verify_signature
 from mncd.cli.output import certificate_summary
 from mncd.cli.pin import PinRequest, add_pin_arguments, call_with_pin
 from mncd.cli.session import session
+from mncd.documents.files import check_output, write_private
+
+CERTIFICATE_NOTE = (
+    "it holds your name, address, birth date and sex: share it only with whom it is for "
+    "(氏名・住所・生年月日・性別が含まれます)"
+)
+DOCUMENT_NOTE = (
+    "it carries your signing certificate, with your name, address, birth date and sex "
+    "(署名用電子証明書を含みます)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("sign", help="sign a file with the signing certificate (署名用)")
-    command.add_argument("file", type=Path, metavar="FILE", help="the file to sign")
-    command.add_argument("--output", "-o", type=Path, metavar="SIG", help="default: FILE.sig")
-    command.add_argument("--cert-output", type=Path, metavar="CRT", help="default: FILE.crt")
+    command = sub.add_parser(
+        "sign",
+        help="sign a PDF (--pdf), a file as CMS (--cms) or raw bytes with the signing "
+        "certificate (署名用)",
+        description="Sign with the signing certificate (署名用電子証明書): --pdf gives a signed "
+        "PDF the Legal Affairs Bureau accepts, --cms a detached CMS signature (.p7s), FILE "
+        "alone a raw PKCS#1 v1.5 signature for scripts.",
+    )
+    command.add_argument("file", type=Path, nargs="?", metavar="FILE", help="raw mode: the file")
+    what = command.add_mutually_exclusive_group()
+    what.add_argument("--pdf", type=Path, metavar="IN.pdf", help="sign this PDF (-o OUT.pdf)")
+    what.add_argument("--cms", type=Path, metavar="FILE", help="detached CMS signature of FILE")
+    command.add_argument(
+        "--output", "-o", type=Path, metavar="OUT",
+        help="the signed PDF (required with --pdf); default FILE.p7s (--cms), FILE.sig (raw)",
+    )  # fmt: skip
+    command.add_argument(
+        "--certificate", "--cert-output", dest="certificate", type=Path, metavar="CRT",
+        help="also write the signing certificate (DER, 0600; it holds personal data)",
+    )  # fmt: skip
+    command.add_argument("--force", action="store_true", help="replace existing output files")
+    pdf = command.add_argument_group("PDF signatures (--pdf)")
+    pdf.add_argument("--reason", metavar="TEXT", help="/Reason of the signature")
+    pdf.add_argument("--location", metavar="TEXT", help="/Location of the signature")
+    pdf.add_argument("--name", metavar="TEXT", help="/Name (default: the name in the certificate)")
+    pdf.add_argument(
+        "--pades", action="store_true",
+        help="PAdES B-B (ETSI.CAdES.detached) instead of adbe.pkcs7.detached, which the "
+        "Legal Affairs Bureau requires",
+    )  # fmt: skip
     add_pin_arguments(command)
     command.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    given = [name for name in ("file", "pdf", "cms") if getattr(args, name) is not None]
+    if len(given) != 1:
+        raise UsageError("give one of FILE, --pdf IN.pdf or --cms FILE")
+    if args.pdf is None and (args.reason or args.location or args.name or args.pades):
+        raise UsageError("--reason, --location, --name and --pades go with --pdf")
+    if args.pdf is not None or args.cms is not None:
+        if args.hash != "sha256":
+            raise UsageError("documents are signed with SHA-256 (--hash is for raw signatures)")
+        return sign_document(args)
+    return sign_raw(args)
+
+
+def _check_certificate_output(args: argparse.Namespace, *inputs: Path) -> None:
+    if args.certificate is not None:
+        check_output(args.certificate, force=args.force, inputs=inputs)
+
+
+def _write_certificate(args: argparse.Namespace, certificate: bytes) -> None:
+    if args.certificate is None:
+        return
+    write_private(args.certificate, certificate, force=args.force)
+    summary = certificate_summary(certificate)
+    print(f"certificate: {args.certificate}" + (f" ({summary})" if summary else ""))
+    print(f"  note: {CERTIFICATE_NOTE}")
+
+
+def sign_raw(args: argparse.Namespace) -> int:
+    """A raw PKCS#1 v1.5 signature (DigestInfo of the hash, padded by the card)."""
     source: Path = args.file
     sig_path: Path = args.output or Path(f"{source}.sig")
-    crt_path: Path = args.cert_output or Path(f"{source}.crt")
     payload = read_payload(source, args.hash)
-    for path in (sig_path, crt_path):
-        check_output(path)
+    check_output(sig_path, force=args.force, inputs=(source,))
+    _check_certificate_output(args, source)
     with session() as (call, card):
         signed = call_with_pin(
             PinRequest.from_args(args, "sign"),
@@ -41,11 +115,64 @@ def run(args: argparse.Namespace) -> int:
         signed.certificate, signed.signature, payload.data, args.hash, prehashed=payload.is_digest
     ):
         raise VerificationError("the signature does not verify against the signing certificate")
-    write(sig_path, signed.signature)
-    write(crt_path, signed.certificate)
+    write_private(sig_path, signed.signature, force=args.force)
     how = f"{args.hash} digest computed locally" if payload.is_digest else args.hash
-    print(f"signed {source} ({how})")
+    print(f"signed {source} (raw PKCS#1 v1.5 signature, {how})")
     print(f"signature:   {sig_path}")
-    summary = certificate_summary(signed.certificate)
-    print(f"certificate: {crt_path}" + (f" ({summary})" if summary else ""))
+    _write_certificate(args, signed.certificate)
+    return ExitCode.OK
+
+
+def _warn(lines: list[str], shown: set[str]) -> None:
+    for line in lines:
+        if line not in shown:
+            shown.add(line)
+            print(f"mncctl: warning: {line}", file=sys.stderr)
+
+
+def sign_document(args: argparse.Namespace) -> int:
+    """``--pdf`` or ``--cms``: a signed document built by pyHanko around one card signature."""
+    from mncd import documents
+    from mncd.documents.cms import default_output
+    from mncd.documents.files import open_input
+    from mncd.documents.pdf import open_pdf
+    from mncd.documents.signer import check_status
+
+    source: Path = args.pdf if args.pdf is not None else args.cms
+    if args.pdf is not None:
+        if args.output is None:
+            raise UsageError("--pdf needs the output file: -o OUT.pdf")
+        output: Path = args.output
+        with open_input(source) as stream:
+            open_pdf(stream, source)  # not a PDF, damaged, encrypted, locked: before any PIN
+    else:
+        output = args.output or default_output(source)
+        open_input(source).close()
+    check_output(output, force=args.force, inputs=(source,))
+    _check_certificate_output(args, source, output)
+    shown: set[str] = set()
+    with session() as (call, card):
+        # An expired or invalidated certificate is refused before any PIN is asked.
+        warning = check_status(call(card.get_status())).warning
+        _warn([warning] if warning else [], shown)
+
+        def operation(pin: str | None, last_try: bool) -> Any:
+            options = documents.PinOptions(pin=pin, allow_last_try=last_try)
+            if args.pdf is not None:
+                return documents.sign_pdf(
+                    card, source, output, reason=args.reason, location=args.location,
+                    name=args.name, pades=args.pades, force=args.force, pin=options,
+                )  # fmt: skip
+            return documents.sign_cms(card, source, output, force=args.force, pin=options)
+
+        result = call_with_pin(PinRequest.from_args(args, "sign"), call, card, operation)
+    _warn(result.warnings, shown)
+    if args.pdf is not None:
+        print(f"signed {source} → {output} ({result.subfilter}, SHA-256)")
+        print(f"  /Name: {result.name}")
+    else:
+        print(f"signed {source} → {output} (detached CMS, SHA-256)")
+    print(f"  signing time: {result.signing_time.isoformat()}")
+    print(f"  note: {output} is readable by you only (0600): {DOCUMENT_NOTE}")
+    _write_certificate(args, result.certificate)
     return ExitCode.OK

@@ -14,3 +14,10 @@ class LastTryError(Exception):
 class PinChangeUnconfirmedError(Exception):
     """CHANGE REFERENCE DATA went to the card, but its answer never came back (the card was
     pulled, the reader failed): the card did not confirm the new PIN."""
+
+
+class DigestUnavailableError(Exception):
+    """The caller did not give the digest to sign (``digest-from``); nothing was signed."""
+
+    #: The signing certificate read before the caller was asked (the password was right).
+    certificate: bytes | None = None

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from mncd.card.pcsc import PcscContext
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy
 from mncd.daemon import operations
 from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for, is_card_id
-from mncd.daemon.errors import LastTryError
+from mncd.daemon.errors import DigestUnavailableError, LastTryError
 from mncd.daemon.monitor import (
     CardAbsent,
     CardPresent,
@@ -49,6 +49,7 @@ from mncd.daemon.monitor import (
 )
 from mncd.daemon.pingate import CardChangedError, CardRef, PinGate, PinRequest, PinTicket
 from mncd.daemon.udev import ReaderDevice
+from mncd.dbus.api import DIGEST_TIMEOUT
 from mncd.jpki import certificates
 
 log = logging.getLogger(__name__)
@@ -665,10 +666,18 @@ class CardManager:
         return live.ref
 
     async def sign(
-        self, key: KeySlot, hash_name: str, digest: bytes, request: PinRequest
+        self,
+        key: KeySlot,
+        hash_name: str,
+        digest: bytes,
+        request: PinRequest,
+        digest_for: Callable[[bytes], Awaitable[bytes]] | None = None,
     ) -> operations.SignResult:
         """Sign ``digest`` with the auth or sign key of the present card, the PIN through the
-        gate. Nothing is asked when the card, its certificate or its PIN cannot be used."""
+        gate. Nothing is asked when the card, its certificate or its PIN cannot be used.
+
+        ``digest_for(certificate)``: the digest comes from the caller once the certificate is
+        known (after the PIN, in the same transaction); ``digest`` is then ignored."""
         live = await self._usable_card()
         record = live.record
         if key is AUTH_KEY:
@@ -681,15 +690,25 @@ class CardManager:
             certificate = live.sign_der
         card = self._card_for(live, key.pin)
         issuer = live.snapshot.sign_ca_der if live.snapshot else None
+        source = None if digest_for is None else _from_loop(digest_for, DIGEST_TIMEOUT)
 
         async def operation(ticket: PinTicket) -> operations.SignResult:
             return await self._gated(
                 card, key.pin, operations.sign, key, hash_name, digest, ticket, certificate,
-                issuer,
+                issuer, source,
             )  # fmt: skip
 
         try:
             result = await self.gate.use(request, card, operation)
+        except DigestUnavailableError as exc:
+            # The caller declined after the certificate was read (it found it expired, say):
+            # the status now shows the certificate, so nobody is asked for the password in vain.
+            if exc.certificate is not None and record is not None:
+                record.pin_tries[key.name] = key.pin.max_tries
+                self._learn_sign_certificate(live, record, exc.certificate)
+                await self._save(record)
+                self._changed()
+            raise
         except KeyUnusableError:
             if key is SIGN_KEY and record is not None:
                 # Mark what is known: the cached certificate, or the card's unread one.
@@ -839,6 +858,21 @@ class CardManager:
         if entry is None or entry.der is None:
             raise errors.CertificateMissing(f"no {which} certificate is known")
         return entry.der
+
+
+def _from_loop(fn: Callable[[bytes], Awaitable[bytes]], timeout: float) -> Callable[[bytes], bytes]:
+    """``fn`` (a coroutine function of the event loop) as a blocking call for the card thread."""
+    loop = asyncio.get_running_loop()
+
+    def blocking(value: bytes) -> bytes:
+        future = asyncio.run_coroutine_threadsafe(fn(value), loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise DigestUnavailableError("the caller did not give the digest in time") from None
+
+    return blocking
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -17,7 +17,7 @@ from mncd.card.manufacture import read_manufacture_number
 from mncd.card.pcsc import PcscContext
 from mncd.card.pin import CARD_INFO_PIN, PinPolicy, wipe
 from mncd.daemon.cache import manufacture_hash
-from mncd.daemon.errors import PinChangeUnconfirmedError
+from mncd.daemon.errors import DigestUnavailableError, PinChangeUnconfirmedError
 from mncd.daemon.pingate import CardRef, PinTicket, admit, same_card
 from mncd.jpki import certificates, signatures
 
@@ -165,13 +165,16 @@ def sign(
     ticket: PinTicket,
     certificate: bytes | None,
     issuer: bytes | None = None,
+    digest_for: Callable[[bytes], bytes] | None = None,
 ) -> SignResult:
     """VERIFY the key's PIN through the gate and sign ``digest`` in one transaction; verify
     the result.
 
     ``certificate`` is the key's certificate when known; the signing certificate is read from the
     card after the password when it is not, and then checked against its CA (``issuer``, the
-    card's own CA certificate). The card is reset afterwards.
+    card's own CA certificate). ``digest_for(certificate)`` gives the digest instead of
+    ``digest`` once the certificate is known (a document naming its signer). The card is reset
+    afterwards.
     """
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
@@ -187,6 +190,12 @@ def sign(
             certificate = session.read_certificate(Certificate.SIGN)
             if issuer is not None:
                 certificates.check_issued_by(certificate, issuer)
+        if digest_for is not None:
+            try:
+                digest = digest_for(certificate)
+            except DigestUnavailableError as exc:
+                exc.certificate = certificate  # read with the right password: worth keeping
+                raise
         signature = session.sign(key, signatures.card_input(certificate, hash_name, digest))
     signatures.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)

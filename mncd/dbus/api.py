@@ -6,3 +6,8 @@ INTERFACE = "io.github.mncd.MyNumberCard1"
 ERROR_PREFIX = INTERFACE + ".Error."
 #: Largest ``data`` accepted by Sign/Authenticate; hash bigger input and pass digest=true.
 MAX_DATA = 1024 * 1024
+#: The interface a caller of Sign exports when it passes ``digest-from``: the daemon calls its
+#: ``Digest(ay certificate, s hash) -> ay digest`` once, after the PIN, inside the transaction.
+DIGEST_INTERFACE = "io.github.mncd.DigestSource1"
+#: Longest the daemon waits for that digest (the card stays verified meanwhile).
+DIGEST_TIMEOUT = 30.0

@@ -23,11 +23,11 @@ from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
 from mncd.daemon.cache import CardRecord
 from mncd.daemon.callers import Caller, identify
-from mncd.daemon.errors import LastTryError, PinChangeUnconfirmedError
+from mncd.daemon.errors import DigestUnavailableError, LastTryError, PinChangeUnconfirmedError
 from mncd.daemon.manager import CardManager, CertificateView
 from mncd.daemon.pingate import CardChangedError, PinRequest
-from mncd.dbus.api import INTERFACE, MAX_DATA
-from mncd.dbus.bus import ExportedInterface, current_call, marshall_body
+from mncd.dbus.api import DIGEST_INTERFACE, DIGEST_TIMEOUT, INTERFACE, MAX_DATA
+from mncd.dbus.bus import CallError, ExportedInterface, call, current_call, marshall_body
 from mncd.desktop.prompts import PromptCancelledError, PromptUnavailableError
 from mncd.i18n import translator
 from mncd.jpki import certificates
@@ -65,6 +65,11 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
         ),
     ),
     ((PromptCancelledError,), errors.Cancelled, "the user cancelled (操作はキャンセルされました)"),
+    (
+        (DigestUnavailableError,),
+        errors.Cancelled,
+        lambda exc: f"{exc}; nothing was signed (署名していません)",
+    ),
     (
         (PromptUnavailableError,),
         errors.PinRequired,
@@ -216,15 +221,17 @@ def _option(options: dict[str, Variant], name: str, signature: str, default: Any
 class MyNumberCardInterface(ExportedInterface):
     """The exported object."""
 
-    #: Sign's options (its hash is an argument, so ``hash`` is not one of them).
-    SIGN_OPTIONS: ClassVar[dict[str, str]] = {
+    #: Options of both Sign and Authenticate.
+    PIN_OPTIONS: ClassVar[dict[str, str]] = {
         "pin": "s",
         "digest": "b",
         "interactive": "b",
         "allow-last-try": "b",
     }
-    #: Authenticate's options: Sign's, and the hash (it has no hash argument).
-    AUTHENTICATE_OPTIONS: ClassVar[dict[str, str]] = {**SIGN_OPTIONS, "hash": "s"}
+    #: Sign's options (its hash is an argument, so ``hash`` is not one of them).
+    SIGN_OPTIONS: ClassVar[dict[str, str]] = {**PIN_OPTIONS, "digest-from": "o"}
+    #: Authenticate's options: the common ones, and the hash (it has no hash argument).
+    AUTHENTICATE_OPTIONS: ClassVar[dict[str, str]] = {**PIN_OPTIONS, "hash": "s"}
     #: ChangePin's options: the current and the new PIN (both or neither), as for Sign.
     CHANGE_PIN_OPTIONS: ClassVar[dict[str, str]] = {
         "pin": "s",
@@ -499,6 +506,9 @@ class MyNumberCardInterface(ExportedInterface):
     ) -> list[bytes]:
         if hash_name not in HASHES:
             raise errors.InvalidArgument(f"hash must be one of {', '.join(HASHES)}")
+        source = _option(options, "digest-from", "o", None)
+        if source is not None:
+            return await self._sign_from_source(source, data, hash_name, options)
         if not data:
             raise errors.InvalidArgument("nothing to sign")
         if len(data) > MAX_DATA:
@@ -520,6 +530,46 @@ class MyNumberCardInterface(ExportedInterface):
             purpose = _("sign a document") if key is SIGN_KEY else _("prove who you are (log in)")
             request = self._request(options, key.pin, pin, caller, purpose)
             result = await self.manager.sign(key, hash_name, digest_value, request)
+        finally:
+            if pin is not None:
+                wipe(pin)
+        return [result.signature, result.certificate]
+
+    async def _sign_from_source(
+        self, source: str, data: bytes, hash_name: str, options: dict[str, Variant]
+    ) -> list[bytes]:
+        """Sign with ``digest-from``: the caller's ``source`` object gives the digest once the
+        signing certificate is known (a document that names its signer), in the same VERIFY."""
+        if data:
+            raise errors.InvalidArgument("data must be empty with digest-from")
+        if "digest" in options:
+            raise errors.InvalidArgument("digest and digest-from cannot be combined")
+        sender = current_call().sender
+        if not sender or self.bus is None:
+            raise errors.InvalidArgument("digest-from needs a caller on the bus")
+        pin = _pin_option(options, "pin", SIGN_KEY.pin)  # its shape, before the card
+        try:
+            caller = await self._caller()
+            log.info("Sign (digest from the caller) requested by %s", caller)
+            request = self._request(options, SIGN_KEY.pin, pin, caller, _("sign a document"))
+            bus = self.bus
+
+            async def digest_for(certificate: bytes) -> bytes:
+                try:
+                    reply = await call(
+                        bus, sender, source, DIGEST_INTERFACE, "Digest", "ays",
+                        [certificate, hash_name], timeout=DIGEST_TIMEOUT,
+                    )  # fmt: skip
+                except CallError as exc:
+                    raise DigestUnavailableError(
+                        exc.text or "the caller did not give the digest to sign"
+                    ) from None
+                body = reply.body
+                if reply.signature != "ay" or len(body[0]) != digest_size(hash_name):
+                    raise DigestUnavailableError(f"the caller's answer is not a {hash_name} digest")
+                return bytes(body[0])
+
+            result = await self.manager.sign(SIGN_KEY, hash_name, b"", request, digest_for)
         finally:
             if pin is not None:
                 wipe(pin)

@@ -1,0 +1,115 @@
+"""Reading inputs and writing outputs: never over an existing file unless asked, atomically,
+0600 (a signed document carries the signing certificate, which holds personal data)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from mncd.documents.errors import DocumentError, OutputExists
+
+#: Signed documents and certificates hold the holder's name, address, birth date and sex.
+PRIVATE_MODE = 0o600
+
+
+def open_input(path: Path) -> BinaryIO:
+    """``path`` opened for reading, or a :class:`DocumentError` saying why it cannot be."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such file (ファイルがありません)") from None
+    except OSError as exc:
+        raise DocumentError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise DocumentError(f"{path} is a directory, not a file (フォルダです)")
+    if not stat.S_ISREG(info.st_mode):
+        raise DocumentError(f"{path} is not a regular file")
+    if info.st_size == 0:
+        raise DocumentError(f"{path} is empty (0 bytes): nothing to sign (空のファイルです)")
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise DocumentError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def check_output(path: Path, *, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse, before anything is asked or signed, an output that cannot or must not be
+    written: an existing file without ``force``, a directory, an input, a missing folder."""
+    parent = path.parent
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if path.exists() and path.samefile(source):
+                raise DocumentError(f"{path} is the input: the input is never changed")
+    if path.is_dir():
+        raise DocumentError(f"{path} is a directory (フォルダです)")
+    if path.exists() and not force:
+        raise OutputExists(
+            f"{path} exists: not overwritten (use --force to replace it) "
+            "(ファイルが既にあります。上書きしません)"
+        )
+    if not parent.is_dir():
+        raise DocumentError(f"cannot write {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DocumentError(f"cannot write {path}: permission denied")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, force: bool = False) -> Iterator[BinaryIO]:
+    """A temporary file beside ``path`` that becomes ``path`` (0600) only when the block ends
+    without an error; ``path`` is never replaced unless ``force``."""
+    check_output(path, force=force)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    stream = os.fdopen(handle, "w+b")
+    done = False
+    try:
+        os.fchmod(stream.fileno(), PRIVATE_MODE)
+        yield stream
+        stream.flush()
+        os.fsync(stream.fileno())
+        stream.close()
+        _publish(Path(temporary), path, force)
+        done = True
+    finally:
+        if not stream.closed:
+            stream.close()
+        if not done:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+
+def _publish(temporary: Path, path: Path, force: bool) -> None:
+    """Move the finished file into place: atomically, and never over a file that appeared."""
+    try:
+        if force:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)  # fails when path exists, even if it just appeared
+            except FileExistsError:
+                raise OutputExists(f"{path} appeared meanwhile: not overwritten") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise OutputExists(f"{path} appeared meanwhile: not overwritten") from None
+                os.rename(temporary, path)
+            else:
+                os.unlink(temporary)
+    except OSError as exc:
+        raise DocumentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    with contextlib.suppress(OSError):
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def write_private(path: Path, data: bytes, *, force: bool = False) -> None:
+    """``data`` written to ``path`` atomically, 0600, never over an existing file unless
+    ``force``."""
+    with atomic_output(path, force=force) as stream:
+        stream.write(data)

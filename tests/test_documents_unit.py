@@ -1,0 +1,110 @@
+"""Unit tests of signed-document helpers: J-LIS anchors, private atomic outputs, certificate
+checks, verification rules and exit codes. No bus, daemon or card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import stat
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from pdfkit import software_key
+
+from mncd.cli import errors as cli_errors
+from mncd.cli.errors import ExitCode
+from mncd.client import CertificateStatus, Status
+from mncd.documents import CertificateUnusable, DocumentError, OutputExists
+from mncd.documents.files import atomic_output, check_output, write_private
+from mncd.documents.signer import check_status
+from mncd.documents.verify import SignatureCheck, TrustAnchor, Verdict, check_certificate
+from mncd.jpki import trust
+
+
+def test_bundled_jlis_anchors_match_the_published_fingerprints():
+    anchors = trust.jlis_anchors()
+    assert sorted(a.file for a in anchors) == sorted(trust.PUBLISHED_FINGERPRINTS)
+    assert [a.generation for a in trust.anchors_for("sign")] == [2015, 2019, 2023]
+    assert [a.generation for a in trust.anchors_for("auth")] == [2015, 2023]
+    for anchor in anchors:
+        assert anchor.fingerprint == trust.PUBLISHED_FINGERPRINTS[anchor.file]
+        assert hashlib.sha256(anchor.der).hexdigest().upper() == anchor.fingerprint
+
+
+def test_an_anchor_that_differs_from_the_publication_is_refused():
+    der = trust.anchors_for("sign")[0].der
+    with pytest.raises(trust.AnchorError, match="published SHA-256 fingerprint"):
+        trust.check_fingerprint("sign-ca-2015.pem", der[:-1] + bytes([der[-1] ^ 1]))
+    with pytest.raises(trust.AnchorError, match="not a J-LIS anchor"):
+        trust.check_fingerprint("other.pem", der)
+
+
+def test_outputs_are_private_atomic_and_never_overwritten(tmp_path):
+    target = tmp_path / "out.p7s"
+    write_private(target, b"first")
+    assert target.read_bytes() == b"first" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    with pytest.raises(OutputExists, match="not overwritten"):
+        write_private(target, b"second")
+    assert target.read_bytes() == b"first"
+    write_private(target, b"second", force=True)
+    assert target.read_bytes() == b"second"
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "half.pdf") as stream:
+        stream.write(b"half")
+        raise RuntimeError("signing failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.p7s"]  # no leftovers
+    with pytest.raises(DocumentError, match="is the input"):
+        check_output(target, force=True, inputs=(target,))
+    with pytest.raises(DocumentError, match="no such directory"):
+        check_output(tmp_path / "missing" / "x.pdf")
+
+
+def test_an_output_that_appears_meanwhile_is_kept(tmp_path):
+    target = tmp_path / "out.pdf"
+    with pytest.raises(OutputExists), atomic_output(target) as stream:
+        stream.write(b"mine")
+        target.write_bytes(b"theirs")  # another program, between the check and the end
+    assert target.read_bytes() == b"theirs"
+
+
+def _status(state: str, days: int = 100) -> Status:
+    not_after = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    return Status(
+        state="card-present", sign=CertificateStatus(True, "card", state, not_after=not_after)
+    )
+
+
+def test_status_refuses_expired_and_invalidated_and_warns_in_the_renewal_window():
+    with pytest.raises(CertificateUnusable, match="expired") as expired:
+        check_status(_status("expired", -2))
+    assert "有効期限が切れています" in str(expired.value)
+    with pytest.raises(CertificateUnusable, match="invalidated") as invalidated:
+        check_status(_status("invalidated"))
+    assert cli_errors.exit_code(invalidated.value) == ExitCode.CERTIFICATE == 6
+    assert "更新してください" in check_status(_status("expiring", 20)).warning
+    assert check_status(_status("valid")).warning == ""
+    assert check_status(_status("unknown")).warning == ""
+
+
+def test_certificate_rules_at_the_signing_time():
+    _key, cert = software_key()
+    der = cert.public_bytes(serialization.Encoding.DER)
+    anchor = TrustAnchor(der, "a test CA")  # self-signed: its own issuer
+    now = dt.datetime.now(dt.UTC)
+    check = SignatureCheck("sig")
+    check_certificate(check, der, now, [])
+    assert check.verdict is Verdict.UNTRUSTED and "does not chain" in check.notes[0]
+    late = SignatureCheck("sig")
+    check_certificate(late, der, now + dt.timedelta(days=400), [])
+    assert late.verdict is Verdict.INVALID
+    assert "not valid at the signing time" in late.problems[0]
+    anchored = SignatureCheck("sig")
+    check_certificate(anchored, der, now, [anchor])
+    # The anchor is the certificate itself, which is no CA: a broken chain, not a valid one.
+    assert anchored.verdict is Verdict.INVALID and "is not a CA" in anchored.problems[0]
+
+
+def test_verify_exit_codes_are_distinct():
+    assert ExitCode.INVALID == 7 and ExitCode.UNTRUSTED == 8
+    assert cli_errors.error_lines(DocumentError("x.pdf is not a PDF file")) == [
+        "x.pdf is not a PDF file"
+    ]
