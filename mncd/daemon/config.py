@@ -10,6 +10,10 @@ thresholds = [30, 7, 1]   # days before expiry, besides the day renewal opens
 
 [pinentry]
 program = "pinentry"
+
+[pkcs11]
+enabled = true         # serve PKCS#11 on $XDG_RUNTIME_DIR/mncd/pkcs11
+login-timeout = 900    # seconds a PIN given to C_Login on the authentication token is held
 ```
 
 A broken file is reported in the log and the defaults are used: settings never stop the daemon.
@@ -42,6 +46,8 @@ class Config:
     #: Days before expiry to remind; the day renewal opens (from the card generation) is added.
     thresholds: tuple[int, ...] = (30, 7, 1)
     pinentry: str = "pinentry"
+    pkcs11: bool = True
+    pkcs11_login_timeout: int = 900
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -81,3 +87,17 @@ class Config:
             if not isinstance(program, str) or not program:
                 raise ValueError("pinentry.program must be a command name")
             self.pinentry = program
+        pkcs11 = data.get("pkcs11", {})
+        if not isinstance(pkcs11, dict):
+            raise ValueError("pkcs11 must be a table")
+        for key, value in pkcs11.items():
+            if key == "enabled":
+                if not isinstance(value, bool):
+                    raise ValueError("pkcs11.enabled must be true or false")
+                self.pkcs11 = value
+            elif key == "login-timeout":
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
+                    raise ValueError("pkcs11.login-timeout must be seconds (1..86400)")
+                self.pkcs11_login_timeout = value
+            else:
+                raise ValueError(f"unknown setting pkcs11.{key}")
