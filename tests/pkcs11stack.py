@@ -80,7 +80,7 @@ def pkcs11_daemon(
 ) -> Iterator[Pkcs11Daemon]:
     """mncd with a runtime directory (so it serves PKCS#11) and a scripted pinentry."""
     runtime = directory / "runtime"
-    runtime.mkdir(mode=0o700)
+    runtime.mkdir(mode=0o700, parents=True)
     entry = ScriptedPinentry(directory / "pinentry", answers or [])
     env = {
         **sandbox_env,

@@ -266,7 +266,6 @@ class Connection:
 
 
 def _ckr(exc: Exception, call_name: str) -> int:
-    if isinstance(exc, wire.WireError):
-        log.debug("PKCS#11 %s refused: %s", call_name, exc)
-        return exc.rv
-    return to_ckr(exc, call_name)
+    rv = exc.rv if isinstance(exc, wire.WireError) else to_ckr(exc, call_name)
+    log.debug("PKCS#11 %s: %s (%s)", call_name, CKR(rv).name, exc)
+    return rv
