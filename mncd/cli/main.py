@@ -4,6 +4,7 @@ mncctl status [--json]                        card, reader and certificate statu
 mncctl sign FILE [--hash H] [--output SIG]    signature with the signing certificate
 mncctl auth [--challenge-file F] ...          authenticate a challenge and verify it locally
 mncctl watch [--json]                         print signals and property changes until Ctrl-C
+mncctl pkcs11 install|uninstall [--nss DIR]   PKCS#11 for browsers, ssh and GnuTLS via mncd
 
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 PIN problem,
 5 cancelled.
@@ -14,12 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mncd.cli import auth, sign, status, watch
+from mncd.cli import auth, pkcs11, sign, status, watch
 from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, auth, watch)
+COMMANDS = (status, sign, auth, watch, pkcs11)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,8 @@ from mncd.dbus.bus import NameWatcher, SafeMessageBus
 from mncd.dbus.service import MyNumberCardInterface
 from mncd.desktop.alerts import NoticeCenter
 from mncd.desktop.notifications import DesktopNotifier
-from mncd.pkcs11.server import Pkcs11Server, SocketDirectoryError, socket_path
+from mncd.pkcs11.location import socket_path
+from mncd.pkcs11.server import Pkcs11Server, SocketDirectoryError
 
 log = logging.getLogger("mncd")
 

@@ -28,6 +28,7 @@ from mncd.daemon.manager import CardManager
 from mncd.pkcs11 import wire
 from mncd.pkcs11.constants import CKR
 from mncd.pkcs11.errors import to_ckr
+from mncd.pkcs11.location import address
 from mncd.pkcs11.module import LOGIN_TIMEOUT, Pkcs11Module
 from mncd.pkcs11.tokens import SlotTable
 
@@ -39,19 +40,6 @@ MAX_PENDING_CALLS = 16
 #: getsockopt option for a pidfd of the peer (Linux 6.5); older kernels: the pid alone.
 SO_PEERPIDFD = 77
 _UCRED = struct.Struct("3i")
-
-
-def socket_path() -> Path | None:
-    """Where the socket lives: ``$XDG_RUNTIME_DIR/mncd/pkcs11`` (None without a runtime dir)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if not runtime or not os.path.isabs(runtime):
-        return None
-    return Path(runtime) / "mncd" / "pkcs11"
-
-
-def address(path: Path) -> str:
-    """The address p11-kit takes (``P11_KIT_SERVER_ADDRESS``, ``remote:`` of a module file)."""
-    return f"unix:path={path}"
 
 
 class SocketDirectoryError(Exception):
