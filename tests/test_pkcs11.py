@@ -13,7 +13,8 @@ from busstack import wait_for
 from conftest import wait_for_card
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from faultkit import AUTHENTICATE_APDUS, SELECT_JPKI, operations, select_ef, verifies_with_pin
 from pkcs11stack import AUTH_SLOT, AUTH_TOKEN, SIGN_SLOT, SIGN_TOKEN, pkcs11_daemon, wait_for_token
 
@@ -264,3 +265,24 @@ def test_slot_events_follow_the_card(served, insert_card):
     assert "error" not in answer, (out, err)
     before, event, after = answer["results"]
     assert before == [] and event in (AUTH_SLOT, SIGN_SLOT) and after == [AUTH_SLOT, SIGN_SLOT]
+
+
+def test_the_next_generation_ec_card_signs_ecdsa(served, insert_card):
+    """The provisional next-generation profile (ECDSA P-384): CKM_ECDSA over a digest the
+    application made, answered as PKCS#11 wants it (r || s), verified against the card's key."""
+    card = insert_card(algorithm="ec-p384")
+    wait_for_token(served)
+    mechanisms = served.tool("--slot", str(AUTH_SLOT), "-M")
+    assert "ECDSA" in mechanisms.stdout and "RSA" not in mechanisms.stdout, mechanisms.stdout
+    digest = hashlib.sha384(DATA).digest()
+    answer = served.application([
+        ["open", {"slot": AUTH_SLOT}], ["login", {"pin": card.profile.auth_pin}],
+        ["sign", {"id": "01", "mechanism": "ECDSA", "data": digest.hex()}],
+    ])  # fmt: skip
+    assert "error" not in answer, answer
+    raw = bytes.fromhex(answer["results"][2])
+    assert len(raw) == 96
+    signature = encode_dss_signature(int.from_bytes(raw[:48], "big"),
+                                     int.from_bytes(raw[48:], "big"))  # fmt: skip
+    key = x509.load_der_x509_certificate(card.certificates()["auth"]).public_key()
+    key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA384())))
