@@ -39,6 +39,14 @@ def opensc_module() -> str:
     return found[0]
 
 
+def p11_kit_client() -> str:
+    """p11-kit's client module (Debian package p11-kit-modules): PKCS#11 through mncd."""
+    found = sorted(glob.glob("/usr/lib/*/pkcs11/p11-kit-client.so"))
+    if not found:
+        raise RuntimeError("p11-kit-client.so is missing (Debian package p11-kit-modules)")
+    return found[0]
+
+
 @dataclass
 class CardConfig:
     """Iterations for one card speed."""
@@ -132,6 +140,16 @@ class CardBench:
 
     async def pkcs11_auth(self) -> None:
         await self.process(self.pkcs11_args("auth"))
+
+    def mncd_pkcs11_args(self, which: str) -> list[str]:
+        """The same pkcs11-tool command through mncd (Debian's p11-kit-client.so)."""
+        args = self.pkcs11_args(which)
+        args[args.index(opensc_module())] = p11_kit_client()
+        args[args.index("-o") + 1] = str(self.stack.dir / f"mncd-pkcs11-{which}.sig")
+        return args
+
+    async def mncd_pkcs11_auth(self) -> None:
+        await self.process(self.mncd_pkcs11_args("auth"))
 
     async def mncctl_auth(self) -> None:
         mncctl = str(Path(sys.executable).with_name("mncctl"))
@@ -243,6 +261,19 @@ class CardBench:
                 note="like with like: a process per signature; target: mncd ≥ 3× faster",
                 samples={"mncd": summary(mncctl), "baseline": summary(opensc)})
         )  # fmt: skip
+        through, direct = await self.pairs(
+            config.processes, self.mncd_pkcs11_auth, self.pkcs11_auth
+        )
+        self.log(f"[{card}] pkcs11-tool --sign through mncd {median(through):.1f} ms, "
+                 f"with OpenSC's module {median(direct):.1f} ms")  # fmt: skip
+        rows.append(
+            Row("opensc", "pkcs11-tool --sign through mncd (p11-kit-client.so)", card, "ms",
+                median(through), median(direct), "pkcs11-tool --sign with OpenSC's module",
+                1 / 3, direction="le",
+                note="the same program, login and signature; only the module differs; "
+                "target: mncd ≥ 3× faster",
+                samples={"mncd": summary(through), "baseline": summary(direct)})
+        )  # fmt: skip
         rows.append(
             Row("opensc", "Authenticate D-Bus call alone", card, "ms", median(auth),
                 median(opensc), "pkcs11-tool --sign (whole process)", 1 / 3, direction="le",
@@ -273,6 +304,7 @@ class CardBench:
             ),
             "OpenSC Sign": await self.commands(lambda: self.process(self.pkcs11_args("sign"))),
             "OpenSC Authenticate": await self.commands(self.pkcs11_auth),
+            "mncd PKCS#11 Authenticate": await self.commands(self.mncd_pkcs11_auth),
         }
         n = {name: len(headers) for name, headers in listed.items()}
         self.apdus = {"counts": n, "headers": listed}
@@ -294,6 +326,9 @@ class CardBench:
                 n["OpenSC Sign"], "pkcs11-tool --sign (sign key)"),
             Row("apdus", "APDUs: Authenticate", "", "APDUs", n["mncd Authenticate"],
                 n["OpenSC Authenticate"], "pkcs11-tool --sign (auth key)"),
+            Row("apdus", "APDUs: pkcs11-tool --sign through mncd (login + C_Sign)", "",
+                "APDUs", n["mncd PKCS#11 Authenticate"], n["OpenSC Authenticate"],
+                "pkcs11-tool --sign with OpenSC's module"),
         ]  # fmt: skip
 
     def close(self) -> None:

@@ -213,8 +213,17 @@ class Stack:
             DBUS_SESSION_BUS_ADDRESS=address or self.address,
             XDG_CONFIG_HOME=str(self.dir / "config"),
             XDG_CACHE_HOME=str(self.dir / "cache"),
+            XDG_RUNTIME_DIR=str(self.runtime),
+            P11_KIT_SERVER_ADDRESS=f"unix:path={self.runtime / 'mncd' / 'pkcs11'}",
         )
         return env
+
+    @property
+    def runtime(self) -> Path:
+        """The session's runtime directory: mncd serves PKCS#11 in it."""
+        path = self.dir / "runtime"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
 
     async def start(self) -> None:
         (self.dir / "pcsc").mkdir(parents=True, exist_ok=True)

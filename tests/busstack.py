@@ -177,7 +177,44 @@ def gvariant_bytes(data: bytes) -> str:
     return "[" + ", ".join(f"byte 0x{b:02x}" for b in data) + "]" if data else "@ay []"
 
 
+_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
+
+
+def _bytestring(body: str) -> bytes:
+    """gdbus's ``b'…'`` form of an ``ay`` that ends in a NUL byte (GLib escapes; the final NUL
+    is implied)."""
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out += ch.encode("utf-8")
+            i += 1
+            continue
+        nxt = body[i + 1]
+        if nxt in "01234567":
+            digits = re.match(r"[0-7]{1,3}", body[i + 1 :]).group(0)  # type: ignore[union-attr]
+            out.append(int(digits, 8))
+            i += 1 + len(digits)
+        elif nxt == "x":
+            out.append(int(body[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out.append(_ESCAPES.get(nxt, ord(nxt)))
+            i += 2
+    return bytes(out) + b"\0"
+
+
 def parse_gvariant_arrays(text: str) -> list[bytes]:
-    """Decode every ``ay`` that gdbus printed as ``[byte 0x.., 0x.., ...]``."""
-    arrays = re.findall(r"\[(byte [^\]]*)\]", text)
-    return [bytes(int(tok.split()[-1], 16) for tok in a.split(",")) for a in arrays]
+    """Decode every ``ay`` gdbus printed, as ``[byte 0x.., ...]`` or, when it ends in a NUL
+    byte, as a ``b'…'`` bytestring, in order."""
+    found = re.finditer(r"\[(byte [^\]]*)\]|b'((?:[^'\\]|\\.)*)'|b\"((?:[^\"\\]|\\.)*)\"", text)
+    arrays = []
+    for match in found:
+        if match.group(1) is not None:
+            arrays.append(bytes(int(tok.split()[-1], 16) for tok in match.group(1).split(",")))
+        else:
+            arrays.append(
+                _bytestring(match.group(2) if match.group(2) is not None else match.group(3))
+            )
+    return arrays

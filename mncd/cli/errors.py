@@ -89,6 +89,10 @@ class LastTryRefused(errors.PinRequired):
     """mncctl kept the PIN back: one try is left and ``--allow-last-try`` was not given."""
 
 
+class SetupError(Exception):
+    """Installing or removing a piece of desktop configuration failed."""
+
+
 class VerificationError(Exception):
     """A signature from the card does not verify against the certificate it came with."""
 
@@ -137,6 +141,7 @@ def error_lines(exc: BaseException, *, terminal: bool = False) -> list[str]:
             CancelledByUserError,
             VerificationError,
             DocumentError,
+            SetupError,
             OSError,
         ),
     ):

@@ -14,6 +14,7 @@ mncctl check                                  does the signing certificate match
 mncctl doctor [--json]                        pcscd, readers, card, daemon: what to fix
 mncctl watch [--json]                         print signals and property changes until Ctrl-C
 mncctl forget CARD                            forget a card you no longer have
+mncctl pkcs11 install|uninstall [--nss DIR]   PKCS#11 for browsers, ssh and GnuTLS via mncd
 
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 PIN problem,
 5 cancelled, 6 signing certificate expired or invalidated, 7 signature invalid (verify),
@@ -33,6 +34,7 @@ from mncd.cli import (
     doctor,
     forget,
     pin_command,
+    pkcs11,
     sign,
     status,
     verify,
@@ -42,7 +44,7 @@ from mncd.cli.errors import ExitCode, error_lines, exit_code
 from mncd.cli.pin import stdin_is_tty
 
 #: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, verify, auth, pin_command, cert, check, doctor, watch, forget)
+COMMANDS = (status, sign, verify, auth, pin_command, cert, check, doctor, watch, forget, pkcs11)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,10 @@ thresholds = [30, 7, 1]   # days before expiry, besides the day renewal opens
 
 [pinentry]
 program = "pinentry"
+
+[pkcs11]
+enabled = true         # serve PKCS#11 on $XDG_RUNTIME_DIR/mncd/pkcs11
+login-timeout = 900    # seconds a PIN given to C_Login on the authentication token is held
 ```
 
 Settings never stop the daemon: an unknown key or a bad value is skipped (that key keeps its
@@ -45,6 +49,8 @@ class Config:
     #: Days before expiry to remind; the day renewal opens (from the card generation) is added.
     thresholds: tuple[int, ...] = (30, 7, 1)
     pinentry: str = "pinentry"
+    pkcs11: bool = True
+    pkcs11_login_timeout: int = 900
     #: What was wrong in the file, one sentence per skipped key or value.
     problems: list[str] = field(default_factory=list)
     path: Path | None = None
@@ -69,16 +75,18 @@ class Config:
 
     def _apply(self, data: dict[str, Any]) -> None:
         for section, values in data.items():
-            if section not in ("notifications", "pinentry"):
+            handler = {
+                "notifications": self._notification,
+                "pinentry": self._pinentry,
+                "pkcs11": self._pkcs11,
+            }.get(section)
+            if handler is None:
                 self.problems.append(f"unknown section [{section}] ignored")
             elif not isinstance(values, dict):
                 self.problems.append(f"{section} must be a section ([{section}]); ignored")
-            elif section == "notifications":
-                for key, value in values.items():
-                    self._notification(key, value)
             else:
                 for key, value in values.items():
-                    self._pinentry(key, value)
+                    handler(key, value)
 
     def _notification(self, key: str, value: Any) -> None:
         if key == "thresholds":
@@ -110,3 +118,20 @@ class Config:
             self.pinentry = value.strip()
         else:
             self.problems.append(f"pinentry.program must be a program name; using {self.pinentry}")
+
+    def _pkcs11(self, key: str, value: Any) -> None:
+        if key == "enabled":
+            if isinstance(value, bool):
+                self.pkcs11 = value
+            else:
+                self.problems.append("pkcs11.enabled must be true or false; using true")
+        elif key == "login-timeout":
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 86400:
+                self.pkcs11_login_timeout = value
+            else:
+                self.problems.append(
+                    "pkcs11.login-timeout must be seconds (1 to 86400); "
+                    f"using {self.pkcs11_login_timeout}"
+                )
+        else:
+            self.problems.append(f"unknown setting pkcs11.{key} ignored")

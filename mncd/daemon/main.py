@@ -34,6 +34,8 @@ from mncd.dbus.bus import NameWatcher, SafeMessageBus
 from mncd.dbus.service import MyNumberCardInterface
 from mncd.desktop.alerts import NoticeCenter
 from mncd.desktop.notifications import DesktopNotifier
+from mncd.pkcs11.location import socket_path
+from mncd.pkcs11.server import Pkcs11Server, SocketDirectoryError
 
 log = logging.getLogger("mncd")
 
@@ -70,11 +72,14 @@ async def run(state_dir: Path | None = None) -> int:
     manager.gate.pinentry = config.pinentry
     manager.gate.watch_caller = NameWatcher(bus).watch
     interface = MyNumberCardInterface(manager, bus)
+    pkcs11 = _pkcs11_server(manager, config)
     last_status = ""
 
     def state_changed() -> None:
         nonlocal last_status
         interface.refresh_properties()
+        if pkcs11 is not None:
+            pkcs11.refresh()
         notice_center.schedule()
         state = manager.state()
         if state != last_status:
@@ -106,6 +111,12 @@ async def run(state_dir: Path | None = None) -> int:
         manager.close()
         bus.disconnect()
         return 1
+    if pkcs11 is not None:
+        try:
+            await pkcs11.start()
+        except (OSError, SocketDirectoryError) as exc:
+            log.warning("PKCS#11 is not served: %s", exc)
+            pkcs11 = None
     log.info("mncd %s ready on the session bus as %s", __version__, BUS_NAME)
     notify("READY=1", f"STATUS={STATUS_TEXT.get(manager.state(), manager.state())}")
 
@@ -130,6 +141,8 @@ async def run(state_dir: Path | None = None) -> int:
     notify("STOPPING=1")
     for task in pending:
         task.cancel()
+    if pkcs11 is not None:
+        await pkcs11.close()
     udev.stop()
     monitor.stop()
     if bus.connected:
@@ -141,6 +154,17 @@ async def run(state_dir: Path | None = None) -> int:
         logging.shutdown()
         os._exit(status)
     return status
+
+
+def _pkcs11_server(manager: CardManager, config: Config) -> Pkcs11Server | None:
+    """The PKCS#11 server, unless turned off or there is no runtime directory for its socket."""
+    if not config.pkcs11:
+        return None
+    path = socket_path()
+    if path is None:
+        log.warning("PKCS#11 is not served: XDG_RUNTIME_DIR is not set")
+        return None
+    return Pkcs11Server(manager, path, config.pkcs11_login_timeout)
 
 
 def _card_timeout() -> float:

@@ -103,6 +103,17 @@ class LiveCard:
 
 
 @dataclass
+class VerifiedPin:
+    """A PIN the card accepted: for which card, the PIN itself when kept (wipe it), whether
+    the user consented to its last try, and the signing certificate when it was read."""
+
+    card: CardRef
+    pin: bytearray | None
+    last_try: bool
+    certificate: bytes | None
+
+
+@dataclass
 class Listener:
     """Callbacks the manager invokes on the loop when something changes."""
 
@@ -599,14 +610,15 @@ class CardManager:
 
     # -- PIN operations --------------------------------------------------------------------
 
-    async def _usable_card(self) -> LiveCard:
+    async def _usable_card(self, reader: str | None = None) -> LiveCard:
+        """The card in ``reader`` (default: the first My Number Card found), once read."""
         if not self.pcsc_available:
             raise PcscUnavailableError("the PC/SC service (pcscd) is not available")
         # A card just inserted is still being read: wait for that instead of failing.
         pending = [c.reading for c in self.cards.values() if c.reading and not c.reading.done()]
         if pending:
             await asyncio.wait(pending, timeout=self.timeout)
-        live = self.current()
+        live = self.current() if reader is None else self.cards.get(reader)
         if live is None or live.snapshot is None:
             reading = self.reading()
             if reading is not None and reading.in_use:
@@ -672,13 +684,15 @@ class CardManager:
         digest: bytes,
         request: PinRequest,
         digest_for: Callable[[bytes], Awaitable[bytes]] | None = None,
+        reader: str | None = None,
     ) -> operations.SignResult:
-        """Sign ``digest`` with the auth or sign key of the present card, the PIN through the
-        gate. Nothing is asked when the card, its certificate or its PIN cannot be used.
+        """Sign ``digest`` with the auth or sign key of the present card (the one in ``reader``
+        when given), the PIN through the gate. Nothing is asked when the card, its certificate
+        or its PIN cannot be used.
 
         ``digest_for(certificate)``: the digest comes from the caller once the certificate is
         known (after the PIN, in the same transaction); ``digest`` is then ignored."""
-        live = await self._usable_card()
+        live = await self._usable_card(reader)
         record = live.record
         if key is AUTH_KEY:
             certificate = live.snapshot.auth_der if live.snapshot else None
@@ -726,6 +740,46 @@ class CardManager:
                 await self._save(record)
                 self._changed()
         return result
+
+    async def verify_pin(
+        self, key: KeySlot, request: PinRequest, reader: str, keep_pin: bool = False
+    ) -> VerifiedPin:
+        """Verify ``key``'s PIN on the card in ``reader`` through the gate, as an operation of
+        its own that ends with a card reset (a PKCS#11 login). For the signing key, the signing
+        certificate is read in the same operation when it is not known yet. With ``keep_pin``,
+        a copy of the PIN that verified is returned: the caller wipes it."""
+        live = await self._usable_card(reader)
+        if key is SIGN_KEY and not (live.snapshot and live.snapshot.sign_present):
+            raise errors.CertificateMissing("the card has no signing certificate")
+        card = self._card_for(live, key.pin)
+        record = live.record
+        read_certificate = key is SIGN_KEY and live.sign_der is None
+        issuer = live.snapshot.sign_ca_der if live.snapshot else None
+
+        async def operation(ticket: PinTicket) -> VerifiedPin:
+            if read_certificate:
+                der = await self._gated(
+                    card, key.pin, operations.read_sign_certificate, ticket, issuer
+                )
+            else:
+                await self._gated(card, key.pin, operations.verify_pin, key, ticket)
+                der = None
+            kept = bytearray(ticket.pin) if keep_pin else None
+            return VerifiedPin(card, kept, ticket.last_try, der)
+
+        verified = await self.gate.use(request, card, operation)
+        if record is not None:
+            changed = record.pin_tries.get(key.name) != key.pin.max_tries
+            record.pin_tries[key.name] = key.pin.max_tries
+            der = verified.certificate
+            if der is not None:
+                changed = self._learn_sign_certificate(live, record, der) or changed
+            if changed:
+                await self._save(record)
+                self._changed()
+        elif verified.certificate is not None:
+            live.sign_der = verified.certificate
+        return verified
 
     def _changed(self) -> None:
         self.listener.state_changed()

@@ -201,6 +201,19 @@ def sign(
     return SignResult(signature, certificate)
 
 
+def verify_pin(context: PcscContext, key: KeySlot, ticket: PinTicket) -> None:
+    """VERIFY the key's PIN through the gate, and nothing else (a PKCS#11 login). One
+    transaction; the card is reset afterwards, so the card does not stay verified."""
+    with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
+        session = JpkiSession(conn)
+        admit(
+            conn,
+            ticket,
+            lambda: session.pin_tries_left(key),
+            lambda pin: session.verify_pin(key, pin),
+        )
+
+
 def read_sign_certificate(
     context: PcscContext, ticket: PinTicket, issuer: bytes | None = None
 ) -> bytes:

@@ -151,6 +151,16 @@ class PinGate:
         async with self._turn(request, card):
             return await self._ask_and_run(request, card, operation)
 
+    async def confirm_last_try(self, request: PinRequest, card: CardRef) -> bool:
+        """Ask the user whether the PIN the caller gave may use the card's last try (for
+        callers that cannot say so themselves, such as PKCS#11 applications); one dialog at a
+        time, closed when the card goes away."""
+        async with (
+            self._turn(request, card),
+            PinDialog(self.pinentry, request.caller, request.purpose, request.policy) as dialog,
+        ):
+            return await dialog.confirm_last_try()
+
     @contextlib.asynccontextmanager
     async def _turn(self, request: PinRequest, card: CardRef) -> AsyncIterator[None]:
         """One dialog at a time; cancelled when the card or the caller goes away."""

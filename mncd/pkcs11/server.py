@@ -1,0 +1,259 @@
+"""The socket applications' ``p11-kit-client.so`` connects to: ``$XDG_RUNTIME_DIR/mncd/pkcs11``.
+
+The directory is 0700 and the socket 0600; a peer of another user is refused (SO_PEERCRED), and
+the process on the other end is named in PIN dialogs by what the kernel vouches for. Each
+connection is one application: it speaks the version it offers (up to
+:data:`~mncd.pkcs11.wire.PROTOCOL_VERSION`), then frames; requests are answered as they finish,
+so a call waiting for a PIN dialog or a slot event does not hold up the application's other
+threads. A malformed request gets a CKR and changes nothing; a frame that cannot be delimited
+ends its connection only. When an application goes, its calls are cancelled (an open dialog
+closes, nothing is sent to the card) and its PINs are wiped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from mncd.daemon.callers import Caller, read_process
+from mncd.daemon.manager import CardManager
+from mncd.pkcs11 import wire
+from mncd.pkcs11.constants import CKR
+from mncd.pkcs11.errors import to_ckr
+from mncd.pkcs11.location import address
+from mncd.pkcs11.module import LOGIN_TIMEOUT, Pkcs11Module
+from mncd.pkcs11.tokens import SlotTable
+
+log = logging.getLogger(__name__)
+
+#: Most applications connected at once, and calls one may have waiting at once.
+MAX_CONNECTIONS = 64
+MAX_PENDING_CALLS = 16
+#: getsockopt option for a pidfd of the peer (Linux 6.5); older kernels: the pid alone.
+SO_PEERPIDFD = 77
+_UCRED = struct.Struct("3i")
+
+
+class SocketDirectoryError(Exception):
+    """The socket's directory is not ours alone."""
+
+
+def _private_directory(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=False, exist_ok=True)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise SocketDirectoryError(f"{directory} is not a directory of this user")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+
+
+def _answers(path: Path) -> bool:
+    """Whether a server listens on the socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+class Pkcs11Server:
+    """Serves p11-kit's RPC protocol over the daemon's manager."""
+
+    def __init__(
+        self, manager: CardManager, path: Path, login_timeout: float = LOGIN_TIMEOUT
+    ) -> None:
+        self.manager = manager
+        self.path = path
+        self.login_timeout = login_timeout
+        self.slots = SlotTable(manager)
+        self.modules: set[Pkcs11Module] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._seen: dict[int, object] = {}
+
+    async def start(self) -> None:
+        """Listen on the socket (a stale one from a crashed daemon is replaced)."""
+        _private_directory(self.path.parent)
+        if self.path.is_socket() or self.path.is_symlink():
+            if _answers(self.path):
+                raise SocketDirectoryError(f"another mncd already serves {self.path}")
+            self.path.unlink()  # left behind by a daemon that crashed
+        umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._connected, path=str(self.path), limit=wire.MAX_BODY
+            )
+        finally:
+            os.umask(umask)
+        os.chmod(self.path, 0o600)
+        self._seen = self._slot_states()
+        log.info("PKCS#11 (p11-kit RPC) served at %s", address(self.path))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=5)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def refresh(self) -> None:
+        """The manager's state changed: tell every application which slots changed."""
+        states = self._slot_states()
+        changed = {
+            slot_id
+            for slot_id in states.keys() | self._seen.keys()
+            if states.get(slot_id) != self._seen.get(slot_id)
+        }
+        self._seen = states
+        for module in list(self.modules):
+            module.refresh(changed)
+
+    def _slot_states(self) -> dict[int, object]:
+        return {slot.id: slot.card for slot in self.slots.slots()}
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            sock = writer.get_extra_info("socket")
+            caller = self._peer(sock) if sock is not None else None
+            if caller is None:
+                return
+            if len(self._connections) > MAX_CONNECTIONS:
+                log.warning("PKCS#11: too many applications connected; refusing %s", caller)
+                return
+            await Connection(self, caller, reader, writer).serve()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    def _peer(self, sock: socket.socket) -> Caller | None:
+        """The process on the other end, if it is of this user."""
+        try:
+            pid, uid, _gid = _UCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            )
+        except OSError as exc:
+            log.warning("PKCS#11: cannot tell who connected (%s); refused", exc)
+            return None
+        if uid != os.getuid():
+            log.warning("PKCS#11: a process of user %d connected; refused", uid)
+            return None
+        pidfd = None
+        with contextlib.suppress(OSError):
+            pidfd = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+        try:
+            return read_process(pid, pidfd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+
+class Connection:
+    """One application's connection: handshake, frames, its calls."""
+
+    def __init__(
+        self,
+        server: Pkcs11Server,
+        caller: Caller,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.caller = caller
+        self.reader = reader
+        self.writer = writer
+        self.module = Pkcs11Module(server, caller)
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        offered = (await self.reader.readexactly(1))[0]
+        self.writer.write(bytes([min(offered, wire.PROTOCOL_VERSION)]))
+        log.info("PKCS#11 application connected: %s", self.caller)
+        self.server.modules.add(self.module)
+        try:
+            while True:
+                header = await self.reader.readexactly(wire.HEADER.size)
+                message_id, options_length, body_length = wire.HEADER.unpack(header)
+                if options_length > wire.MAX_OPTIONS or body_length > wire.MAX_BODY:
+                    # The frame cannot be skipped safely: answer, then end this connection.
+                    log.warning("PKCS#11: %s sent an oversized frame; disconnected", self.caller)
+                    self._reply(message_id, wire.Writer.error(CKR.ARGUMENTS_BAD))
+                    await self.writer.drain()
+                    return
+                await self.reader.readexactly(options_length)
+                body = await self.reader.readexactly(body_length)
+                self._dispatch(message_id, body)
+                await self.writer.drain()
+        finally:
+            log.info("PKCS#11 application disconnected: %s", self.caller)
+            self.server.modules.discard(self.module)
+            for task in list(self.pending):
+                task.cancel()
+            if self.pending:
+                await asyncio.wait(self.pending)
+            self.module.close()
+
+    def _reply(self, message_id: int, body: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(wire.frame(message_id, body))
+
+    def _dispatch(self, message_id: int, body: bytes) -> None:
+        """Answer one request now, or when its card work or dialog is done."""
+        call_name = "request"
+        try:
+            request = wire.Reader(body)
+            call_name = request.call.name
+            answer = self.module.handler(request.call)(request)
+        except Exception as exc:
+            self._reply(message_id, wire.Writer.error(_ckr(exc, call_name)))
+            return
+        if isinstance(answer, wire.Writer):
+            self._reply(message_id, answer.body())
+            return
+        if len(self.pending) >= MAX_PENDING_CALLS:
+            answer.close()
+            self._reply(message_id, wire.Writer.error(CKR.FUNCTION_FAILED))
+            return
+        task = asyncio.get_running_loop().create_task(self._finish(message_id, call_name, answer))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _finish(
+        self, message_id: int, call_name: str, answer: Coroutine[Any, Any, wire.Writer]
+    ) -> None:
+        try:
+            writer = await answer
+        except asyncio.CancelledError:
+            return  # the application is gone: nobody to answer
+        except Exception as exc:
+            self._reply(message_id, wire.Writer.error(_ckr(exc, call_name)))
+            return
+        self._reply(message_id, writer.body())
+
+
+def _ckr(exc: Exception, call_name: str) -> int:
+    rv = exc.rv if isinstance(exc, wire.WireError) else to_ckr(exc, call_name)
+    log.debug("PKCS#11 %s: %s (%s)", call_name, CKR(rv).name, exc)
+    return rv
