@@ -26,7 +26,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from mncd.client import MyNumberCard, Status
 from mncd.documents.errors import CertificateUnusable, DocumentError
-from mncd.jpki import certificates
+from mncd.jpki import calendar, certificates
 
 T = TypeVar("T")
 
@@ -86,15 +86,16 @@ def check_status(status: Status) -> CertificateCheck:
 def check_certificate(der: bytes, now: dt.datetime) -> CertificateCheck:
     """The same for the certificate itself, as the card gave it (``now``: the signing time)."""
     summary = certificates.summarize(der)
-    if now > summary.not_after:
+    months = certificates.generation_for(summary.algorithm).renewal_months
+    state = calendar.state(summary.not_after, months, now)
+    if state == calendar.EXPIRED:
         raise CertificateUnusable("expired", expired_text(summary.not_after))
     if now < summary.not_before:
         raise CertificateUnusable(
             "not-yet-valid",
             "the signing certificate is not valid yet (署名用電子証明書の有効期間前です)",
         )
-    window = certificates.generation_for(summary.algorithm).renewal_window
-    if summary.not_after - now <= window:
+    if state == calendar.EXPIRING:
         return CertificateCheck(renewal_warning(summary.not_after))
     return CertificateCheck()
 
