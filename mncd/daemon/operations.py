@@ -14,7 +14,7 @@ from mncd.card.cardinfo import BasicInfo, CardInfoSession
 from mncd.card.errors import FileMissingError, SecurityStatusError, TransportError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
 from mncd.card.manufacture import read_manufacture_number
-from mncd.card.pcsc import PcscContext
+from mncd.card.pcsc import PcscConnection, PcscContext
 from mncd.card.pin import CARD_INFO_PIN, PinPolicy, wipe
 from mncd.daemon.cache import manufacture_hash
 from mncd.daemon.errors import DigestUnavailableError, PinChangeUnconfirmedError
@@ -141,12 +141,7 @@ def change_pin(context: PcscContext, ticket: PinTicket) -> None:
         else:
             key = KEYS_BY_PIN[policy.name]
             jpki = JpkiSession(conn)
-            admit(
-                conn,
-                ticket,
-                lambda: jpki.pin_tries_left(key),
-                lambda pin: jpki.verify_pin(key, pin),
-            )
+            admit_jpki(conn, jpki, key, ticket)
 
             def change() -> None:
                 jpki.change_pin(key, new_pin)
@@ -178,12 +173,7 @@ def sign(
     """
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
-        admit(
-            conn,
-            ticket,
-            lambda: session.pin_tries_left(key),
-            lambda pin: session.verify_pin(key, pin),
-        )
+        admit_jpki(conn, session, key, ticket)
         if certificate is None:
             if key is not SIGN_KEY:
                 raise SecurityStatusError(0x6982, "certificate unknown")
@@ -201,17 +191,19 @@ def sign(
     return SignResult(signature, certificate)
 
 
+def admit_jpki(conn: PcscConnection, session: JpkiSession, key: KeySlot, ticket: PinTicket) -> None:
+    """The ticket's PIN for ``key`` through the gate, in the JPKI AP of ``session``."""
+    admit(
+        conn, ticket, lambda: session.pin_tries_left(key), lambda pin: session.verify_pin(key, pin)
+    )
+
+
 def verify_pin(context: PcscContext, key: KeySlot, ticket: PinTicket) -> None:
     """VERIFY the key's PIN through the gate, and nothing else (a PKCS#11 login). One
     transaction; the card is reset afterwards, so the card does not stay verified."""
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
-        admit(
-            conn,
-            ticket,
-            lambda: session.pin_tries_left(key),
-            lambda pin: session.verify_pin(key, pin),
-        )
+        admit_jpki(conn, session, key, ticket)
 
 
 def read_sign_certificate(
@@ -221,12 +213,7 @@ def read_sign_certificate(
     against its CA. One transaction; the card is reset afterwards."""
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
-        admit(
-            conn,
-            ticket,
-            lambda: session.pin_tries_left(SIGN_KEY),
-            lambda pin: session.verify_pin(SIGN_KEY, pin),
-        )
+        admit_jpki(conn, session, SIGN_KEY, ticket)
         certificate = session.read_certificate(Certificate.SIGN)
     if issuer is not None:
         certificates.check_issued_by(certificate, issuer)
