@@ -9,15 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from .apdu import SW, CardConnection, CardProtocol
-from .errors import InvalidResponseError, NotJpkiCardError
+from .errors import InvalidResponseError
 from .jpki import (
+    ApplicationSession,
     change_reference_data,
     raise_for_change_status,
     raise_for_verify_status,
     read_binary,
-    select_df,
-    select_ef,
     tries_left_from_status,
     verify,
 )
@@ -124,31 +122,11 @@ def parse_basic_info(data: bytes) -> BasicInfo:
     return BasicInfo(name=name, address=address, birth_date=birth_date, sex=sex)
 
 
-class CardInfoSession:
+class CardInfoSession(ApplicationSession):
     """Reads the basic four information from the card-info AP."""
 
-    def __init__(self, connection: CardConnection) -> None:
-        self.protocol = CardProtocol(connection)
-        self._selected = False
-        self._current_ef: int | None = None
-
-    def select_application(self) -> None:
-        """Select the card-info AP unless this session already did (reselecting logs out)."""
-        if self._selected:
-            return
-        _, sw = self.protocol.exchange(select_df(CARD_INFO_AID))
-        if sw != SW.OK:
-            raise NotJpkiCardError(f"no card-info application on this card (status {sw:04X})")
-        self._selected = True
-        self._current_ef = None
-
-    def _select_ef(self, fid: int) -> None:
-        self.select_application()
-        if self._current_ef == fid:
-            return
-        self._current_ef = None
-        self.protocol.send(select_ef(fid))
-        self._current_ef = fid
+    AID = CARD_INFO_AID
+    NAME = "card-info"
 
     def pin_tries_left(self) -> int:
         """Tries left on the card-info PIN, without spending one."""

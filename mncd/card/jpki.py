@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 from .apdu import SW, Apdu, CardConnection, CardProtocol, status_error
 from .errors import (
@@ -144,23 +145,25 @@ def der_length(header: bytes) -> int:
     return 2 + count + int.from_bytes(header[2 : 2 + count], "big")
 
 
-class JpkiSession:
-    """Commands of the JPKI AP on one card session."""
+class ApplicationSession:
+    """Commands of one card application (AP) in one card session: the AP is selected once
+    (selecting it again logs the card out) and an EF only when another one is selected."""
+
+    AID: ClassVar[bytes]
+    NAME: ClassVar[str]  #: for errors: "JPKI", "card-info"
 
     def __init__(self, connection: CardConnection) -> None:
         self.protocol = CardProtocol(connection)
         self._selected = False
         self._current_ef: int | None = None
 
-    # -- selection -------------------------------------------------------------------------
-
     def select_application(self) -> None:
-        """Select the JPKI AP unless this session already did (reselecting logs the card out)."""
+        """Select the AP unless this session already did."""
         if self._selected:
             return
-        _, sw = self.protocol.exchange(select_df(JPKI_AID))
+        _, sw = self.protocol.exchange(select_df(self.AID))
         if sw != SW.OK:
-            raise NotJpkiCardError(f"no JPKI application on this card (status {sw:04X})")
+            raise NotJpkiCardError(f"no {self.NAME} application on this card (status {sw:04X})")
         self._selected = True
         self._current_ef = None
 
@@ -171,6 +174,13 @@ class JpkiSession:
         self._current_ef = None
         self.protocol.send(select_ef(fid))
         self._current_ef = fid
+
+
+class JpkiSession(ApplicationSession):
+    """Commands of the JPKI AP on one card session."""
+
+    AID = JPKI_AID
+    NAME = "JPKI"
 
     def has_file(self, fid: int) -> bool:
         """Whether the EF exists (selecting needs no PIN, even for guarded files)."""
