@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from busstack import daemon_on_private_bus
+from pdfkit import make_pdf
 from pinentry_script import ScriptedPinentry, config_with
 from test_daemon_dbus import wait_state
 
@@ -186,3 +187,50 @@ def test_vcard_commands_drive_a_running_sandbox(tmp_path):
         box.stop()
     assert set(outputs) >= {"remove", "insert", "pull", "pcscd", "tries", "renew-sign"}
     assert "auth" in outputs["tries"]
+
+
+def test_desktop_commands_on_the_virtual_card(tmp_path, sandbox, insert_card):
+    """ "Using it on your desktop", each mncctl line as written, on the virtual card with the
+    daemon's dialog answered by a scripted pinentry (a real desktop and reader are not here).
+
+    Not run here as written: ``scripts/setup`` (the suite's own setup), ``mncd
+    --install-user-service`` (``tests/test_systemd_unit.py``), ``mncctl watch`` (runs until
+    Ctrl-C; ``tests/test_mncctl.py``), ``mncctl pin change auth``
+    (``tests/test_mncctl_pin_change.py``) and ``mncctl forget CARD`` (CARD is a placeholder;
+    ``tests/test_mncctl.py``). ``verify`` exits 8: the virtual card's CA is not one of J-LIS's.
+    """
+    card = insert_card()
+    (block,) = code_blocks_after("## Using it on your desktop", "sh")
+    lines = {}
+    for line in commands(block):
+        words = line.split()
+        if words[0].endswith("/mncctl"):
+            lines[" ".join(words[1:3] if words[1] in ("pin", "cert") else words[1:2])] = line
+    profile = card.profile
+    pinentry = ScriptedPinentry(
+        tmp_path / "pinentry",
+        [profile.sign_password, profile.auth_pin, profile.card_info_pin, profile.sign_password],
+    )
+    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
+    work = tmp_path / "work"
+    work.mkdir()
+    make_pdf(work / "application.pdf")
+    repo = README.parent
+    runs = {}
+    with daemon_on_private_bus(tmp_path, env) as daemon:
+        wait_state(daemon.bus.address, "card-present")
+        client_env = {**os.environ, **env, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}
+        for key in ("status", "sign", "verify", "auth", "pin status", "cert show",
+                    "cert export", "check", "doctor"):  # fmt: skip
+            command = lines[key].replace(".venv/bin/", f"{repo}/.venv/bin/")
+            runs[key] = subprocess.run(["bash", "-c", command], cwd=work, env=client_env,
+                                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    codes = {key: done.returncode for key, done in runs.items()}
+    assert codes == {**dict.fromkeys(runs, 0), "verify": 8, "doctor": codes["doctor"]}, runs
+    assert "card-present" in runs["status"].stdout
+    assert (work / "application-signed.pdf").stat().st_mode & 0o777 == 0o600
+    assert "intact" in runs["verify"].stdout
+    assert "verified" in runs["auth"].stdout
+    assert (work / "auth.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert "card (カード)" in runs["doctor"].stdout
+    assert profile.sign_password not in "".join(d.stdout + d.stderr for d in runs.values())
