@@ -46,6 +46,7 @@ TEXT = {
         "unit": "user unit (systemdユーザーユニット)",
         "notifications": "notifications (デスクトップ通知)",
         "pinentry": "PIN dialog (暗証番号の入力画面)",
+        "settings": "settings (設定ファイル)",
     },
     "level": {OK: "ok", WARN: "warn", FAIL: "FAIL", SKIP: "skip"},
     "pcscd-ok": "reachable (接続できます)",
@@ -97,6 +98,10 @@ TEXT = {
     "pinentry-missing": "{program} (set in {config}) is not installed: install it, e.g. sudo apt "
     "install pinentry-gnome3, or set [pinentry] program in {config} (入力画面のプログラムが"
     "見つかりません)",
+    "settings-ok": "{path}: every setting applies (問題ありません)",
+    "settings-none": "no settings file ({path}): the defaults apply (既定値で動作します)",
+    "settings-problems": "{path}: {problems}; the rest applies, fix or remove these "
+    "(使用できない設定があります)",
     "summary-ok": "Everything mncd needs works (問題ありません).",
     "summary-fail": "{count} problem(s) to fix, above (上の問題を解決してください).",
 }
@@ -294,8 +299,20 @@ def check_unit(env: dict[str, str] | None = None) -> Finding:
     return Finding("unit", WARN, TEXT["unit-missing"])
 
 
+def check_settings(config: Config | None = None) -> Finding:
+    """The settings file: every key the daemon skipped (it keeps that key's default)."""
+    config = config or Config.load(quiet=True)
+    path = config.path or default_path()
+    if config.problems:
+        text = TEXT["settings-problems"].format(path=path, problems="; ".join(config.problems))
+        return Finding("settings", WARN, text)
+    if not path.exists():
+        return Finding("settings", OK, TEXT["settings-none"].format(path=path))
+    return Finding("settings", OK, TEXT["settings-ok"].format(path=path))
+
+
 def check_pinentry(which: Callable[[str], str | None] = shutil.which) -> Finding:
-    program = Config.load().pinentry
+    program = Config.load(quiet=True).pinentry
     path = which(program)
     if path is None:
         return Finding(
@@ -321,6 +338,7 @@ def diagnose() -> list[Finding]:
     findings += [f for f in bus if f.check == "daemon"]
     findings.append(check_unit())
     findings += [f for f in bus if f.check != "daemon"]
+    findings.append(check_settings())
     findings.append(check_pinentry())
     return findings
 
