@@ -25,6 +25,7 @@ from mncd.cli.files import check_output
 from mncd.cli.output import display_width, format_days_left, pad
 from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
+from mncd.cli.text import N_, Texts
 from mncd.client import MyNumberCard
 from mncd.jpki.calendar import JAPAN
 from mncd.jpki.details import CertificateDetails, PersonalDetails, describe, personal_data
@@ -35,34 +36,36 @@ PUBLIC = ("auth", "auth-ca", "sign-ca")
 #: Mode of a file holding personal data.
 PRIVATE_MODE = 0o600
 
-#: Every text of ``mncctl cert`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "title": {
-        "auth": "利用者証明用電子証明書 (user authentication)",
-        "sign": "署名用電子証明書 (signing)",
-        "auth-ca": "利用者証明用電子証明書の発行元 (user-authentication CA)",
-        "sign-ca": "署名用電子証明書の発行元 (signing CA)",
-    },
-    "subject": "Subject (主体者)",
-    "issuer": "Issuer (発行者)",
-    "not-before": "Valid from (有効期間の開始)",
-    "not-after": "Valid until (有効期限)",
-    "serial": "Serial (シリアル番号)",
-    "fingerprint": "SHA-256 (フィンガープリント)",
-    "key": "Key (鍵)",
-    "key-usage": "Key usage (鍵の用途)",
-    "name": "Name (氏名)",
-    "address": "Address (住所)",
-    "birth-date": "Birth date (生年月日)",
-    "sex": "Sex (性別)",
-    "sex-value": {"male": "male (男性)", "female": "female (女性)", "not known": "not known"},
-    "unknown": "unknown (不明)",
-    "withheld": "shown only on a terminal (個人情報のため端末にのみ表示します)",
-    "personal-data": "Personal data (個人情報)",
-    "exists": "{path} exists: add --force to replace it (ファイルが既にあります)",
-    "written": "wrote the {title} to {path} ({form}{private})",
-    "private": ", readable only by you",
-}
+#: Every text of ``mncctl cert`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "title": {
+            "auth": N_("User-authentication certificate"),
+            "sign": N_("Signing certificate"),
+            "auth-ca": N_("User-authentication CA"),
+            "sign-ca": N_("Signing CA"),
+        },
+        "subject": N_("Subject"),
+        "issuer": N_("Issuer"),
+        "not-before": N_("Valid from"),
+        "not-after": N_("Valid until"),
+        "serial": N_("Serial"),
+        "fingerprint": N_("SHA-256"),
+        "key": N_("Key"),
+        "key-usage": N_("Key usage"),
+        "name": N_("Name"),
+        "address": N_("Address"),
+        "birth-date": N_("Birth date"),
+        "sex": N_("Sex"),
+        "sex-value": {"male": N_("male"), "female": N_("female"), "not known": "not known"},
+        "unknown": N_("unknown"),
+        "withheld": N_("shown only on a terminal"),
+        "personal-data": N_("Personal data"),
+        "exists": N_("{path} exists: add --force to replace it"),
+        "written": N_("wrote the {title} to {path} ({form}{private})"),
+        "private": N_(", readable only by you"),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -25,32 +25,39 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
+from mncd.cli.text import N_, Texts, _
 from mncd.client import MyNumberCard, PersonalDataCheck, PinStatus
 
-#: Every text of ``mncctl check`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "kinds": {
-        "name": "name (氏名)",
-        "address": "address (住所)",
-        "birth_date": "birth date (生年月日)",
-        "sex": "sex (性別)",
-    },
-    "matches": "Your signing certificate matches the name, address, birth date and sex on your "
-    "card (署名用電子証明書はカードの記載事項と一致しています).",
-    "differs": "Your signing certificate no longer matches your card: the {kinds} differ "
-    "(署名用電子証明書の記載がカードと異なります: {kinds_ja}).",
-    "revoked": "A signing certificate is revoked when these change, so it can no longer be used "
-    "to sign. Get a new one issued at your municipal office, with your card and its signing "
-    "password (市区町村の窓口で署名用電子証明書の再発行を受けてください).",
-    "waiting": "Waiting for you to enter the card-info PIN (and the signing password, if it is "
-    "asked) in the PIN dialog… (入力画面で暗証番号を入力してください)",
-    "no-sign": "the card has no signing certificate to check "
-    "(署名用電子証明書が搭載されていません)",
-    "no-card-info": "the card has no card-info PIN (券面事項入力補助用の暗証番号がありません)",
-    "no-sign-line": "--pin-stdin: the signing password is needed to read the certificate: give "
-    "it on the second line of standard input (2行目に署名用電子証明書のパスワードを渡してください)",
-}
-KINDS_JA = {"name": "氏名", "address": "住所", "birth_date": "生年月日", "sex": "性別"}
+#: Every text of ``mncctl check`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "kinds": {
+            "name": N_("name"),
+            "address": N_("address"),
+            "birth_date": N_("birth date"),
+            "sex": N_("sex"),
+        },
+        "matches": N_(
+            "Your signing certificate matches the name, address, birth date and sex on your card."
+        ),
+        "differs": N_("Your signing certificate no longer matches your card: the {kinds} differ."),
+        "revoked": N_(
+            "A signing certificate is revoked when these change, so it can no longer be used "
+            "to sign. Get a new one issued at your municipal office, with your card and its "
+            "signing password."
+        ),
+        "waiting": N_(
+            "Waiting for you to enter the card-info PIN (and the signing password, if it is "
+            "asked) in the PIN dialog…"
+        ),
+        "no-sign": N_("the card has no signing certificate to check"),
+        "no-card-info": N_("the card has no card-info PIN"),
+        "no-sign-line": N_(
+            "--pin-stdin: the signing password is needed to read the certificate: give "
+            "it on the second line of standard input"
+        ),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,9 +80,8 @@ def describe(result: PersonalDataCheck) -> list[str]:
     """What ``check`` prints for the daemon's answer."""
     if result.matches:
         return [TEXT["matches"]]
-    kinds = ", ".join(TEXT["kinds"].get(kind, kind) for kind in result.changed)
-    kinds_ja = "・".join(KINDS_JA.get(kind, kind) for kind in result.changed)
-    return [TEXT["differs"].format(kinds=kinds, kinds_ja=kinds_ja), TEXT["revoked"]]
+    kinds = _(", ").join(TEXT["kinds"].get(kind, kind) for kind in result.changed)
+    return [TEXT["differs"].format(kinds=kinds), TEXT["revoked"]]
 
 
 def usable_tries(status: PinStatus, which: str) -> int | None:
@@ -84,7 +90,7 @@ def usable_tries(status: PinStatus, which: str) -> int | None:
     if not counter.present:
         raise errors.CertificateMissing(TEXT["no-sign" if which == "sign" else "no-card-info"])
     if counter.tries_left == 0:
-        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+        raise errors.PinBlocked(blocked_text(which))
     return counter.tries_left
 
 
@@ -140,11 +146,11 @@ def run_with_stdin(
     """``--pin-stdin``: the card-info PIN on the first line, the signing password on the
     second (needed only when the daemon has not read the certificate since the insertion)."""
     if tries["card-info"] == 1 and not allow:
-        raise LastTryRefused(last_try_text(POLICIES["card-info"].label_en))
+        raise LastTryRefused(last_try_text("card-info"))
     pin = read_stdin_pin()
     sign_pin = sys.stdin.readline().rstrip("\r\n") or None
     if sign_pin is not None and tries["sign"] == 1 and not allow:
-        raise LastTryRefused(last_try_text(POLICIES["sign"].label_en))
+        raise LastTryRefused(last_try_text("sign"))
     try:
         return run(
             card.check_personal_data(

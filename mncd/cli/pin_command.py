@@ -39,45 +39,47 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
+from mncd.cli.text import N_, Texts
 from mncd.client import MyNumberCard, PinStatus
 
 WHICH = ("auth", "sign", "card-info")
 #: How often mncctl asks for the new PIN on a terminal before it gives up.
 NEW_PIN_ROUNDS = 3
 
-#: Every text of ``mncctl pin`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "status-title": "PIN tries left (暗証番号の残り回数)",
-    "reader": "Reader (カードリーダー)",
-    "not-on-card": "not on this card (このカードにはありません)",
-    "label": {
-        "auth": "User-authentication PIN (利用者証明用電子証明書の暗証番号)",
-        "sign": "Signing password (署名用電子証明書のパスワード)",
-        "card-info": "Card-info PIN (券面事項入力補助用の暗証番号)",
-    },
-    "current-prompt": {
-        "auth": "Current user-authentication PIN (現在の利用者証明用の暗証番号, 4 digits): ",
-        "sign": "Current signing password (現在の署名用パスワード, 6–16 A–Z/0–9): ",
-        "card-info": "Current card-info PIN (現在の券面事項入力補助用の暗証番号, 4 digits): ",
-    },
-    "new-prompt": {
-        "auth": "New user-authentication PIN (新しい利用者証明用の暗証番号, 4 digits): ",
-        "sign": "New signing password (新しい署名用パスワード, 6–16 A–Z/0–9): ",
-        "card-info": "New card-info PIN (新しい券面事項入力補助用の暗証番号, 4 digits): ",
-    },
-    "again-prompt": "Type it again (もう一度入力してください): ",
-    "mismatch": "The two entries differ; nothing was sent to the card (入力が一致しません).",
-    "unchanged": "The new PIN is the same as the current one (現在と同じです).",
-    "gave-up": "no new PIN was chosen: cancelled (新しい暗証番号が決まらないため中止しました)",
-    "empty": "no PIN entered: cancelled (入力がないため中止しました)",
-    "no-new-line": "--pin-stdin: the second line of standard input (the new PIN) is missing",
-    "waiting": "Waiting for you to change the {label} in the PIN dialog… "
-    "(暗証番号の変更を入力画面で行ってください)",
-    "changed": "The {label} was changed. Use the new one from now on "
-    "(変更しました。これからは新しいものを使ってください).",
-    "no-sign": "the card has no signing certificate, so it has no signing password "
-    "(署名用電子証明書が搭載されていません)",
-}
+#: Every text of ``mncctl pin`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "status-title": N_("PIN tries left"),
+        "reader": N_("Reader"),
+        "not-on-card": N_("not on this card"),
+        "label": {
+            "auth": N_("User-authentication PIN"),
+            "sign": N_("Signing password"),
+            "card-info": N_("Card-info PIN"),
+        },
+        "current-prompt": {
+            "auth": N_("Current user-authentication PIN: "),
+            "sign": N_("Current signing password: "),
+            "card-info": N_("Current card-info PIN: "),
+        },
+        "new-prompt": {
+            "auth": N_("New user-authentication PIN: "),
+            "sign": N_("New signing password: "),
+            "card-info": N_("New card-info PIN: "),
+        },
+        "again-prompt": N_("Type it again: "),
+        "mismatch": N_("The two entries differ; nothing was sent to the card."),
+        "unchanged": N_("The new PIN is the same as the current one."),
+        "gave-up": N_("no new PIN was chosen: cancelled"),
+        "empty": N_("no PIN entered: cancelled"),
+        "no-new-line": N_(
+            "--pin-stdin: the second line of standard input (the new PIN) is missing"
+        ),
+        "waiting": N_("Waiting for you to change the {label} in the PIN dialog…"),
+        "changed": N_("The {label} was changed. Use the new one from now on."),
+        "no-sign": N_("the card has no signing certificate, so it has no signing password"),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -141,7 +143,7 @@ def changeable_tries(status: PinStatus, which: str) -> int | None:
             raise errors.CertificateMissing(TEXT["no-sign"])
         return None
     if counter.tries_left == 0:
-        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+        raise errors.PinBlocked(blocked_text(which))
     return counter.tries_left
 
 
@@ -210,7 +212,7 @@ def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
     label = POLICIES[which].label_en
     if args.pin_stdin:
         if tries == 1 and not args.allow_last_try:
-            raise LastTryRefused(last_try_text(label))
+            raise LastTryRefused(last_try_text(which))
         current, new = read_stdin_pins()
         run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=args.allow_last_try))
         return
