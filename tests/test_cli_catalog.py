@@ -16,7 +16,7 @@ def entries(text: str) -> dict[str, list[str]]:
     msgid: str | None = None
     current: list[str] | None = None
     strings: list[str] = []
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         line = line.strip()
         if line.startswith('"') and current is not None:
             current[-1] += ast.literal_eval(line)
