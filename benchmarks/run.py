@@ -33,6 +33,7 @@ FULL = {
         "contactless": cards.CardConfig(insertions=4, signatures=6, processes=3, raw_reads=3),
     },
     "cold_starts": 8,
+    "client_starts": 20,
     "documents_rounds": 3,
 }
 QUICK = {
@@ -43,6 +44,7 @@ QUICK = {
         "contactless": cards.CardConfig(insertions=2, signatures=2, processes=2, raw_reads=2),
     },
     "cold_starts": 3,
+    "client_starts": 6,
     "documents_rounds": 2,
 }
 
@@ -127,6 +129,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             card_config = config["cards"][speed.name]
             rows += await card_bench.measure(speed, card_config, counts=n == 0)
             rows += await document_bench.measure(stack, speed, config["documents_rounds"], log)
+        rows += await startup.status_command(stack, config["client_starts"], log)
         rows += await startup.measure(stack, config["cold_starts"], log)
     finally:
         if card_bench is not None:

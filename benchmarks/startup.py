@@ -1,4 +1,8 @@
-"""Cold start → ready: mncd against a trivial Python that connects to the bus and owns a name."""
+"""Starting up as a person feels it.
+
+Cold start → ready: mncd against a trivial Python that connects to the bus and owns a name.
+``mncctl status`` as a whole process against a minimal dbus-next script making the same call.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
+from mncd.dbus.api import INTERFACE, OBJECT_PATH
 from mncd.vcard.sessionbus import PrivateSessionBus
 
 from .stack import BUS_NAME, NameWatch, Stack, connect
@@ -34,6 +39,23 @@ async def main():
 
 asyncio.run(main())
 """
+#: The baseline of ``mncctl status``: the least a Python client does for the same call.
+MINIMAL_STATUS = f"""
+import asyncio
+from dbus_next import Message
+from dbus_next.aio import MessageBus
+
+async def main():
+    bus = await MessageBus().connect()
+    reply = await bus.call(Message(destination={BUS_NAME!r}, path={OBJECT_PATH!r},
+                                   interface={INTERFACE!r}, member="GetStatus"))
+    print(reply.body)
+
+asyncio.run(main())
+"""
+#: Targets (ratio to the baseline of the same run).
+STATUS_TARGET = 1.3
+READY_TARGET = 1.5
 
 
 class NotifySocket:
@@ -128,12 +150,52 @@ async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[R
         session.stop()
     log(f"cold start: mncd {times['mncd']}, trivial {times['trivial']}")
     rows = []
-    for index, what in ((0, "bus name owned"), (1, "READY=1 on NOTIFY_SOCKET")):
+    for index, what, target in (
+        (0, "bus name owned", None),
+        (1, "READY=1 on NOTIFY_SOCKET", READY_TARGET),
+    ):
         mine = [t[index] for t in times["mncd"]]
         base = [t[index] for t in times["trivial"]]
         rows.append(
             Row("startup", f"cold start → {what}", "", "ms", median(mine), median(base),
-                "trivial python: dbus-next + name", note="card in the reader, empty cache",
+                "trivial python: dbus-next + name", target=target,
+                note="card in the reader, empty cache",
                 samples={"mncd": summary(mine), "baseline": summary(base)})
         )  # fmt: skip
     return rows
+
+
+async def _run_once(cmd: list[str], env: dict[str, str]) -> float:
+    """ms from spawning ``cmd`` to its exit (it must succeed)."""
+    start = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    took = (time.perf_counter() - start) * 1000
+    if process.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({process.returncode}): {err.decode()[-400:]}")
+    return took
+
+
+async def status_command(stack: Stack, runs: int, log: Callable[[str], None]) -> list[Row]:
+    """``mncctl status`` as a whole process against a minimal script making the same call,
+    alternating, on the running daemon (the card in the reader, its status read)."""
+    env = stack.child_env()
+    mncctl = [str(Path(sys.executable).with_name("mncctl")), "status"]
+    minimal = [sys.executable, "-c", MINIMAL_STATUS]
+    mine: list[float] = []
+    base: list[float] = []
+    for n in range(runs + 1):  # the first round warms the page cache and is not counted
+        took_mine = await _run_once(mncctl, env)
+        took_base = await _run_once(minimal, env)
+        if n:
+            mine.append(took_mine)
+            base.append(took_base)
+    log(f"mncctl status: {mine}, minimal client: {base}")
+    return [
+        Row("startup", "mncctl status (whole process)", "", "ms", median(mine), median(base),
+            "minimal dbus-next script, same call", target=STATUS_TARGET,
+            note="daemon running, card read",
+            samples={"mncd": summary(mine), "baseline": summary(base)})
+    ]  # fmt: skip

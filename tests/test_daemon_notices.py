@@ -282,3 +282,42 @@ def test_renewed_card_takes_over_and_the_old_reminders_stop(
         assert server.live_count() == 1  # the old reminder was taken back; the renewal stays
     finally:
         daemon.stop()
+
+
+def test_settings_problems_are_told_once_and_again_when_they_change(desktop, sandbox, tmp_path):
+    bus, server = desktop
+    config = tmp_path / "config" / "mncd" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[notifications]\nthresholds = "soon"\nexpiry = false\n[pinentri]\n')
+    env = {**sandbox.env, "LANG": "ja_JP.UTF-8", "LANGUAGE": "", "LC_ALL": "",
+           "LC_MESSAGES": "", "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
+    daemon = Daemon(bus, env, tmp_path / "state").start()
+    try:
+        notice = wait_for(lambda: next(iter(server.received()), None), "the settings notice")
+        assert notice["summary"] == "使用できない設定があります"
+        assert f"{config}にmncdが使用できない設定があります" in notice["body"]
+        assert "mncctl doctor" in notice["body"]
+        assert "settings: unknown section [pinentri] ignored" in daemon.log
+        # The same problems after a restart: not told again.
+        daemon.stop()
+        checks = daemon.log.count("notices checked")
+        daemon.start()
+        wait_for(lambda: daemon.log.count("notices checked") > checks, "a check after restart")
+        assert len(server.received()) == 1
+        # Different problems: told again, once.
+        config.write_text("[pkcs11]\nlogin-timeout = -5\n")
+        daemon.stop()
+        daemon.start()
+        wait_for(lambda: len(server.received()) == 2, "the notice for the new problems")
+        assert server.received()[1]["summary"] == "使用できない設定があります"
+        # Fixed: nothing to tell, and the same problems later are news again.
+        config.write_text("[pkcs11]\nlogin-timeout = 60\n")
+        daemon.stop()
+        checks = daemon.log.count("notices checked")
+        daemon.start()
+        wait_for(lambda: daemon.log.count("notices checked") > checks, "a check after the fix")
+        assert len(server.received()) == 2
+        notices_file = tmp_path / "state" / "mncd" / "notices.json"
+        assert "settings" not in json.loads(notices_file.read_text())
+    finally:
+        daemon.stop()

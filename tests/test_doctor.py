@@ -94,8 +94,10 @@ def test_a_good_stack_is_all_ok(tmp_path, sandbox, card, home):
         )
         assert set(checks) == {
             "pcscd", "readers", "USB readers", "card", "token", "daemon", "user unit",
-            "notifications", "PIN dialog",
+            "notifications", "settings", "PIN dialog",
         }  # fmt: skip
+        config = Path(home["HOME"]) / ".config/mncd/config.toml"
+        assert f"{config}: every setting applies" in checks["settings"][0]
         assert "Virtual PCD 00 00, Virtual PCD 00 01" in checks["readers"][0]
         assert (
             f"a My Number Card in {card.reader} answers the JPKI application" in (checks["card"][0])
@@ -200,3 +202,29 @@ def test_a_card_that_is_not_a_my_number_card(tmp_path, sandbox, insert_card, hom
     assert report["ok"] is False
     card = next(f for f in report["findings"] if f["check"] == "card")
     assert card["level"] == "fail" and "it is not a My Number Card" in card["text"]
+
+
+def test_settings_problems_are_listed_with_the_file(tmp_path, sandbox, home):
+    config = Path(home["HOME"]) / ".config" / "mncd" / "config.toml"
+    config.write_text('[pinentry]\nprogram = "pinentry-tty"\ncolour = "red"\n'
+                      "[notifications]\nthresholds = []\n")  # fmt: skip
+    bus = PrivateBus(tmp_path)
+    try:
+        env = {**home, **sandbox.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        result = doctor(env)
+        (line,) = lines_by_check(result.stdout)["settings"]
+        assert level(line) == "warn"
+        assert f"{config}: unknown setting pinentry.colour ignored; " in line
+        assert (
+            "notifications.thresholds must be a list of days (1 to 3650); using [30, 7, 1]" in line
+        )
+        # The good key still applies; the problems are said once, not also as log lines.
+        assert (
+            "pinentry-tty (/usr/bin/pinentry-tty)" in lines_by_check(result.stdout)["PIN dialog"][0]
+        )
+        assert "pinentry.colour" not in result.stderr
+        config.unlink()
+        (line,) = lines_by_check(doctor(env).stdout)["settings"]
+        assert level(line) == "ok" and f"no settings file ({config})" in line
+    finally:
+        bus.stop()

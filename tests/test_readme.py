@@ -1,4 +1,8 @@
-"""The README's Python example, run as written against the daemon and the virtual card."""
+"""The README's examples, run as written against the daemon and the virtual card.
+
+Covered elsewhere: the documents example (``tests/test_documents.py``), the PKCS#11 commands
+(``tests/test_pkcs11_user.py``), ``mncd --install-user-service`` (``tests/test_systemd_unit.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,13 @@ import sys
 from pathlib import Path
 
 from busstack import daemon_on_private_bus
+from pdfkit import make_pdf
 from pinentry_script import ScriptedPinentry, config_with
 from test_daemon_dbus import wait_state
+
+from mncd.daemon.config import Config
+from mncd.vcard.profile import CardProfile
+from mncd.vcard.sandbox import PcscSandbox
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -109,3 +118,119 @@ def test_run_the_daemon_by_hand_as_the_readme_says(tmp_path):
     assert "'state': <'invalidated'>" in out
     final = out[out.rindex("署名用電子証明書") :]
     assert "invalidated" in final
+
+
+def code_blocks_after(heading: str, language: str) -> list[str]:
+    """The ``language`` code blocks of the README section that starts at ``heading``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(heading)
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end >= 0 else None]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def commands(block: str) -> list[str]:
+    """The commands of a shell block: continuation lines joined, comments dropped."""
+    joined = block.replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip()]
+
+
+def test_settings_example_is_read_as_written(tmp_path):
+    (example,) = code_blocks_after("**Notices.**", "toml")
+    path = tmp_path / "config.toml"
+    path.write_text(example, encoding="utf-8")
+    config = Config.load(path)
+    assert config.problems == []
+    assert config.notify["expiry"] and config.thresholds == (30, 7, 1)
+    assert config.pinentry == "pinentry"
+
+
+def test_dbus_examples_with_busctl_and_gdbus(tmp_path, sandbox, card):
+    """The busctl/gdbus block, each command as written, on a private session bus."""
+    (block,) = code_blocks_after("## For application developers", "sh")
+    lines = commands(block)
+    assert [line.split()[0] for line in lines] == ["busctl", "gdbus", "gdbus"]
+    with daemon_on_private_bus(tmp_path, {**sandbox.env, "LANG": "C.UTF-8"}) as daemon:
+        wait_state(daemon.bus.address, "card-present")
+        env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}
+        out = [
+            subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
+                           env=env)
+            for line in lines
+        ]  # fmt: skip
+    for done in out:
+        assert done.returncode == 0, done.stderr
+    assert '"card-present"' in out[0].stdout and '"auth"' in out[0].stdout
+    assert out[1].stdout.startswith("([byte 0x") or out[1].stdout.startswith("(@ay [")
+    assert out[2].stdout.startswith("([byte 0x30, 0x82")  # a DER certificate
+    assert card.tries()["auth"] == card.profile.auth_tries_left
+
+
+def test_vcard_commands_drive_a_running_sandbox(tmp_path):
+    """The mncd-vcard block after "these commands drive the running sandbox", in order, on a
+    sandbox of this test's own (it stops pcscd); each must succeed."""
+    (sandbox_block, driving) = code_blocks_after("## The virtual card", "sh")[:2]
+    assert "mncd-vcard sandbox" in sandbox_block
+    lines = commands(driving)
+    box = PcscSandbox(readers=True).start()
+    try:
+        control = box.control
+        control.insert(CardProfile())
+        env = {**os.environ, **box.env, "MNCD_VCARD_CONTROL": str(box.control_path)}
+        outputs = {}
+        for line in lines:
+            done = subprocess.run(["bash", "-c", line], cwd=README.parent, env=env,
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert done.returncode == 0, f"{line}: {done.stdout}{done.stderr}"
+            outputs[line.split()[1]] = done.stdout
+    finally:
+        box.stop()
+    assert set(outputs) >= {"remove", "insert", "pull", "pcscd", "tries", "renew-sign"}
+    assert "auth" in outputs["tries"]
+
+
+def test_desktop_commands_on_the_virtual_card(tmp_path, sandbox, insert_card):
+    """ "Using it on your desktop", each mncctl line as written, on the virtual card with the
+    daemon's dialog answered by a scripted pinentry (a real desktop and reader are not here).
+
+    Not run here as written: ``scripts/setup`` (the suite's own setup), ``mncd
+    --install-user-service`` (``tests/test_systemd_unit.py``), ``mncctl watch`` (runs until
+    Ctrl-C; ``tests/test_mncctl.py``), ``mncctl pin change auth``
+    (``tests/test_mncctl_pin_change.py``) and ``mncctl forget CARD`` (CARD is a placeholder;
+    ``tests/test_mncctl.py``). ``verify`` exits 8: the virtual card's CA is not one of J-LIS's.
+    """
+    card = insert_card()
+    (block,) = code_blocks_after("## Using it on your desktop", "sh")
+    lines = {}
+    for line in commands(block):
+        words = line.split()
+        if words[0].endswith("/mncctl"):
+            lines[" ".join(words[1:3] if words[1] in ("pin", "cert") else words[1:2])] = line
+    profile = card.profile
+    pinentry = ScriptedPinentry(
+        tmp_path / "pinentry",
+        [profile.sign_password, profile.auth_pin, profile.card_info_pin, profile.sign_password],
+    )
+    env = {**sandbox.env, **config_with(tmp_path, pinentry), "LANG": "C.UTF-8", "DISPLAY": ":0"}
+    work = tmp_path / "work"
+    work.mkdir()
+    make_pdf(work / "application.pdf")
+    repo = README.parent
+    runs = {}
+    with daemon_on_private_bus(tmp_path, env) as daemon:
+        wait_state(daemon.bus.address, "card-present")
+        client_env = {**os.environ, **env, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}
+        for key in ("status", "sign", "verify", "auth", "pin status", "cert show",
+                    "cert export", "check", "doctor"):  # fmt: skip
+            command = lines[key].replace(".venv/bin/", f"{repo}/.venv/bin/")
+            runs[key] = subprocess.run(["bash", "-c", command], cwd=work, env=client_env,
+                                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    codes = {key: done.returncode for key, done in runs.items()}
+    assert codes == {**dict.fromkeys(runs, 0), "verify": 8, "doctor": codes["doctor"]}, runs
+    assert "card-present" in runs["status"].stdout
+    assert (work / "application-signed.pdf").stat().st_mode & 0o777 == 0o600
+    assert "intact" in runs["verify"].stdout
+    assert "verified" in runs["auth"].stdout
+    assert (work / "auth.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert "card (カード)" in runs["doctor"].stdout
+    assert profile.sign_password not in "".join(d.stdout + d.stderr for d in runs.values())

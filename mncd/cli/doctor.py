@@ -48,6 +48,7 @@ TEXT = Texts(
             "unit": N_("user unit"),
             "notifications": N_("notifications"),
             "pinentry": N_("PIN dialog"),
+            "settings": N_("settings"),
         },
         "level": {OK: N_("ok"), WARN: N_("warn"), FAIL: N_("FAIL"), SKIP: N_("skip")},
         "pcscd-ok": N_("reachable"),
@@ -111,6 +112,9 @@ TEXT = Texts(
             "{program} (set in {config}) is not installed: install it, e.g. sudo apt "
             "install pinentry-gnome3, or set [pinentry] program in {config}"
         ),
+        "settings-ok": N_("{path}: every setting applies"),
+        "settings-none": N_("no settings file ({path}): the defaults apply"),
+        "settings-problems": N_("{path}: {problems}; the rest applies, fix or remove these"),
         "summary-ok": N_("Everything mncd needs works."),
         "summary-fail": N_("{count} problem(s) to fix, above."),
     }
@@ -309,8 +313,20 @@ def check_unit(env: dict[str, str] | None = None) -> Finding:
     return Finding("unit", WARN, TEXT["unit-missing"])
 
 
+def check_settings(config: Config | None = None) -> Finding:
+    """The settings file: every key the daemon skipped (it keeps that key's default)."""
+    config = config or Config.load(quiet=True)
+    path = config.path or default_path()
+    if config.problems:
+        text = TEXT["settings-problems"].format(path=path, problems="; ".join(config.problems))
+        return Finding("settings", WARN, text)
+    if not path.exists():
+        return Finding("settings", OK, TEXT["settings-none"].format(path=path))
+    return Finding("settings", OK, TEXT["settings-ok"].format(path=path))
+
+
 def check_pinentry(which: Callable[[str], str | None] = shutil.which) -> Finding:
-    program = Config.load().pinentry
+    program = Config.load(quiet=True).pinentry
     path = which(program)
     if path is None:
         return Finding(
@@ -336,6 +352,7 @@ def diagnose() -> list[Finding]:
     findings += [f for f in bus if f.check == "daemon"]
     findings.append(check_unit())
     findings += [f for f in bus if f.check != "daemon"]
+    findings.append(check_settings())
     findings.append(check_pinentry())
     return findings
 

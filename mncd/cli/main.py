@@ -24,29 +24,40 @@ Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 P
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from collections.abc import Sequence
 
 from mncd import __version__
-from mncd.cli import (
-    auth,
-    cert,
-    check,
-    doctor,
-    forget,
-    pin_command,
-    pkcs11,
-    sign,
-    status,
-    verify,
-    watch,
-)
 from mncd.cli.errors import ExitCode, error_line, exit_code
-from mncd.cli.pin import stdin_is_tty
 from mncd.cli.text import _, use_catalog_for_argparse
 
-#: One module per command group, in the order ``--help`` lists them.
-COMMANDS = (status, sign, verify, auth, pin_command, cert, check, doctor, watch, forget, pkcs11)
+#: Each command and the module of mncd.cli that registers it, in the order ``--help`` lists them.
+#: A module is imported only when its command runs (or for the list in ``--help``), so that
+#: ``mncctl status`` does not load cryptography, pyHanko or pyscard.
+COMMANDS = {
+    "status": "status",
+    "sign": "sign",
+    "verify": "verify",
+    "auth": "auth",
+    "pin": "pin_command",
+    "cert": "cert",
+    "check": "check",
+    "doctor": "doctor",
+    "watch": "watch",
+    "forget": "forget",
+    "pkcs11": "pkcs11",
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, if it names one before any option (else None: all are needed)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None
+        return arg if arg in COMMANDS else None
+    return None
 
 
 def exit_codes_text() -> str:
@@ -57,8 +68,9 @@ def exit_codes_text() -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of mncctl, in the user's language."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of mncctl, in the user's language: for ``argv``'s command alone when
+    it names one."""
     use_catalog_for_argparse()
     parser = argparse.ArgumentParser(
         prog="mncctl",
@@ -72,15 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=_("show the version and exit"),
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"))
-    for command in COMMANDS:
-        command.register(sub)
+    command = None if argv is None else _command_of(argv)
+    for name in (command,) if command else COMMANDS:
+        importlib.import_module(f"mncd.cli.{COMMANDS[name]}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run mncctl and return its exit code."""
+    if argv is None:
+        argv = sys.argv[1:]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already explained by argparse
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     try:
@@ -90,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return quiet_broken_pipe()
     except (Exception, KeyboardInterrupt) as exc:
+        from mncd.cli.pin import stdin_is_tty
+
         print(f"mncctl: {error_line(exc, terminal=stdin_is_tty())}", file=sys.stderr)
         return exit_code(exc)
 

@@ -56,7 +56,9 @@ class Config:
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Config:
+    def load(cls, path: Path | None = None, *, quiet: bool = False) -> Config:
+        """The settings in ``path`` (default: the user's file); problems are logged unless
+        ``quiet`` (a caller that shows them itself)."""
         path = path or default_path()
         config = cls(path=path)
         try:
@@ -69,7 +71,7 @@ class Config:
             )
         else:
             config._apply(data)
-        for problem in config.problems:
+        for problem in [] if quiet else config.problems:
             log.warning("settings: %s", problem)
         return config
 

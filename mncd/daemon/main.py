@@ -1,9 +1,10 @@
 """``mncd``: wiring and the asyncio main loop.
 
 Connects to the session bus, exports the interface, starts the PC/SC monitor, owns the bus name,
-then tells systemd it is ready. Exits with status 0 on SIGTERM/SIGINT; when the bus connection is
-lost it exits with :data:`BUS_LOST` so that systemd (``Restart=on-failure``) starts it again, as
-D-Bus activation does on the next call.
+then tells systemd it is ready; what only later work needs (desktop notices, udev, the PKCS#11
+server) is imported and started after that, before the first call is answered. Exits with
+status 0 on SIGTERM/SIGINT; when the bus connection is lost it exits with :data:`BUS_LOST` so
+that systemd (``Restart=on-failure``) starts it again, as D-Bus activation does on the next call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbus_next import BusType
 from dbus_next.constants import NameFlag, RequestNameReply
@@ -28,14 +30,14 @@ from mncd.daemon.config import Config
 from mncd.daemon.manager import CARD_TIMEOUT, CardManager, Listener
 from mncd.daemon.monitor import PcscMonitor
 from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
-from mncd.daemon.udev import UdevReaderWatcher
 from mncd.dbus.api import BUS_NAME, OBJECT_PATH
 from mncd.dbus.bus import NameWatcher, SafeMessageBus
 from mncd.dbus.service import MyNumberCardInterface
-from mncd.desktop.alerts import NoticeCenter
-from mncd.desktop.notifications import DesktopNotifier
 from mncd.pkcs11.location import socket_path
-from mncd.pkcs11.server import Pkcs11Server, SocketDirectoryError
+
+if TYPE_CHECKING:
+    from mncd.desktop.alerts import NoticeCenter
+    from mncd.pkcs11.server import Pkcs11Server
 
 log = logging.getLogger("mncd")
 
@@ -68,11 +70,12 @@ async def run(state_dir: Path | None = None) -> int:
     clock = Clock.from_environment()
     manager.clock = clock.now
     config = Config.load()
-    notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
     manager.gate.pinentry = config.pinentry
     manager.gate.watch_caller = NameWatcher(bus).watch
     interface = MyNumberCardInterface(manager, bus)
-    pkcs11 = _pkcs11_server(manager, config)
+    # Started once the daemon is ready (below): state changes before that reach them at start.
+    notice_center: NoticeCenter | None = None
+    pkcs11: Pkcs11Server | None = None
     last_status = ""
 
     def state_changed() -> None:
@@ -80,7 +83,8 @@ async def run(state_dir: Path | None = None) -> int:
         interface.refresh_properties()
         if pkcs11 is not None:
             pkcs11.refresh()
-        notice_center.schedule()
+        if notice_center is not None:
+            notice_center.schedule()
         state = manager.state()
         if state != last_status:
             last_status = state
@@ -92,33 +96,35 @@ async def run(state_dir: Path | None = None) -> int:
         card_inserted=interface.CardInserted,
         card_removed=interface.CardRemoved,
         certificate_status=interface.CertificateStatusChanged,
-        card_forgotten=notice_center.forget,
+        card_forgotten=lambda card_id: notice_center.forget(card_id) if notice_center else None,
     )
     bus.export(OBJECT_PATH, interface)
     await manager.start()
     monitor = PcscMonitor(loop, manager.handle_event)
     monitor.start()
     manager.rescan = monitor.rescan
-    udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
-    if udev.start():
-        manager.usb_readers.update(udev.present)
 
     reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         log.error("another mncd already owns %s on this bus", BUS_NAME)
-        udev.stop()
         monitor.stop()
         manager.close()
         bus.disconnect()
         return 1
-    if pkcs11 is not None:
-        try:
-            await pkcs11.start()
-        except (OSError, SocketDirectoryError) as exc:
-            log.warning("PKCS#11 is not served: %s", exc)
-            pkcs11 = None
     log.info("mncd %s ready on the session bus as %s", __version__, BUS_NAME)
     notify("READY=1", f"STATUS={STATUS_TEXT.get(manager.state(), manager.state())}")
+
+    # Later work, imported only now. Nothing above awaits between READY=1 and here, so no call
+    # is answered before udev's readers are known and the notice center listens.
+    from mncd.daemon.udev import UdevReaderWatcher
+    from mncd.desktop.alerts import NoticeCenter
+    from mncd.desktop.notifications import DesktopNotifier
+
+    udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
+    if udev.start():
+        manager.usb_readers.update(udev.present)
+    notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
+    pkcs11 = await _pkcs11_server(manager, config)
 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -156,15 +162,23 @@ async def run(state_dir: Path | None = None) -> int:
     return status
 
 
-def _pkcs11_server(manager: CardManager, config: Config) -> Pkcs11Server | None:
-    """The PKCS#11 server, unless turned off or there is no runtime directory for its socket."""
+async def _pkcs11_server(manager: CardManager, config: Config) -> Pkcs11Server | None:
+    """The PKCS#11 server, started, unless turned off or its socket cannot be served."""
     if not config.pkcs11:
         return None
     path = socket_path()
     if path is None:
         log.warning("PKCS#11 is not served: XDG_RUNTIME_DIR is not set")
         return None
-    return Pkcs11Server(manager, path, config.pkcs11_login_timeout)
+    from mncd.pkcs11.server import Pkcs11Server, SocketDirectoryError
+
+    server = Pkcs11Server(manager, path, config.pkcs11_login_timeout)
+    try:
+        await server.start()
+    except (OSError, SocketDirectoryError) as exc:
+        log.warning("PKCS#11 is not served: %s", exc)
+        return None
+    return server
 
 
 def _card_timeout() -> float:

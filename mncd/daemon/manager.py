@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mncd import errors
 from mncd.card.cardinfo import BasicInfo
@@ -48,9 +48,11 @@ from mncd.daemon.monitor import (
     ReadersChanged,
 )
 from mncd.daemon.pingate import CardChangedError, CardRef, PinGate, PinRequest, PinTicket
-from mncd.daemon.udev import ReaderDevice
 from mncd.dbus.api import DIGEST_TIMEOUT
 from mncd.jpki import certificates
+
+if TYPE_CHECKING:
+    from mncd.daemon.udev import ReaderDevice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -79,6 +79,7 @@ class NoticeCenter:
             except Exception:
                 log.exception("checking notices for card %s failed", record.card_id)
         await self._check_readers()
+        await self._check_settings()
         log.debug("notices checked for %d card(s)", len(records))
 
     async def _check_card(self, record: CardRecord, now: dt.datetime) -> None:
@@ -144,6 +145,18 @@ class NoticeCenter:
                     notices.unsupported_reader_message(name),
                     on_shown=lambda name=name: self._readers_shown.add(name),
                 )
+
+    async def _check_settings(self) -> None:
+        """Problems in the settings file, told once: the same problems not again after a
+        restart, new or different ones again."""
+        problems = self.config.problems
+        if not problems:
+            self.log.forget({notices.SETTINGS_KEY})
+            return
+        digest = notices.settings_digest(problems)
+        if digest not in self.log.shown(notices.SETTINGS_KEY):
+            message = notices.settings_message(self.config.path, problems)
+            await self._send(message, notices.SETTINGS_KEY, digest)
 
     def _details(self, which: str, summary: object) -> str:
         _ = translator().gettext

@@ -12,6 +12,7 @@ gettext catalog (Japanese and English by the locale).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -195,6 +196,30 @@ def unsupported_reader_message(name: str) -> NoticeText:
             "PC/SC service cannot use it without a separate driver."
         ).format(name=name),
         urgency=NORMAL,
+    )
+
+
+#: The notice log's key for the settings file; its milestones are digests of the problems told.
+SETTINGS_KEY = "settings"
+
+
+def settings_digest(problems: list[str]) -> str:
+    """What identifies one set of settings problems: the same problems are told only once."""
+    return hashlib.sha256("\n".join(problems).encode("utf-8")).hexdigest()[:16]
+
+
+def settings_message(path: Path | None, problems: list[str]) -> NoticeText:
+    _ = translator().gettext
+    return NoticeText(
+        subject=SETTINGS_KEY,
+        category="settings",
+        summary=_("Some settings could not be used"),
+        body=_(
+            "{path} has settings mncd cannot use; they keep their defaults and every other "
+            "setting applies. Run 'mncctl doctor' to see which."
+        ).format(path=path),
+        urgency=NORMAL,
+        details="\n".join(problems),
     )
 
 
