@@ -19,8 +19,14 @@ MAX_PIN_TRIES = {
     "sign": SIGN_PASSWORD.max_tries,
     "card-info": CARD_INFO_PIN.max_tries,
 }
-#: Width of the labels of the status table, in terminal columns.
-LABEL_WIDTH = 12
+#: Every label of the status table (its values start in one column, after the widest label).
+LABELS = (
+    N_("State:"), N_("Reader:"), N_("Readers:"), N_("Token:"), N_("Card:"), N_("Expires:"),
+    N_("Next step:"), N_("Why:"), N_("Source:"), N_("PIN tries:"), N_("Password tries:"),
+    N_("Serial:"), N_("Issuer:"), N_("Fingerprint:"), N_("Algorithm:"),
+)  # fmt: skip
+#: Indent of the lines about a certificate, in terminal columns.
+INDENT = 2
 #: Keys of a certificate in GetStatus whose value 0 (or -1) means "not known".
 UNKNOWN_WHEN_ZERO = ("not_before", "not_after", "last_seen")
 
@@ -185,8 +191,13 @@ def format_pin_tries(tries: int | None, maximum: int) -> str:
     return f"{tries}/{maximum}"
 
 
-def _line(label: str, value: str, indent: str = "  ") -> str:
-    return f"{indent}{pad(label, LABEL_WIDTH)} {value}"
+def label_width() -> int:
+    """Columns of the status table's labels with their indent, in the user's language."""
+    return INDENT + max(display_width(_(label)) for label in LABELS)
+
+
+def _line(label: str, value: str, indent: str = " " * INDENT) -> str:
+    return f"{indent}{pad(label, label_width() - len(indent))} {value}"
 
 
 def format_certificate(
