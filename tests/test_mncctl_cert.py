@@ -38,7 +38,7 @@ def test_show_the_public_certificates_as_json(daemon, card):
     for which in shown:
         assert shown[which]["fingerprint"] == hashlib.sha256(certificates[which]).hexdigest()
         parsed = x509.load_der_x509_certificate(certificates[which])
-        assert shown[which]["serial"] == f"{parsed.serial_number:x}"
+        assert shown[which]["serial"] == f"{parsed.serial_number:X}"
     auth = shown["auth"]
     start, end = card.profile.validity()
     # Japan's calendar: the last day ends at 23:59:59 JST, whatever the machine's zone.

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mncd.cli.errors import ExitCode, UsageError
 from mncd.cli.files import check_output
-from mncd.cli.output import display_width, format_days_left, pad
+from mncd.cli.output import display_width, format_days_left, format_serial, pad
 from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
 from mncd.cli.text import N_, Texts
@@ -146,7 +146,7 @@ def format_details(
         (TEXT["issuer"], details.issuer),
         (TEXT["not-before"], format_time(details.not_before)),
         (TEXT["not-after"], until),
-        (TEXT["serial"], details.serial),
+        (TEXT["serial"], format_serial(details.serial)),
         (TEXT["fingerprint"], details.fingerprint),
         (TEXT["key"], details.key),
         (TEXT["key-usage"], ", ".join(details.key_usage) or TEXT["unknown"]),
@@ -179,7 +179,7 @@ def details_json(
         "not_before": details.not_before.astimezone(JAPAN).isoformat(),
         "not_after": details.not_after.astimezone(JAPAN).isoformat(),
         "days_left": details.days_left(now),
-        "serial": details.serial,
+        "serial": format_serial(details.serial),
         "fingerprint": details.fingerprint,
         "algorithm": details.algorithm,
         "key": details.key,

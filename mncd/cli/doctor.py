@@ -23,7 +23,7 @@ from mncd.card.errors import CardError, NoCardError, NotJpkiCardError, PcscUnava
 from mncd.card.jpki import JpkiSession, TokenKind
 from mncd.card.pcsc import PcscContext
 from mncd.cli.errors import ExitCode
-from mncd.cli.text import N_, Texts
+from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import BusError, BusUnavailable, CallTimeout, MyNumberCard
 from mncd.daemon import udev
 from mncd.daemon.config import Config, default_path
@@ -119,13 +119,17 @@ TEXT = Texts(
         "summary-fail": N_("{count} problem(s) to fix, above."),
     }
 )
-STATE_TEXT = {
-    "pcsc-unavailable": "pcscd not available",
-    "no-reader": "no reader",
-    "no-card": "no card",
-    "card-present": "a My Number Card",
-    "unknown-card": "a card that is not a My Number Card",
-}
+STATE_TEXT = Texts(
+    {
+        "pcsc-unavailable": N_("pcscd not available"),
+        "no-reader": N_("no reader"),
+        "no-card": N_("no card"),
+        "reading": N_("a card being read"),
+        "card-present": N_("a My Number Card"),
+        "unknown-card": N_("a card that is not a My Number Card"),
+        "unreadable-card": N_("a card that cannot be read"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -363,8 +367,14 @@ def format_finding(finding: Finding) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("doctor", help="check the reader, pcscd, the card and the daemon")
-    command.add_argument("--json", action="store_true", help="the findings as JSON")
+    command = subcommand(
+        sub, "doctor", _("check the reader, pcscd, the card and the daemon"),
+        _("Check everything mncd needs, one line each with what to do: pcscd, the readers, the "
+          "card, the daemon, its user unit, notifications, the settings file and the PIN dialog. "
+          "Changes nothing and needs no PIN."),
+        "mncctl doctor", "mncctl doctor --json",
+    )  # fmt: skip
+    command.add_argument("--json", action="store_true", help=_("print the findings as JSON"))
     command.set_defaults(func=run)
 
 
