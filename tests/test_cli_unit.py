@@ -289,6 +289,31 @@ def test_status_json_is_valid_json_with_ints_and_japanese_unescaped() -> None:
     assert parsed["auth"]["present"] is True
 
 
+def test_status_json_has_null_for_what_is_not_known_never_0() -> None:
+    # GetStatus sends 0, -1 or "" for what is not known; mncctl's JSON says null.
+    unread = Variant(
+        "a{sv}",
+        {
+            "present": Variant("b", True), "source": Variant("s", "card"),
+            "state": Variant("s", "unknown"), "not_before": Variant("x", 0),
+            "not_after": Variant("x", 0), "days_left": Variant("i", 0),
+            "serial": Variant("s", ""), "fingerprint": Variant("s", ""),
+            "issuer": Variant("s", ""), "algorithm": Variant("s", ""),
+            "pin_tries_left": Variant("i", -1),
+        },
+    )  # fmt: skip
+    parsed = json.loads(output.status_json(Status.from_dbus(daemon_status(sign=unread))))
+    assert parsed["sign"] == {
+        "present": True, "source": "card", "state": "unknown", "not_before": None,
+        "not_after": None, "days_left": None, "serial": None, "fingerprint": None,
+        "issuer": None, "algorithm": None, "pin_tries_left": None,
+    }  # fmt: skip
+    # known values stay as GetStatus sends them, 0 days left included (the last day)
+    last_day = daemon_status(auth=cert_status(days_left=Variant("i", 0)))
+    auth = json.loads(output.status_json(Status.from_dbus(last_day)))["auth"]
+    assert auth["days_left"] == 0 and auth["not_after"] == NOT_AFTER and auth["serial"] == "1A2B3C"
+
+
 # ---------------------------------------------------------------------------------------------
 # status table
 
@@ -327,6 +352,23 @@ def test_status_of_an_invalidated_certificate_has_no_expiry_and_says_what_to_do(
         "  Next step:      It can no longer be used. Get a new one issued at your municipal "
         "office (bring your My Number Card)." in sign
     )
+
+
+def test_status_of_a_signing_certificate_not_read_yet_says_how_it_becomes_known() -> None:
+    unread = Variant(
+        "a{sv}",
+        {"present": Variant("b", True), "source": Variant("s", "card"),
+         "state": Variant("s", "unknown"), "pin_tries_left": Variant("i", 5)},
+    )  # fmt: skip
+    sign = section(table(daemon_status(sign=unread)), "Signing certificate")
+    assert sign.splitlines()[1:] == [
+        "  State:          unknown",
+        "  Expires:        unknown",
+        "  Next step:      The card gives it only after the signing password: it becomes known "
+        "the first time you sign, or with 'mncctl cert show sign'.",
+        "  Source:         read from the card",
+        "  Password tries: 5/5",
+    ]
 
 
 def test_status_expiry_is_a_date_in_the_given_time_zone() -> None:

@@ -113,6 +113,12 @@ def next_step(which: str, cert: CertificateStatus) -> str:
             "Renewal is open until it expires: renew it at your municipal office (bring your My "
             "Number Card)."
         )
+    if (cert.state == "unknown" or not cert.state) and which == "sign" and cert.source == "card":
+        # the card gives the signing certificate only after the signing password
+        return _(
+            "The card gives it only after the signing password: it becomes known the first time "
+            "you sign, or with 'mncctl cert show sign'."
+        )
     if cert.state == "unknown" or not cert.state:
         return _("Its state becomes known when the card is next read in a reader.")
     return ""
@@ -130,7 +136,7 @@ def pad(text: str, width: int) -> str:
 
 def status_json(status: Status) -> str:
     """The status as pretty JSON: the daemon's keys, with values that are not known null
-    (GetStatus sends 0 or -1 for them) and serials in upper-case hex."""
+    (GetStatus sends 0, -1 or an empty string for them) and serials in upper-case hex."""
     return json.dumps(json_status(status.raw), indent=2, ensure_ascii=False)
 
 
@@ -148,7 +154,7 @@ def json_status(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _json_certificate(data: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(data)
+    out = {key: None if value == "" else value for key, value in data.items()}
     for key in UNKNOWN_WHEN_ZERO:
         if key in out and not out[key]:
             out[key] = None
