@@ -16,15 +16,15 @@ from test_daemon_dbus import wait_state
 from test_pinentry import Terminal, start_daemon
 
 MNCCTL = str(Path(sys.executable).with_name("mncctl"))
-AUTH_PROMPT = "authentication PIN, 4 digits"
-SIGN_PROMPT = "signing password, 6–16"
+AUTH_PROMPT = "User-authentication PIN (4 digits):"
+SIGN_PROMPT = "Signing password (6 to 16 characters"
 QUESTION = "Use the last try?"
 
 
 def run_in_terminal(address: str, *args: str, desktop: bool = False) -> Terminal:
     """mncctl on a tmux terminal; the pane ends with ``[exit N]`` and stays open."""
     env = ["env", "-u", "DISPLAY", "-u", "WAYLAND_DISPLAY",
-           f"DBUS_SESSION_BUS_ADDRESS={address}", "LANG=C.UTF-8"]  # fmt: skip
+           f"DBUS_SESSION_BUS_ADDRESS={address}", "LANG=C.UTF-8", "LANGUAGE="]  # fmt: skip
     if desktop:
         env.append("DISPLAY=:99")
     command = shlex.join([*env, MNCCTL, *args])

@@ -26,7 +26,8 @@ AGAIN_PROMPT = "Type it again"
 
 
 def mncctl(address: str, *args: str, stdin: str | None = None, **env: str):
-    environment = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8", **env}
+    environment = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8",
+                   "LANGUAGE": "", **env}  # fmt: skip
     if "DISPLAY" not in env:
         environment.pop("DISPLAY", None)
         environment.pop("WAYLAND_DISPLAY", None)

@@ -13,7 +13,14 @@ import sys
 from typing import Any
 
 from mncd import errors
-from mncd.cli.errors import ExitCode, LastTryRefused, PinInputError, blocked_text, last_try_text
+from mncd.cli.errors import (
+    ExitCode,
+    LastTryRefused,
+    PinInputError,
+    blocked_text,
+    last_try_text,
+    local,
+)
 from mncd.cli.pin import (
     POLICIES,
     ask_on_terminal,
@@ -50,8 +57,10 @@ TEXT = Texts(
             "Waiting for you to enter the card-info PIN (and the signing password, if it is "
             "asked) in the PIN dialog…"
         ),
-        "no-sign": N_("the card has no signing certificate to check"),
-        "no-card-info": N_("the card has no card-info PIN"),
+        "no-sign": N_(
+            "The card has no signing certificate to check: cards of children under 15 carry none."
+        ),
+        "no-card-info": N_("The card has no card-info PIN."),
         "no-sign-line": N_(
             "--pin-stdin: the signing password is needed to read the certificate: give "
             "it on the second line of standard input"
@@ -88,9 +97,10 @@ def usable_tries(status: PinStatus, which: str) -> int | None:
     """Tries left on ``which`` (live), or the error when that PIN cannot be used."""
     counter = status.counter(which)
     if not counter.present:
-        raise errors.CertificateMissing(TEXT["no-sign" if which == "sign" else "no-card-info"])
+        text = TEXT["no-sign" if which == "sign" else "no-card-info"]
+        raise local(errors.CertificateMissing(text))
     if counter.tries_left == 0:
-        raise errors.PinBlocked(blocked_text(which))
+        raise local(errors.PinBlocked(blocked_text(which)))
     return counter.tries_left
 
 
@@ -103,7 +113,7 @@ def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> Person
     """Compare, asking for the PINs the way the command line says."""
     status = run(settled_status(card))
     if usable_card(status) and not status.sign.present:
-        raise errors.CertificateMissing(TEXT["no-sign"])
+        raise local(errors.CertificateMissing(TEXT["no-sign"]))
     counters = run(card.get_pin_status())
     tries = {which: usable_tries(counters, which) for which in ("card-info", "sign")}
     allow = args.allow_last_try

@@ -25,6 +25,7 @@ from mncd.cli.errors import (
     PinInputError,
     blocked_text,
     last_try_text,
+    local,
 )
 from mncd.cli.output import format_pin_tries
 from mncd.cli.pin import (
@@ -77,7 +78,7 @@ TEXT = Texts(
         ),
         "waiting": N_("Waiting for you to change the {label} in the PIN dialog…"),
         "changed": N_("The {label} was changed. Use the new one from now on."),
-        "no-sign": N_("the card has no signing certificate, so it has no signing password"),
+        "no-sign": N_("The card has no signing certificate, so it has no signing password."),
     }
 )
 
@@ -140,10 +141,10 @@ def changeable_tries(status: PinStatus, which: str) -> int | None:
     counter = status.counter(which)
     if not counter.present:
         if which == "sign":
-            raise errors.CertificateMissing(TEXT["no-sign"])
+            raise local(errors.CertificateMissing(TEXT["no-sign"]))
         return None
     if counter.tries_left == 0:
-        raise errors.PinBlocked(blocked_text(which))
+        raise local(errors.PinBlocked(blocked_text(which)))
     return counter.tries_left
 
 
