@@ -881,6 +881,7 @@ def test_no_pin_dialog_falls_back_to_the_terminal(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     person = Person(monkeypatch, pin="1234")
+    monkeypatch.setattr(cli_pin, "missing_pinentry", lambda: None)
     card = FakeCard(card_status(), failures=(errors.PinRequired(NO_DIALOG),))
     assert pin_call(card, **DESKTOP) == "signed"
     assert person.asked == [cli_pin.prompt("auth")]
@@ -888,6 +889,19 @@ def test_no_pin_dialog_falls_back_to_the_terminal(
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("Waiting for you to enter the user-authentication PIN")
     assert lines[1:] == ["mncctl: no PIN dialog could be shown; asking here instead."]
+
+
+def test_the_fallback_names_a_pinentry_program_that_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli_pin.shutil, "which", lambda program: None)
+    assert cli_pin.fallback_line(errors.PinRequired(NO_DIALOG)).startswith(
+        "mncctl: no PIN dialog could be shown because "
+    )
+    monkeypatch.setattr(cli_pin.shutil, "which", lambda program: f"/usr/bin/{program}")
+    assert cli_pin.fallback_line(errors.PinRequired(NO_DIALOG)) == (
+        "mncctl: no PIN dialog could be shown; asking here instead."
+    )
 
 
 def test_no_pin_dialog_falls_back_to_the_last_try_question(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import shutil
 import sys
 import unicodedata
 from collections.abc import Callable, Coroutine, Mapping
@@ -112,8 +113,23 @@ def waiting_line(which: str) -> str:
 
 
 def fallback_line(exc: errors.PinRequired) -> str:
-    """The line before asking on the terminal because the daemon could show no dialog."""
+    """The line before asking on the terminal because the daemon could show no dialog (with
+    the reason when it is the usual one: the configured pinentry program is not installed)."""
+    program = missing_pinentry()
+    if program:
+        return _(
+            "mncctl: no PIN dialog could be shown because {program} is not installed; asking "
+            "here instead."
+        ).format(program=program)
     return _("mncctl: no PIN dialog could be shown; asking here instead.")
+
+
+def missing_pinentry() -> str | None:
+    """The pinentry program of the settings when it is not installed, else None."""
+    from mncd.daemon.config import Config
+
+    program = Config.load(quiet=True).pinentry
+    return program if shutil.which(program) is None else None
 
 
 def shape_problem(which: str, pin: str) -> str | None:

@@ -14,6 +14,7 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from mncd import errors
@@ -33,6 +34,7 @@ from mncd.cli.pin import (
     confirm_last_try,
     fallback_line,
     in_desktop_session,
+    labelled,
     read_stdin_pin,
     settled_status,
     stdin_is_tty,
@@ -40,7 +42,7 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
-from mncd.cli.text import N_, Texts
+from mncd.cli.text import N_, Texts, pin_label
 from mncd.client import MyNumberCard, PinStatus
 
 WHICH = ("auth", "sign", "card-info")
@@ -78,6 +80,7 @@ TEXT = Texts(
         ),
         "waiting": N_("Waiting for you to change the {label} in the PIN dialog…"),
         "changed": N_("The {label} was changed. Use the new one from now on."),
+        "not-changed": N_("{wrong} The {label} was not changed; the current one still applies."),
         "no-sign": N_("The card has no signing certificate, so it has no signing password."),
     }
 )
@@ -210,18 +213,19 @@ def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
     which: str = args.which
     usable_card(run(settled_status(card)))
     tries = changeable_tries(run(card.get_pin_status()), which)
-    label = POLICIES[which].label_en
+    label = pin_label(which)
     if args.pin_stdin:
         if tries == 1 and not args.allow_last_try:
             raise LastTryRefused(last_try_text(which))
         current, new = read_stdin_pins()
-        run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=args.allow_last_try))
+        changing(which, run, card.change_pin(which, pin=current, new_pin=new,
+                                             allow_last_try=args.allow_last_try))  # fmt: skip
         return
     terminal = stdin_is_tty()
     if in_desktop_session():
         print(TEXT["waiting"].format(label=label), file=sys.stderr, flush=True)
         try:
-            run(card.change_pin(which, allow_last_try=args.allow_last_try))
+            changing(which, run, card.change_pin(which, allow_last_try=args.allow_last_try))
             return
         except errors.PinRequired as exc:
             # No dialog could be shown: ask here when this is a terminal.
@@ -230,14 +234,24 @@ def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
             print(fallback_line(exc), file=sys.stderr, flush=True)
         tries = changeable_tries(run(card.get_pin_status()), which)
     elif not terminal:
-        run(card.change_pin(which, allow_last_try=args.allow_last_try))
+        changing(which, run, card.change_pin(which, allow_last_try=args.allow_last_try))
         return
     current, new, allow = ask_change_on_terminal(which, tries, args.allow_last_try)
-    run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=allow))
+    changing(which, run, card.change_pin(which, pin=current, new_pin=new, allow_last_try=allow))
+
+
+def changing(which: str, run: Run[Any], coroutine: Coroutine[Any, Any, Any]) -> None:
+    """``run(coroutine)``, a PIN change: a wrong or locked PIN told as the PIN ``which``, and
+    that nothing was changed."""
+    try:
+        labelled(which, run, coroutine)
+    except errors.PinIncorrect as exc:
+        text = TEXT["not-changed"].format(wrong=exc.text, label=pin_label(which))
+        raise local(errors.PinIncorrect(text, exc.tries_left)) from exc
 
 
 def run_change(args: argparse.Namespace) -> int:
     with session() as (call, card):
         change(call, card, args)
-    print(TEXT["changed"].format(label=POLICIES[args.which].label_en))
+    print(TEXT["changed"].format(label=pin_label(args.which)))
     return ExitCode.OK
