@@ -731,6 +731,52 @@ def test_terminal_prompt_warns_of_few_tries_and_never_echoes(
     assert "ABC123" not in captured.out + captured.err
 
 
+@pytest.mark.parametrize(
+    ("which", "typed", "hint"),
+    [
+        ("auth", "１２３４", "It was typed in full-width characters: type it in half-width "
+         "characters."),
+        ("sign", "ＡＢＣ１２３", "It was typed in full-width characters: type it in half-width "
+         "characters."),
+        ("sign", "abc123", "The signing password uses capital letters (A-Z) and digits, and "
+         "small letters were typed: check Caps Lock and type it in capitals."),
+        ("auth", "12345", "That is not a valid user-authentication PIN: 4 digits."),
+    ],
+)  # fmt: skip
+def test_input_method_slips_are_named_and_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    which: str,
+    typed: str,
+    hint: str,
+) -> None:
+    right = {"auth": "1234", "sign": "ABC123"}[which]
+    typed_in = iter([typed, right])
+    monkeypatch.setattr(cli_pin.getpass, "getpass", lambda prompt: next(typed_in))
+    card = FakeCard(card_status(which))
+    assert pin_call(card, which, **TERMINAL) == "signed"
+    assert card.sent == [(right, False)]  # the slip never reached the card
+    assert capsys.readouterr().err == f"mncctl: {hint} No try was used.\n"
+
+
+def test_after_a_few_slips_mncctl_gives_up_with_the_pin_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr(
+        cli_pin.getpass, "getpass", lambda prompt: asked.append(prompt) or "１２３４"
+    )
+    card = FakeCard(card_status())
+    with pytest.raises(cli_errors.PinInputError) as raised:
+        pin_call(card, **TERMINAL)
+    assert len(asked) == cli_pin.SHAPE_ROUNDS == 3 and card.sent == []
+    assert cli_errors.exit_code(raised.value) == ExitCode.PIN
+    assert cli_errors.error_line(raised.value) == (
+        "No valid user-authentication PIN was typed: cancelled. No try was used."
+    )
+    assert capsys.readouterr().err.count("full-width") == 3
+
+
 @pytest.mark.parametrize("answer", ["", EOFError(), KeyboardInterrupt()])
 def test_empty_terminal_answer_cancels(monkeypatch: pytest.MonkeyPatch, answer: object) -> None:
     def fake_getpass(_: str) -> str:
