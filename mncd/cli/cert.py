@@ -25,7 +25,7 @@ from mncd.cli.files import check_output
 from mncd.cli.output import display_width, format_days_left, format_serial, pad
 from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
-from mncd.cli.text import N_, Texts
+from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import MyNumberCard
 from mncd.jpki.calendar import JAPAN
 from mncd.jpki.details import CertificateDetails, PersonalDetails, describe, personal_data
@@ -69,22 +69,31 @@ TEXT = Texts(
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("cert", help="show the certificates, or save one (電子証明書)")
-    actions = command.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
-    show = actions.add_parser("show", help="show certificates (sign: after the signing password)")
-    show.add_argument(
-        "which", nargs="?", choices=WHICH, help="one certificate (default: auth, auth-ca, sign-ca)"
+    command = subcommand(
+        sub, "cert", _("show the certificates, or save one"),
+        _("Show the card's certificates in Japan's calendar, or save one to a file. The "
+          "signing certificate holds your name, address, birth date and sex: the card gives it "
+          "only after the signing password."),
+        "mncctl cert show", "mncctl cert show sign", "mncctl cert export auth -o auth.pem",
+    )  # fmt: skip
+    actions = command.add_subparsers(dest="cert_command", required=True, metavar=_("ACTION"))
+    show = actions.add_parser(
+        "show", help=_("show certificates (sign: after the signing password)")
     )
-    show.add_argument("--json", action="store_true", help="print the details as JSON")
+    show.add_argument(
+        "which", nargs="?", choices=WHICH,
+        help=_("one certificate (default: auth, auth-ca, sign-ca)"),
+    )  # fmt: skip
+    show.add_argument("--json", action="store_true", help=_("print the details as JSON"))
     _add_password_arguments(show)
     show.set_defaults(func=run_show)
-    export = actions.add_parser("export", help="write a certificate to a file")
-    export.add_argument("which", choices=WHICH, help="which certificate")
+    export = actions.add_parser("export", help=_("write a certificate to a file"))
+    export.add_argument("which", choices=WHICH, help=_("which certificate"))
     export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     form = export.add_mutually_exclusive_group()
-    form.add_argument("--pem", dest="der", action="store_false", help="PEM (the default)")
-    form.add_argument("--der", dest="der", action="store_true", help="DER")
-    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    form.add_argument("--pem", dest="der", action="store_false", help=_("PEM (the default)"))
+    form.add_argument("--der", dest="der", action="store_true", help=_("DER"))
+    export.add_argument("--force", action="store_true", help=_("replace FILE if it exists"))
     _add_password_arguments(export)
     export.set_defaults(func=run_export, der=False)
 
@@ -93,12 +102,12 @@ def _add_password_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="sign only: read the signing password from the first line of standard input",
+        help=_("sign only: read the signing password from the first line of standard input"),
     )
     command.add_argument(
         "--allow-last-try",
         action="store_true",
-        help="sign only: use the signing password even if only one try is left",
+        help=_("sign only: use the signing password even if only one try is left"),
     )
 
 
@@ -256,7 +265,9 @@ def write_new(path: Path, data: bytes, *, private: bool, replace: bool) -> None:
     except FileExistsError as exc:
         raise UsageError(TEXT["exists"].format(path=path)) from exc
     except OSError as exc:
-        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OSError(
+            _("cannot write {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from exc
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
-from mncd.cli.text import N_, Texts, _
+from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import MyNumberCard, PersonalDataCheck, PinStatus
 
 #: Every text of ``mncctl check`` (English msgids, read back translated).
@@ -70,17 +70,22 @@ TEXT = Texts(
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser(
-        "check", help="check that the signing certificate still matches the card (記載事項の照合)"
-    )
+    command = subcommand(
+        sub, "check", _("check that the signing certificate still matches the card"),
+        _("Compare the name, address, birth date and sex on the card with the signing "
+          "certificate, and say which kinds differ (never their values). Needs the card-info "
+          "PIN (4 digits), and the signing password when mncd has not read the certificate "
+          "since the card was inserted."),
+        "mncctl check", "printf '%s\\n' CARD-INFO-PIN SIGNING-PASSWORD | mncctl check --pin-stdin",
+    )  # fmt: skip
     command.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="read the card-info PIN from the first line of standard input, and the signing "
-        "password, when it is needed, from the second",
-    )
+        help=_("read the card-info PIN from the first line of standard input, and the signing "
+               "password, when it is needed, from the second"),
+    )  # fmt: skip
     command.add_argument(
-        "--allow-last-try", action="store_true", help="use a PIN even if only one try is left"
+        "--allow-last-try", action="store_true", help=_("use a PIN even if only one try is left")
     )
     command.set_defaults(func=run)
 

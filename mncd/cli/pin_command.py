@@ -42,7 +42,7 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
-from mncd.cli.text import N_, Texts, pin_label
+from mncd.cli.text import N_, Texts, _, pin_label, subcommand
 from mncd.client import MyNumberCard, PinStatus
 
 WHICH = ("auth", "sign", "card-info")
@@ -87,21 +87,28 @@ TEXT = Texts(
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("pin", help="PIN tries left, and changing a PIN (暗証番号)")
-    actions = command.add_subparsers(dest="pin_command", required=True, metavar="ACTION")
-    status = actions.add_parser("status", help="tries left on each PIN, read from the card")
-    status.add_argument("--json", action="store_true", help="print the counters as JSON")
+    command = subcommand(
+        sub, "pin", _("PIN tries left, and changing a PIN"),
+        _("The tries left on the user-authentication PIN, the signing password and the "
+          "card-info PIN, read from the card without spending one; and changing one of them, "
+          "which needs the current one."),
+        "mncctl pin status", "mncctl pin change auth",
+    )  # fmt: skip
+    actions = command.add_subparsers(dest="pin_command", required=True, metavar=_("ACTION"))
+    status = actions.add_parser("status", help=_("tries left on each PIN, read from the card"))
+    status.add_argument("--json", action="store_true", help=_("print the counters as JSON"))
     status.set_defaults(func=run_status)
-    change = actions.add_parser("change", help="change a PIN of the card")
-    change.add_argument("which", choices=WHICH, help="which PIN: auth, sign or card-info")
+    change = actions.add_parser("change", help=_("change a PIN of the card"))
+    change.add_argument("which", choices=WHICH, help=_("which PIN: auth, sign or card-info"))
     change.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="read the current PIN and the new one from the first two lines of standard input",
+        help=_("read the current PIN and the new one from the first two lines of standard input"),
     )
     change.add_argument(
-        "--allow-last-try", action="store_true", help="use the current PIN even at its last try"
-    )
+        "--allow-last-try", action="store_true",
+        help=_("use the current PIN even at its last try"),
+    )  # fmt: skip
     change.set_defaults(func=run_change)
 
 
@@ -166,7 +173,7 @@ def ask_secret(prompt: str) -> str:
 def ask_new_pin(which: str, current: str) -> str:
     """The new PIN, typed twice and checked here: nothing goes to the card until it is right."""
     policy = POLICIES[which]
-    for _ in range(NEW_PIN_ROUNDS):
+    for _round in range(NEW_PIN_ROUNDS):
         new = ask_secret(TEXT["new-prompt"][which])
         try:
             policy.check(new)
