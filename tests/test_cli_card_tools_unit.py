@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ from mncd.jpki.calendar import JAPAN
 from mncd.jpki.details import describe, japan_days_left, personal_data
 from mncd.vcard import pki
 from mncd.vcard.profile import CardProfile
+
+
+@pytest.fixture(autouse=True)
+def english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mncctl's texts in English (the msgids), whatever the locale of the test run."""
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LANGUAGE", "")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +62,11 @@ def counters(auth: int, sign: int | None, card_info: int) -> PinStatus:
 def test_pin_status_lines():
     text = pin_command.format_pin_status(counters(3, None, 0))
     assert text.splitlines() == [
-        "PIN tries left (暗証番号の残り回数)",
-        "  Reader (カードリーダー): ACS ACR39U 00 00",
-        "  User-authentication PIN (利用者証明用電子証明書の暗証番号): 3/3",
-        "  Signing password (署名用電子証明書のパスワード): not on this card "
-        "(このカードにはありません)",
-        "  Card-info PIN (券面事項入力補助用の暗証番号): 0/3 (blocked: reset it at your "
-        "municipal office)",
+        "PIN tries left",
+        "  Reader: ACS ACR39U 00 00",
+        "  User-authentication PIN: 3/3",
+        "  Signing password: not on this card",
+        "  Card-info PIN: 0/3 (locked: have it reset at your municipal office)",
     ]
 
 
@@ -85,9 +93,11 @@ def test_the_new_pin_is_checked_and_repeated_on_the_terminal(monkeypatch):
 
 def test_check_says_kinds_never_values():
     lines = check.describe(PersonalDataCheck(False, ("address", "sex"), "invalidated"))
-    assert lines[0].startswith("Your signing certificate no longer matches your card: the ")
-    assert "address (住所), sex (性別)" in lines[0] and "住所・性別" in lines[0]
+    assert lines[0] == (
+        "Your signing certificate no longer matches your card: the address, sex differ."
+    )
     assert "municipal office" in lines[1]
+    assert "東京" not in "".join(lines)  # which kinds differ, never their values
     assert check.describe(PersonalDataCheck(True, (), "valid"))[0].startswith(
         "Your signing certificate matches"
     )
@@ -110,7 +120,7 @@ def test_personal_data_are_withheld_off_a_terminal(test_pki):
     details = describe(test_pki.sign_certificate)
     person = personal_data(test_pki.sign_certificate)
     shown = "\n".join(cert.format_details("sign", details, person))
-    assert CardProfile().address in shown and "female (女性)" in shown
+    assert CardProfile().address in shown and "  Sex          female" in shown
     assert "1990-04-01" in shown and "Chiyoda-ku" in shown
     hidden = "\n".join(cert.format_details("sign", details, None, withheld=True))
     assert CardProfile().address not in hidden and "Chiyoda" not in hidden
@@ -120,14 +130,19 @@ def test_personal_data_are_withheld_off_a_terminal(test_pki):
     assert repr(person) == "PersonalDetails(<personal data>)"
 
 
-def test_values_line_up_on_a_terminal(test_pki):
-    """Labels mix Latin and Japanese: values start in one column of the terminal all the same."""
-    lines = cert.format_details("auth", describe(test_pki.auth_certificate), None)
+@pytest.mark.parametrize("language", ["", "ja"])
+def test_values_line_up_on_a_terminal(test_pki, monkeypatch, language):
+    """Labels in English or Japanese (wide characters): values start in one column of the
+    terminal all the same."""
+    monkeypatch.setenv("LANGUAGE", language)
+    details = describe(test_pki.sign_certificate)
+    lines = cert.format_details("sign", details, personal_data(test_pki.sign_certificate))
+    assert (lines[0] == "Signing certificate") == (language == "")
     columns = set()
     for line in lines[1:]:
-        end = line.index(")") + 1  # every label ends with its Japanese in brackets
-        spaces = len(line[end:]) - len(line[end:].lstrip(" "))
-        columns.add(display_width(line[:end]) + spaces)
+        label = re.match(r"  \S+(?: \S+)*  +", line)  # labels have single spaces, then padding
+        assert label is not None, line
+        columns.add(display_width(label.group(0)))
     assert len(columns) == 1, lines
 
 

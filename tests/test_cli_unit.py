@@ -34,6 +34,15 @@ NOT_AFTER = int(dt.datetime(2029, 5, 30, 15, 30, tzinfo=dt.UTC).timestamp())
 FINGERPRINT = "ab" * 32
 
 
+@pytest.fixture(autouse=True)
+def english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mncctl's texts in English (the msgids), whatever the locale of the test run."""
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LANGUAGE", "")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+
+
 def cert_status(**overrides: Variant) -> Variant:
     fields = {
         "present": Variant("b", True),
@@ -109,7 +118,9 @@ def section(text: str, title: str) -> str:
         ("org.freedesktop.DBus.Error.Spawn.ChildExited", ExitCode.UNREACHABLE),
         ("org.freedesktop.systemd1.NoSuchUnit", ExitCode.UNREACHABLE),
         ("org.freedesktop.DBus.Error.UnknownMethod", ExitCode.FAILED),
-        ("org.freedesktop.DBus.Error.NoReply", ExitCode.FAILED),
+        # the daemon went away while it had the call: as unreachable as a daemon not running
+        ("org.freedesktop.DBus.Error.NoReply", ExitCode.UNREACHABLE),
+        ("org.freedesktop.DBus.Error.Disconnected", ExitCode.UNREACHABLE),
     ],
 )
 def test_exit_code_for_error(name: str, code: ExitCode) -> None:
@@ -120,44 +131,59 @@ def test_exit_codes_are_the_documented_numbers() -> None:
     assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def test_daemon_error_text_is_shown_as_is() -> None:
+def test_daemon_error_text_is_replaced_by_mncctls_sentence_keeping_the_tries() -> None:
+    # The daemon's text is in the daemon's language; mncctl says it in the user's, with the
+    # tries left taken from the typed error.
     text = "incorrect signing password: 4 tries left (残り4回)"
-    assert lines_for(ERR + "PinIncorrect", text) == [text]
+    assert lines_for(ERR + "PinIncorrect", text) == ["Wrong PIN or password: 4 tries left."]
 
 
-def test_pin_blocked_gets_the_municipal_office_hint() -> None:
+def test_pin_blocked_is_one_line_with_the_municipal_office_hint() -> None:
     lines = lines_for(ERR + "PinBlocked", "signing password is blocked: no tries left")
     assert lines == [
-        "signing password is blocked: no tries left",
-        "The PIN is blocked: reset it at your municipal office "
-        "(市区町村の窓口で再設定してください).",
+        "The PIN or password is locked: it was entered wrongly too many times. Have it reset "
+        "at your municipal office (bring your My Number Card)."
     ]
 
 
 def test_pin_required_tells_how_to_give_the_pin() -> None:
     lines = lines_for(ERR + "PinRequired", "a PIN is required")
-    assert lines[0] == "a PIN is required"
-    assert "--pin-stdin" in lines[1]
+    assert lines == [
+        "A PIN is needed and no PIN dialog could be shown: run mncctl in a terminal to be "
+        "asked there, or pass it with --pin-stdin."
+    ]
 
 
-def test_empty_error_text_falls_back_to_a_readable_name() -> None:
-    assert lines_for(ERR + "CertificateMissing", "") == ["certificate missing"]
+def test_empty_error_text_still_gets_a_sentence() -> None:
+    assert lines_for(ERR + "CertificateMissing", "") == ["The card has no such certificate."]
 
 
-def test_unreachable_daemon_message() -> None:
+def test_daemon_not_installed_says_how_to_install_it() -> None:
     lines = lines_for(
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "The name io.github.mncd.MyNumberCard1 was not provided by any .service files",
     )
     assert lines == [
-        "the mncd daemon is not running and could not be started: "
-        "The name io.github.mncd.MyNumberCard1 was not provided by any .service files"
+        "mncd is not installed for this user: install it with "
+        "'mncd --install-user-service', then try again."
+    ]
+
+
+@pytest.mark.parametrize("name", ["NoReply", "Disconnected"])
+def test_daemon_stopped_mid_call_says_nothing_was_done(name: str) -> None:
+    lines = lines_for(
+        f"org.freedesktop.DBus.Error.{name}",
+        "Message recipient disconnected from message bus without replying",
+    )
+    assert lines == [
+        "mncd stopped before it answered; nothing was signed or changed. Its log may say why: "
+        "journalctl --user -u mncd"
     ]
 
 
 def test_foreign_error_names_are_kept_for_diagnosis() -> None:
     assert lines_for("org.freedesktop.DBus.Error.AccessDenied", "denied") == [
-        "denied (org.freedesktop.DBus.Error.AccessDenied)"
+        "The session bus answered with an error: org.freedesktop.DBus.Error.AccessDenied: denied"
     ]
 
 
@@ -172,20 +198,23 @@ def test_main_prints_one_prefixed_line_and_returns_the_code(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == [
-        "mncctl: signing password is blocked: no tries left",
-        "mncctl: The PIN is blocked: reset it at your municipal office "
-        "(市区町村の窓口で再設定してください).",
+        "mncctl: The PIN or password is locked: it was entered wrongly too many times. Have it "
+        "reset at your municipal office (bring your My Number Card)."
     ]
 
 
 @pytest.mark.parametrize(
     ("error", "code", "message"),
     [
-        (client.BusUnavailable("cannot connect to the session bus: x"), 3, "cannot connect"),
+        (
+            client.BusUnavailable("cannot connect to the session bus: x"),
+            3,
+            "The session bus cannot be reached: run mncctl inside your desktop session.",
+        ),
         (cli_errors.UsageError("cannot read nope.pdf: No such file or directory"), 2, "nope.pdf"),
         (cli_errors.PinInputError("--pin-stdin: standard input is empty"), 4, "--pin-stdin"),
         (cli_errors.CancelledByUserError("cancelled"), 5, "cancelled"),
-        (KeyboardInterrupt(), 5, "cancelled"),
+        (KeyboardInterrupt(), 5, "Cancelled."),
         (cli_errors.VerificationError("the signature does not verify"), 1, "does not verify"),
         (OSError("cannot write a.sig: Disk quota exceeded"), 1, "a.sig"),
     ],
@@ -260,26 +289,86 @@ def test_status_json_is_valid_json_with_ints_and_japanese_unescaped() -> None:
     assert parsed["auth"]["present"] is True
 
 
+def test_status_json_has_null_for_what_is_not_known_never_0() -> None:
+    # GetStatus sends 0, -1 or "" for what is not known; mncctl's JSON says null.
+    unread = Variant(
+        "a{sv}",
+        {
+            "present": Variant("b", True), "source": Variant("s", "card"),
+            "state": Variant("s", "unknown"), "not_before": Variant("x", 0),
+            "not_after": Variant("x", 0), "days_left": Variant("i", 0),
+            "serial": Variant("s", ""), "fingerprint": Variant("s", ""),
+            "issuer": Variant("s", ""), "algorithm": Variant("s", ""),
+            "pin_tries_left": Variant("i", -1),
+        },
+    )  # fmt: skip
+    parsed = json.loads(output.status_json(Status.from_dbus(daemon_status(sign=unread))))
+    assert parsed["sign"] == {
+        "present": True, "source": "card", "state": "unknown", "not_before": None,
+        "not_after": None, "days_left": None, "serial": None, "fingerprint": None,
+        "issuer": None, "algorithm": None, "pin_tries_left": None,
+    }  # fmt: skip
+    # known values stay as GetStatus sends them, 0 days left included (the last day)
+    last_day = daemon_status(auth=cert_status(days_left=Variant("i", 0)))
+    auth = json.loads(output.status_json(Status.from_dbus(last_day)))["auth"]
+    assert auth["days_left"] == 0 and auth["not_after"] == NOT_AFTER and auth["serial"] == "1A2B3C"
+
+
 # ---------------------------------------------------------------------------------------------
 # status table
 
 
 def test_status_table_shows_state_reader_and_both_certificates() -> None:
     text = table(daemon_status(), tz=JST)
-    assert text.splitlines()[0] == "State:     card-present (My Number Card present)"
-    assert "Reader:    ACS ACR39U ICC Reader 00 00" in text
-    assert "Token:     card (My Number Card)" in text
-    auth = section(text, "利用者証明用電子証明書 (user authentication)")
-    sign = section(text, "署名用電子証明書 (signing)")
-    assert "  State:        valid" in auth
-    assert "  Expires:      2029-05-31 (1283 days left)" in auth
-    assert "  Source:       card" in auth
-    assert "  PIN tries:    3/3" in auth
-    assert "  Serial:       1A2B3C" in auth
-    assert f"  Fingerprint:  {FINGERPRINT}" in auth
-    assert "  Issuer:       OU=Japan Agency" in auth
-    assert "  PIN tries:    5/5" in sign
-    assert "  Serial:       4D5E" in sign
+    assert text.splitlines()[0] == "State:            My Number Card present"
+    assert "Reader:           ACS ACR39U ICC Reader 00 00" in text
+    assert "Token:" not in text  # an ordinary card: no token line
+    auth = section(text, "User-authentication certificate")
+    sign = section(text, "Signing certificate")
+    assert "  State:          valid" in auth
+    assert "  Expires:        2029-05-31 (1283 days left)" in auth
+    assert "  Source:         read from the card" in auth
+    assert "  PIN tries:      3/3" in auth
+    assert "  Serial:         1A2B3C" in auth
+    assert f"  Fingerprint:    {FINGERPRINT}" in auth
+    assert "  Issuer:         OU=Japan Agency" in auth
+    assert "Next step:" not in text  # nothing to do for valid certificates
+    assert "  Password tries: 5/5" in sign
+    assert "  Serial:         4D5E" in sign
+
+
+def test_status_serials_are_upper_case_hex_as_sign_prints_them() -> None:
+    status = daemon_status(sign=cert_status(serial=Variant("s", "4d5e0a")))
+    assert "  Serial:         4D5E0A" in section(table(status), "Signing certificate")
+    assert json.loads(output.status_json(Status.from_dbus(status)))["sign"]["serial"] == "4D5E0A"
+
+
+def test_status_of_an_invalidated_certificate_has_no_expiry_and_says_what_to_do() -> None:
+    status = daemon_status(sign=cert_status(state=Variant("s", "invalidated")))
+    sign = section(table(status, tz=JST), "Signing certificate")
+    assert "  State:          invalidated (revoked)" in sign
+    assert "Expires:" not in sign and "days left" not in sign
+    assert (
+        "  Next step:      It can no longer be used. Get a new one issued at your municipal "
+        "office (bring your My Number Card)." in sign
+    )
+
+
+def test_status_of_a_signing_certificate_not_read_yet_says_how_it_becomes_known() -> None:
+    unread = Variant(
+        "a{sv}",
+        {"present": Variant("b", True), "source": Variant("s", "card"),
+         "state": Variant("s", "unknown"), "pin_tries_left": Variant("i", 5)},
+    )  # fmt: skip
+    sign = section(table(daemon_status(sign=unread)), "Signing certificate")
+    assert sign.splitlines()[1:] == [
+        "  State:          unknown",
+        "  Expires:        unknown",
+        "  Next step:      The card gives it only after the signing password: it becomes known "
+        "the first time you sign, or with 'mncctl cert show sign'.",
+        "  Source:         read from the card",
+        "  Password tries: 5/5",
+    ]
 
 
 def test_status_expiry_is_a_date_in_the_given_time_zone() -> None:
@@ -289,7 +378,7 @@ def test_status_expiry_is_a_date_in_the_given_time_zone() -> None:
 
 def test_status_expiry_date_is_japans_by_default() -> None:
     # 2029-05-30 15:30 UTC is 2029-05-31 in Japan, where the certificate's days are counted.
-    assert "  Expires:      2029-05-31 (1283 days left)" in table(daemon_status())
+    assert "  Expires:        2029-05-31 (1283 days left)" in table(daemon_status())
 
 
 def test_status_shows_the_card_id_and_the_other_cards_to_forget() -> None:
@@ -307,7 +396,7 @@ def test_status_shows_the_card_id_and_the_other_cards_to_forget() -> None:
     parsed = Status.from_dbus(status)
     assert parsed.card_id == "ab" * 16 and len(parsed.cards) == 3
     text = table(status, tz=JST)
-    assert f"Card:      {'ab' * 16}" in text
+    assert f"Card:             {'ab' * 16}" in text
     others = section(text, "Other cards seen")
     assert "mncctl forget CARD" in others
     assert f"  {'cd' * 16}  last seen 2026-04-01, expires 2029-05-31" in others
@@ -320,8 +409,10 @@ def test_status_while_a_known_card_is_read_says_so() -> None:
         state=Variant("s", "reading"), auth=cert_status(source=Variant("s", "cache"))
     )
     text = table(status, tz=JST)
-    assert text.splitlines()[0] == "State:     reading (reading the card (カードを読み取り中))"
-    assert "it is being read now" in section(text, "利用者証明用")
+    assert text.splitlines()[0] == "State:            reading the card"
+    assert "  Source:         as last read from this card; it is being read now" in section(
+        text, "User-authentication certificate"
+    )
 
 
 def test_forget_takes_one_card_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -342,23 +433,30 @@ def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
         ),
     )
     text = table(status, tz=JST)
-    assert text.splitlines()[0] == "State:     no-card (no card in the reader)"
-    assert "Reader:    (none)" in text
-    assert "Readers:   ACS ACR39U ICC Reader 00 00" in text
-    sign = section(text, "署名用電子証明書")
-    assert "  State:        expiring soon" in sign
-    assert "(1 day left)" in sign
-    assert "  Source:       cache (as last read from the card)" in sign
-    assert "  PIN tries:    0/5 (blocked" in sign
+    assert text.splitlines()[0] == (
+        "State:            no card in the reader: insert your My Number Card"
+    )
+    assert "Reader:           (none)" in text
+    assert "Readers:          ACS ACR39U ICC Reader 00 00" in text
+    sign = section(text, "Signing certificate")
+    assert "  State:          expiring soon" in sign
+    assert "  Expires:        2029-05-31 (1 day left)" in sign
+    assert (
+        "  Next step:      Renewal is open until it expires: renew it at your municipal office "
+        "(bring your My Number Card)." in sign
+    )
+    assert "  Source:         as last read from the card (cached)" in sign
+    assert "  Password tries: 0/5 (locked: have it reset at your municipal office)" in sign
 
 
 def test_status_of_an_expired_certificate() -> None:
     status = daemon_status(
         auth=cert_status(state=Variant("s", "expired"), days_left=Variant("i", -12))
     )
-    auth = section(table(status, tz=JST), "利用者証明用")
-    assert "  State:        expired (有効期限切れ)" in auth
-    assert "(expired 12 days ago)" in auth
+    auth = section(table(status, tz=JST), "User-authentication certificate")
+    assert "  State:          expired" in auth
+    assert "  Expires:        2029-05-31 (expired 12 days ago)" in auth
+    assert "  Next step:      It can no longer be used. Get a new one issued" in auth
 
 
 def test_status_with_missing_certificate_and_unknown_values() -> None:
@@ -374,17 +472,31 @@ def test_status_with_missing_certificate_and_unknown_values() -> None:
         sign=cert_status(not_after=Variant("x", 0), pin_tries_left=Variant("i", -1)),
     )
     text = table(status, tz=JST)
-    auth = section(text, "利用者証明用")
-    assert auth.splitlines()[1:] == ["  Certificate:  not present"]
+    auth = section(text, "User-authentication certificate")
+    assert auth.splitlines()[1:] == [
+        "  State:          not on this card",
+        "  Why:            One can be issued at your municipal office (bring your My Number Card).",
+    ]
+    # The signing certificate: under-15 cards carry none, and the table says so.
+    no_sign = daemon_status(sign=cert_status(present=Variant("b", False)))
+    assert section(table(no_sign), "Signing certificate").splitlines()[1:] == [
+        "  State:          not on this card",
+        "  Why:            Cards of children under 15 carry no signing certificate. From 15, "
+        "one can be issued at your municipal office (bring your My Number Card).",
+        "  Password tries: 3/5",
+    ]
     # Nothing known yet (no card read, or a card being read for the first time) is not "absent".
     unknown = Variant("a{sv}", {"present": Variant("b", False), "source": Variant("s", "none")})
     for state in ("reading", "no-card"):
         nothing = table(daemon_status(state=Variant("s", state), auth=unknown, sign=unknown))
-        assert "not present" not in nothing
-        assert section(nothing, "署名用").splitlines()[1:] == ["  Certificate:  not known yet"]
-    sign = section(text, "署名用")
-    assert "  Expires:      unknown" in sign
-    assert "  PIN tries:    unknown" in sign
+        assert "not on this card" not in nothing
+        assert section(nothing, "Signing certificate").splitlines()[1:] == [
+            "  State:          not known yet",
+            "  Next step:      It becomes known when your My Number Card is inserted and read.",
+        ]
+    sign = section(text, "Signing certificate")
+    assert "  Expires:        unknown" in sign
+    assert "  Password tries: unknown" in sign
 
 
 def test_status_ignores_unknown_keys_and_survives_missing_ones() -> None:
@@ -394,18 +506,28 @@ def test_status_ignores_unknown_keys_and_survives_missing_ones() -> None:
         "auth": Variant("a{sv}", {"present": Variant("b", True), "brand_new": Variant("b", True)}),
     }
     text = table(status)
-    assert text.startswith("State:     pcsc-unavailable (the smart-card service is not available")
+    assert text.startswith(
+        "State:            the smart-card service pcscd is not running: install and start it"
+    )
     assert "future_key" not in text
     assert "brand_new" not in text
-    assert "署名用" not in text  # no sign entry: no section
-    assert "  State:        unknown" in section(text, "利用者証明用")
+    assert "Signing certificate" not in text  # no sign entry: no section
+    auth = section(text, "User-authentication certificate")
+    assert "  State:          unknown" in auth
+    assert (
+        "  Next step:      Its state becomes known when the card is next read in a reader." in auth
+    )
 
 
 def test_status_shows_unknown_state_and_token_values_raw() -> None:
-    status = daemon_status(state=Variant("s", "warming-up"), token=Variant("s", "android"))
-    text = table(status)
-    assert text.splitlines()[0] == "State:     warming-up"
-    assert "Token:     android (Android smartphone (スマホ用電子証明書))" in text
+    text = table(daemon_status(state=Variant("s", "warming-up")))
+    assert text.splitlines()[0] == "State:            warming-up"
+    assert "Token:" not in text
+    android = table(daemon_status(token=Variant("s", "android")))
+    assert "Token:            Android smartphone certificate" in android
+    assert "Token:            wearable" in table(daemon_status(token=Variant("s", "wearable")))
+    # no card, no token line (the daemon still says "card")
+    assert "Token:" not in table(daemon_status(state=Variant("s", "no-card")))
 
 
 @pytest.mark.parametrize(
@@ -419,10 +541,10 @@ def test_format_days_left(days: int, text: str) -> None:
 def test_tries_note_only_when_tries_are_short() -> None:
     assert cli_pin.tries_note("sign", 5) is None
     assert cli_pin.tries_note("sign", -1) is None
-    assert cli_pin.tries_note("auth", 2) == "2 tries are left before the PIN is blocked (残り2回)."
-    assert (
-        cli_pin.tries_note("auth", 1) == "Only 1 try is left before the PIN is blocked (残り1回)."
+    assert cli_pin.tries_note("auth", 2) == (
+        "2 tries are left before the user-authentication PIN is locked."
     )
+    assert cli_pin.tries_note("sign", 1) == "1 try is left before the signing password is locked."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,10 +678,9 @@ def test_last_try_on_a_terminal_is_asked_first_and_no_cancels(
     assert cli_errors.exit_code(raised.value) == ExitCode.CANCELLED
     err = capsys.readouterr().err
     assert err == (
-        "Only 1 try is left for the user-authentication PIN (残り1回): a wrong PIN blocks it "
-        "until it is reset at your municipal office "
-        "(間違えると市区町村の窓口での再設定が必要です).\n"
-        "Use the last try? (最後の1回を使いますか) [y/N] "
+        "Only one try is left for the user-authentication PIN: a wrong one locks it until it is "
+        "reset at your municipal office.\n"
+        "Use the last try? [y/N] "
     )
 
 
@@ -579,7 +700,7 @@ def test_yes_asks_the_pin_and_sends_it_for_the_last_try(
     person = Person(monkeypatch, answer=answer, pin="ABC123")
     card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 1)))
     assert pin_call(card, "sign", **TERMINAL) == "signed"
-    assert person.asked == ["y/N", cli_pin.SIGN_PROMPT]
+    assert person.asked == ["y/N", cli_pin.prompt("sign")]
     assert card.sent == [("ABC123", True)]
 
 
@@ -589,8 +710,10 @@ def test_allow_last_try_on_a_terminal_needs_no_question(
     person = Person(monkeypatch, pin="1234")
     card = FakeCard(card_status(pin_tries_left=Variant("i", 1)))
     pin_call(card, allow_last_try=True, **TERMINAL)
-    assert person.asked == [cli_pin.AUTH_PROMPT] and card.sent == [("1234", True)]
-    assert capsys.readouterr().err == "Only 1 try is left before the PIN is blocked (残り1回).\n"
+    assert person.asked == [cli_pin.prompt("auth")] and card.sent == [("1234", True)]
+    assert capsys.readouterr().err == (
+        "1 try is left before the user-authentication PIN is locked.\n"
+    )
 
 
 def test_terminal_prompt_warns_of_few_tries_and_never_echoes(
@@ -599,11 +722,59 @@ def test_terminal_prompt_warns_of_few_tries_and_never_echoes(
     person = Person(monkeypatch, pin="ABC123")
     card = FakeCard(card_status("sign", pin_tries_left=Variant("i", 2)))
     pin_call(card, "sign", **TERMINAL)
-    assert person.asked == ["署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "]
+    assert person.asked == [
+        "Signing password (6 to 16 characters: capital letters A-Z and digits 0-9, both used): "
+    ]
     assert card.sent == [("ABC123", False)]
     captured = capsys.readouterr()
-    assert captured.err == "2 tries are left before the PIN is blocked (残り2回).\n"
+    assert captured.err == "2 tries are left before the signing password is locked.\n"
     assert "ABC123" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("which", "typed", "hint"),
+    [
+        ("auth", "１２３４", "It was typed in full-width characters: type it in half-width "
+         "characters."),
+        ("sign", "ＡＢＣ１２３", "It was typed in full-width characters: type it in half-width "
+         "characters."),
+        ("sign", "abc123", "The signing password uses capital letters (A-Z) and digits, and "
+         "small letters were typed: check Caps Lock and type it in capitals."),
+        ("auth", "12345", "That is not a valid user-authentication PIN: 4 digits."),
+    ],
+)  # fmt: skip
+def test_input_method_slips_are_named_and_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    which: str,
+    typed: str,
+    hint: str,
+) -> None:
+    right = {"auth": "1234", "sign": "ABC123"}[which]
+    typed_in = iter([typed, right])
+    monkeypatch.setattr(cli_pin.getpass, "getpass", lambda prompt: next(typed_in))
+    card = FakeCard(card_status(which))
+    assert pin_call(card, which, **TERMINAL) == "signed"
+    assert card.sent == [(right, False)]  # the slip never reached the card
+    assert capsys.readouterr().err == f"mncctl: {hint} No try was used.\n"
+
+
+def test_after_a_few_slips_mncctl_gives_up_with_the_pin_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr(
+        cli_pin.getpass, "getpass", lambda prompt: asked.append(prompt) or "１２３４"
+    )
+    card = FakeCard(card_status())
+    with pytest.raises(cli_errors.PinInputError) as raised:
+        pin_call(card, **TERMINAL)
+    assert len(asked) == cli_pin.SHAPE_ROUNDS == 3 and card.sent == []
+    assert cli_errors.exit_code(raised.value) == ExitCode.PIN
+    assert cli_errors.error_line(raised.value) == (
+        "No valid user-authentication PIN was typed: cancelled. No try was used."
+    )
+    assert capsys.readouterr().err.count("full-width") == 3
 
 
 @pytest.mark.parametrize("answer", ["", EOFError(), KeyboardInterrupt()])
@@ -645,10 +816,8 @@ def test_pin_stdin_at_the_last_try_is_refused_before_reading(
     assert cli_errors.exit_code(raised.value) == ExitCode.PIN
     for terminal in (False, True):
         assert cli_errors.error_lines(raised.value, terminal=terminal) == [
-            "only 1 try is left for the signing password: a wrong one blocks it until it is "
-            "reset at your municipal office (残り1回です。間違えるとロックされます)",
-            "To use the last try anyway, add --allow-last-try "
-            "(最後の1回を使うには --allow-last-try を付けてください).",
+            "Only one try is left for the signing password; a wrong one locks it until it is "
+            "reset at your municipal office. To use it anyway, add --allow-last-try."
         ]
 
 
@@ -668,28 +837,31 @@ def test_pin_stdin_with_tries_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
 
 UNUSABLE = [
     (status_in("no-card"), "auth", errors.NoCard, ExitCode.FAILED,
-     "no My Number Card is inserted (マイナンバーカードがありません)"),
+     "No My Number Card is in the reader: insert it and try again."),
     (status_in("no-reader"), "sign", errors.NoCard, ExitCode.FAILED,
-     "no card reader is connected (カードリーダーが接続されていません)"),
+     "No card reader is connected: connect one and insert your My Number Card."),
     (status_in("pcsc-unavailable"), "auth", errors.PcscUnavailable, ExitCode.FAILED,
-     "the smart-card service (pcscd) is not available (スマートカードのサービスが使えません)"),
+     "The smart-card service pcscd is not running: install and start it with "
+     "'sudo apt install pcscd && sudo systemctl enable --now pcscd.socket'."),
     (status_in("unknown-card"), "auth", errors.NotSupported, ExitCode.FAILED,
-     "the card in the reader is not a My Number Card (マイナンバーカードではありません)"),
+     "The card in the reader is not a My Number Card."),
     (status_in("unreadable-card"), "auth", errors.NoCard, ExitCode.FAILED,
-     "the card in the reader could not be read: take it out and insert it again"),
+     "The card in the reader could not be read: take it out and insert it again."),
     (card_status("auth", pin_tries_left=Variant("i", 0)), "auth", errors.PinBlocked,
-     ExitCode.PIN, "the user-authentication PIN is blocked: no tries left (ロックされています)"),
+     ExitCode.PIN, "The user-authentication PIN is locked: it was entered wrongly too many "
+     "times. Have it reset at your municipal office (bring your My Number Card)."),
     (card_status("sign", pin_tries_left=Variant("i", 0)), "sign", errors.PinBlocked,
-     ExitCode.PIN, "the signing password is blocked: no tries left (ロックされています)"),
+     ExitCode.PIN, "The signing password is locked: it was entered wrongly too many times. "
+     "Have it reset at your municipal office (bring your My Number Card)."),
     (card_status("sign", present=Variant("b", False), pin_tries_left=Variant("i", -1)), "sign",
      errors.CertificateMissing, ExitCode.FAILED,
-     "the card has no signing certificate: cards of children under 15 carry none "
-     "(署名用電子証明書が搭載されていません)"),
+     "The card has no signing certificate: cards of children under 15 carry none, and one can "
+     "be issued at your municipal office."),
     (card_status("auth", present=Variant("b", False)), "auth", errors.CertificateMissing,
-     ExitCode.FAILED, "the card has no user-authentication certificate "
-     "(利用者証明用電子証明書が搭載されていません)"),
+     ExitCode.FAILED, "The card has no user-authentication certificate."),
     (Status.from_dbus(daemon_status(token=Variant("s", "android"))), "auth",
-     errors.NotSupported, ExitCode.FAILED, "tokens of kind Android smartphone"),
+     errors.NotSupported, ExitCode.FAILED, "mncd cannot use a token of this kind (Android "
+     "smartphone certificate): it serves the My Number Card itself."),
 ]  # fmt: skip
 
 
@@ -712,10 +884,7 @@ def test_a_pin_that_cannot_be_used_is_never_asked_for(
     assert person.asked == [] and person.stdin.tell() == 0 and card.sent == []
     assert capsys.readouterr().err == ""  # not even the line about the PIN dialog
     assert cli_errors.exit_code(raised.value) == code
-    lines = cli_errors.error_lines(raised.value, terminal=True)
-    assert lines[0].startswith(text)
-    if error is errors.PinBlocked:
-        assert lines[1:] == [cli_errors.PIN_BLOCKED_HINT]
+    assert cli_errors.error_lines(raised.value, terminal=True) == [text]  # one line
 
 
 def test_a_card_being_read_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -744,8 +913,7 @@ def test_desktop_session_leaves_the_pin_to_the_daemon(
     assert pin_call(card, "sign", **DESKTOP) == "signed"
     assert person.asked == [] and card.sent == [(None, False)]
     assert capsys.readouterr().err == (
-        "Waiting for you to enter the signing password in the PIN dialog… "
-        "(署名用電子証明書のパスワードを入力画面で入力してください)\n"
+        "Waiting for you to enter the signing password in the PIN dialog…\n"
     )
 
 
@@ -759,13 +927,27 @@ def test_no_pin_dialog_falls_back_to_the_terminal(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     person = Person(monkeypatch, pin="1234")
+    monkeypatch.setattr(cli_pin, "missing_pinentry", lambda: None)
     card = FakeCard(card_status(), failures=(errors.PinRequired(NO_DIALOG),))
     assert pin_call(card, **DESKTOP) == "signed"
-    assert person.asked == [cli_pin.AUTH_PROMPT]
+    assert person.asked == [cli_pin.prompt("auth")]
     assert card.sent == [(None, False), ("1234", False)]
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("Waiting for you to enter the user-authentication PIN")
-    assert lines[1:] == [f"mncctl: {NO_DIALOG} — asking here instead (この端末で入力してください)"]
+    assert lines[1:] == ["mncctl: no PIN dialog could be shown; asking here instead."]
+
+
+def test_the_fallback_names_a_pinentry_program_that_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli_pin.shutil, "which", lambda program: None)
+    assert cli_pin.fallback_line(errors.PinRequired(NO_DIALOG)).startswith(
+        "mncctl: no PIN dialog could be shown because "
+    )
+    monkeypatch.setattr(cli_pin.shutil, "which", lambda program: f"/usr/bin/{program}")
+    assert cli_pin.fallback_line(errors.PinRequired(NO_DIALOG)) == (
+        "mncctl: no PIN dialog could be shown; asking here instead."
+    )
 
 
 def test_no_pin_dialog_falls_back_to_the_last_try_question(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -786,9 +968,8 @@ def test_no_pin_dialog_and_no_terminal_is_a_pin_error(monkeypatch: pytest.Monkey
     assert person.asked == [] and card.sent == [(None, False)]
     assert cli_errors.exit_code(raised.value) == ExitCode.PIN
     assert cli_errors.error_lines(raised.value, terminal=False) == [
-        NO_DIALOG,
-        "Run mncctl in a terminal to be asked for it, or pass it with --pin-stdin "
-        "(端末で実行するか、--pin-stdin で渡してください).",
+        "A PIN is needed and no PIN dialog could be shown: run mncctl in a terminal to be "
+        "asked there, or pass it with --pin-stdin."
     ]
 
 
@@ -809,16 +990,16 @@ LAST_TRY_REFUSAL = (
 @pytest.mark.parametrize("terminal", [False, True])
 def test_last_try_refusal_names_mncctls_flag(terminal: bool) -> None:
     lines = lines_for(ERR + "PinRequired", LAST_TRY_REFUSAL, terminal=terminal)
-    assert lines[1] == (
-        "To use the last try anyway, add --allow-last-try "
-        "(最後の1回を使うには --allow-last-try を付けてください)."
-    )
-    assert "terminal" not in lines[1]
+    assert lines == [
+        "Only one try is left; a wrong PIN locks it until it is reset at your municipal "
+        "office. To use it anyway, add --allow-last-try."
+    ]
+    assert "terminal" not in lines[0] and "allow-last-try" in lines[0]
 
 
 def test_pin_required_on_a_terminal_does_not_say_run_it_in_one() -> None:
     lines = lines_for(ERR + "PinRequired", "the card needs the PIN for this", terminal=True)
-    assert lines[1] == "Pass the PIN with --pin-stdin (--pin-stdin で渡してください)."
+    assert lines == ["A PIN is needed and no PIN dialog could be shown: pass it with --pin-stdin."]
 
 
 # ---------------------------------------------------------------------------------------------

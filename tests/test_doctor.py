@@ -41,7 +41,7 @@ def lines_by_check(output: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for line in output.splitlines():
         level, _, rest = line.partition(" ")
-        name = rest.strip().split(" (")[0]
+        name = rest.strip().split(": ")[0].split(" (")[0]
         if level in ("ok", "warn", "FAIL", "skip"):
             found.setdefault(name, []).append(line)
     return found
@@ -51,7 +51,7 @@ def lines_by_check(output: str) -> dict[str, list[str]]:
 def home(tmp_path) -> dict[str, str]:
     """A user's environment: HOME with mncd installed by scripts/install-user-service, and
     pinentry-tty as the configured PIN dialog."""
-    env = _env(tmp_path)
+    env = _env(tmp_path, LANGUAGE="")  # the tests set LANG: English unless they say otherwise
     config = tmp_path / "home" / ".config" / "mncd"
     config.mkdir(parents=True)
     (config / "config.toml").write_text('[pinentry]\nprogram = "pinentry-tty"\n')

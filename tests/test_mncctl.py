@@ -17,7 +17,7 @@ MNCCTL = str(Path(sys.executable).with_name("mncctl"))
 
 
 def mncctl(address: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8"}
+    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8", "LANGUAGE": ""}
     return subprocess.run(
         [MNCCTL, *args], input=stdin, capture_output=True, text=True, timeout=60, env=env
     )
@@ -33,11 +33,16 @@ def test_status_for_people_and_as_json(daemon, card):
     wait_state(daemon.bus.address, "card-present")
     human = mncctl(daemon.bus.address, "status")
     assert human.returncode == 0, human.stderr
-    assert "利用者証明用電子証明書" in human.stdout and "署名用電子証明書" in human.stdout
-    assert f"{card.profile.not_after_days} days" in human.stdout
+    assert "User-authentication certificate" in human.stdout
+    assert "Signing certificate" in human.stdout
+    assert f"({card.profile.not_after_days} days left)" in human.stdout
+    # the signing certificate comes only with the signing password: how it becomes known
+    assert "it becomes known the first time you sign" in human.stdout
     as_json = json.loads(mncctl(daemon.bus.address, "status", "--json").stdout)
     assert as_json["state"] == "card-present"
     assert as_json["auth"]["pin_tries_left"] == 3
+    assert as_json["sign"]["state"] == "unknown"
+    assert as_json["sign"]["days_left"] is None and as_json["sign"]["not_after"] is None
 
 
 def test_sign_writes_a_signature_openssl_verifies(daemon, card, tmp_path):

@@ -12,8 +12,8 @@ from test_daemon_dbus import wait_state
 from test_mncctl_pin import run_in_terminal
 from test_mncctl_pin_change import mncctl
 
-CARD_INFO_PROMPT = "card-info PIN, 4 digits"
-SIGN_PROMPT = "signing password, 6–16"
+CARD_INFO_PROMPT = "Card-info PIN (4 digits):"
+SIGN_PROMPT = "Signing password (6 to 16 characters"
 
 
 @pytest.fixture
@@ -52,8 +52,7 @@ def test_differing_data_says_what_kind_and_what_to_do(daemon, insert_card):
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        "Your signing certificate no longer matches your card: the name (氏名), address (住所) "
-        "differ (署名用電子証明書の記載がカードと異なります: 氏名・住所)."
+        "Your signing certificate no longer matches your card: the name, address differ."
     )
     assert "Get a new one issued at your municipal office" in lines[1]
     for value in (moved, "梅田", card.profile.address, "旧姓", "花子"):
@@ -104,7 +103,7 @@ def test_a_card_without_signing_certificate_is_not_asked(daemon, insert_card, te
     wait_state(daemon.bus.address, "card-present")
     term = terminals(daemon.bus.address, "check")
     screen = term.wait("[exit ")
-    assert "[exit 1]" in screen and "the card has no signing certificate to check" in screen
+    assert "[exit 1]" in screen and "The card has no signing certificate to check" in screen
     assert CARD_INFO_PROMPT not in screen
     assert verifies_with_pin(card.commands()) == 0
 

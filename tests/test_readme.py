@@ -82,7 +82,8 @@ def test_run_the_daemon_by_hand_as_the_readme_says(tmp_path):
     first, second = shell_blocks_after("### Run the daemon by hand on the sandbox")
     (sandbox_command,) = [line for line in first.splitlines() if line and line[0] != "#"]
     repo = README.parent
-    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path), "LANG": "C.UTF-8"}
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path), "LANG": "C.UTF-8",
+           "LANGUAGE": ""}  # fmt: skip
     for name in ("PCSCLITE_CSOCK_NAME", "MNCD_VCARD_CONTROL", "DBUS_SESSION_BUS_ADDRESS"):
         env.pop(name, None)
     terminal1 = subprocess.Popen(
@@ -112,12 +113,13 @@ def test_run_the_daemon_by_hand_as_the_readme_says(tmp_path):
         terminal1.wait(timeout=30)
     out = result.stdout
     assert result.returncode == 0, result.stdout + result.stderr
-    assert out.count("State:     card-present") == 2
+    assert out.count("State:            My Number Card present") == 2
     assert "verified" in out
     assert "'matches': <false>" in out and "'changed': <['address']>" in out
     assert "'state': <'invalidated'>" in out
-    final = out[out.rindex("署名用電子証明書") :]
-    assert "invalidated" in final
+    final = out[out.rindex("Signing certificate") :]
+    assert "  State:          invalidated (revoked)" in final
+    assert "Get a new one issued at your municipal office" in final and "Expires:" not in final
 
 
 def code_blocks_after(heading: str, language: str) -> list[str]:
@@ -219,7 +221,8 @@ def test_desktop_commands_on_the_virtual_card(tmp_path, sandbox, insert_card):
     runs = {}
     with daemon_on_private_bus(tmp_path, env) as daemon:
         wait_state(daemon.bus.address, "card-present")
-        client_env = {**os.environ, **env, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}
+        client_env = {**os.environ, **env, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address,
+                      "LANGUAGE": ""}  # fmt: skip
         for key in ("status", "sign", "verify", "auth", "pin status", "cert show",
                     "cert export", "check", "doctor"):  # fmt: skip
             command = lines[key].replace(".venv/bin/", f"{repo}/.venv/bin/")
@@ -227,10 +230,10 @@ def test_desktop_commands_on_the_virtual_card(tmp_path, sandbox, insert_card):
                                        capture_output=True, text=True, timeout=120)  # fmt: skip
     codes = {key: done.returncode for key, done in runs.items()}
     assert codes == {**dict.fromkeys(runs, 0), "verify": 8, "doctor": codes["doctor"]}, runs
-    assert "card-present" in runs["status"].stdout
+    assert "State:            My Number Card present" in runs["status"].stdout
     assert (work / "application-signed.pdf").stat().st_mode & 0o777 == 0o600
     assert "intact" in runs["verify"].stdout
     assert "verified" in runs["auth"].stdout
     assert (work / "auth.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
-    assert "card (カード)" in runs["doctor"].stdout
+    assert "card: a My Number Card in " in runs["doctor"].stdout
     assert profile.sign_password not in "".join(d.stdout + d.stderr for d in runs.values())

@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mncd.cli.errors import ExitCode, UsageError
 from mncd.cli.files import check_output
-from mncd.cli.output import display_width, format_days_left, pad
+from mncd.cli.output import display_width, format_days_left, format_serial, pad
 from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
+from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import MyNumberCard
 from mncd.jpki.calendar import JAPAN
 from mncd.jpki.details import CertificateDetails, PersonalDetails, describe, personal_data
@@ -35,53 +36,64 @@ PUBLIC = ("auth", "auth-ca", "sign-ca")
 #: Mode of a file holding personal data.
 PRIVATE_MODE = 0o600
 
-#: Every text of ``mncctl cert`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "title": {
-        "auth": "利用者証明用電子証明書 (user authentication)",
-        "sign": "署名用電子証明書 (signing)",
-        "auth-ca": "利用者証明用電子証明書の発行元 (user-authentication CA)",
-        "sign-ca": "署名用電子証明書の発行元 (signing CA)",
-    },
-    "subject": "Subject (主体者)",
-    "issuer": "Issuer (発行者)",
-    "not-before": "Valid from (有効期間の開始)",
-    "not-after": "Valid until (有効期限)",
-    "serial": "Serial (シリアル番号)",
-    "fingerprint": "SHA-256 (フィンガープリント)",
-    "key": "Key (鍵)",
-    "key-usage": "Key usage (鍵の用途)",
-    "name": "Name (氏名)",
-    "address": "Address (住所)",
-    "birth-date": "Birth date (生年月日)",
-    "sex": "Sex (性別)",
-    "sex-value": {"male": "male (男性)", "female": "female (女性)", "not known": "not known"},
-    "unknown": "unknown (不明)",
-    "withheld": "shown only on a terminal (個人情報のため端末にのみ表示します)",
-    "personal-data": "Personal data (個人情報)",
-    "exists": "{path} exists: add --force to replace it (ファイルが既にあります)",
-    "written": "wrote the {title} to {path} ({form}{private})",
-    "private": ", readable only by you",
-}
+#: Every text of ``mncctl cert`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "title": {
+            "auth": N_("User-authentication certificate"),
+            "sign": N_("Signing certificate"),
+            "auth-ca": N_("User-authentication CA"),
+            "sign-ca": N_("Signing CA"),
+        },
+        "subject": N_("Subject"),
+        "issuer": N_("Issuer"),
+        "not-before": N_("Valid from"),
+        "not-after": N_("Valid until"),
+        "serial": N_("Serial"),
+        "fingerprint": N_("SHA-256"),
+        "key": N_("Key"),
+        "key-usage": N_("Key usage"),
+        "name": N_("Name"),
+        "address": N_("Address"),
+        "birth-date": N_("Birth date"),
+        "sex": N_("Sex"),
+        "sex-value": {"male": N_("male"), "female": N_("female"), "not known": "not known"},
+        "unknown": N_("unknown"),
+        "withheld": N_("shown only on a terminal"),
+        "personal-data": N_("Personal data"),
+        "exists": N_("{path} exists: add --force to replace it"),
+        "written": N_("wrote the {title} to {path} ({form}{private})"),
+        "private": N_(", readable only by you"),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("cert", help="show the certificates, or save one (電子証明書)")
-    actions = command.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
-    show = actions.add_parser("show", help="show certificates (sign: after the signing password)")
-    show.add_argument(
-        "which", nargs="?", choices=WHICH, help="one certificate (default: auth, auth-ca, sign-ca)"
+    command = subcommand(
+        sub, "cert", _("show the certificates, or save one"),
+        _("Show the card's certificates in Japan's calendar, or save one to a file. The "
+          "signing certificate holds your name, address, birth date and sex: the card gives it "
+          "only after the signing password."),
+        "mncctl cert show", "mncctl cert show sign", "mncctl cert export auth -o auth.pem",
+    )  # fmt: skip
+    actions = command.add_subparsers(dest="cert_command", required=True, metavar=_("ACTION"))
+    show = actions.add_parser(
+        "show", help=_("show certificates (sign: after the signing password)")
     )
-    show.add_argument("--json", action="store_true", help="print the details as JSON")
+    show.add_argument(
+        "which", nargs="?", choices=WHICH,
+        help=_("one certificate (default: auth, auth-ca, sign-ca)"),
+    )  # fmt: skip
+    show.add_argument("--json", action="store_true", help=_("print the details as JSON"))
     _add_password_arguments(show)
     show.set_defaults(func=run_show)
-    export = actions.add_parser("export", help="write a certificate to a file")
-    export.add_argument("which", choices=WHICH, help="which certificate")
+    export = actions.add_parser("export", help=_("write a certificate to a file"))
+    export.add_argument("which", choices=WHICH, help=_("which certificate"))
     export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     form = export.add_mutually_exclusive_group()
-    form.add_argument("--pem", dest="der", action="store_false", help="PEM (the default)")
-    form.add_argument("--der", dest="der", action="store_true", help="DER")
-    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    form.add_argument("--pem", dest="der", action="store_false", help=_("PEM (the default)"))
+    form.add_argument("--der", dest="der", action="store_true", help=_("DER"))
+    export.add_argument("--force", action="store_true", help=_("replace FILE if it exists"))
     _add_password_arguments(export)
     export.set_defaults(func=run_export, der=False)
 
@@ -90,12 +102,12 @@ def _add_password_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="sign only: read the signing password from the first line of standard input",
+        help=_("sign only: read the signing password from the first line of standard input"),
     )
     command.add_argument(
         "--allow-last-try",
         action="store_true",
-        help="sign only: use the signing password even if only one try is left",
+        help=_("sign only: use the signing password even if only one try is left"),
     )
 
 
@@ -143,7 +155,7 @@ def format_details(
         (TEXT["issuer"], details.issuer),
         (TEXT["not-before"], format_time(details.not_before)),
         (TEXT["not-after"], until),
-        (TEXT["serial"], details.serial),
+        (TEXT["serial"], format_serial(details.serial)),
         (TEXT["fingerprint"], details.fingerprint),
         (TEXT["key"], details.key),
         (TEXT["key-usage"], ", ".join(details.key_usage) or TEXT["unknown"]),
@@ -176,7 +188,7 @@ def details_json(
         "not_before": details.not_before.astimezone(JAPAN).isoformat(),
         "not_after": details.not_after.astimezone(JAPAN).isoformat(),
         "days_left": details.days_left(now),
-        "serial": details.serial,
+        "serial": format_serial(details.serial),
         "fingerprint": details.fingerprint,
         "algorithm": details.algorithm,
         "key": details.key,
@@ -253,7 +265,9 @@ def write_new(path: Path, data: bytes, *, private: bool, replace: bool) -> None:
     except FileExistsError as exc:
         raise UsageError(TEXT["exists"].format(path=path)) from exc
     except OSError as exc:
-        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OSError(
+            _("cannot write {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from exc
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -13,7 +13,14 @@ import sys
 from typing import Any
 
 from mncd import errors
-from mncd.cli.errors import ExitCode, LastTryRefused, PinInputError, blocked_text, last_try_text
+from mncd.cli.errors import (
+    ExitCode,
+    LastTryRefused,
+    PinInputError,
+    blocked_text,
+    last_try_text,
+    local,
+)
 from mncd.cli.pin import (
     POLICIES,
     ask_on_terminal,
@@ -25,46 +32,60 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
+from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import MyNumberCard, PersonalDataCheck, PinStatus
 
-#: Every text of ``mncctl check`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "kinds": {
-        "name": "name (氏名)",
-        "address": "address (住所)",
-        "birth_date": "birth date (生年月日)",
-        "sex": "sex (性別)",
-    },
-    "matches": "Your signing certificate matches the name, address, birth date and sex on your "
-    "card (署名用電子証明書はカードの記載事項と一致しています).",
-    "differs": "Your signing certificate no longer matches your card: the {kinds} differ "
-    "(署名用電子証明書の記載がカードと異なります: {kinds_ja}).",
-    "revoked": "A signing certificate is revoked when these change, so it can no longer be used "
-    "to sign. Get a new one issued at your municipal office, with your card and its signing "
-    "password (市区町村の窓口で署名用電子証明書の再発行を受けてください).",
-    "waiting": "Waiting for you to enter the card-info PIN (and the signing password, if it is "
-    "asked) in the PIN dialog… (入力画面で暗証番号を入力してください)",
-    "no-sign": "the card has no signing certificate to check "
-    "(署名用電子証明書が搭載されていません)",
-    "no-card-info": "the card has no card-info PIN (券面事項入力補助用の暗証番号がありません)",
-    "no-sign-line": "--pin-stdin: the signing password is needed to read the certificate: give "
-    "it on the second line of standard input (2行目に署名用電子証明書のパスワードを渡してください)",
-}
-KINDS_JA = {"name": "氏名", "address": "住所", "birth_date": "生年月日", "sex": "性別"}
+#: Every text of ``mncctl check`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "kinds": {
+            "name": N_("name"),
+            "address": N_("address"),
+            "birth_date": N_("birth date"),
+            "sex": N_("sex"),
+        },
+        "matches": N_(
+            "Your signing certificate matches the name, address, birth date and sex on your card."
+        ),
+        "differs": N_("Your signing certificate no longer matches your card: the {kinds} differ."),
+        "revoked": N_(
+            "A signing certificate is revoked when these change, so it can no longer be used "
+            "to sign. Get a new one issued at your municipal office, with your card and its "
+            "signing password."
+        ),
+        "waiting": N_(
+            "Waiting for you to enter the card-info PIN (and the signing password, if it is "
+            "asked) in the PIN dialog…"
+        ),
+        "no-sign": N_(
+            "The card has no signing certificate to check: cards of children under 15 carry none."
+        ),
+        "no-card-info": N_("The card has no card-info PIN."),
+        "no-sign-line": N_(
+            "--pin-stdin: the signing password is needed to read the certificate: give "
+            "it on the second line of standard input"
+        ),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser(
-        "check", help="check that the signing certificate still matches the card (記載事項の照合)"
-    )
+    command = subcommand(
+        sub, "check", _("check that the signing certificate still matches the card"),
+        _("Compare the name, address, birth date and sex on the card with the signing "
+          "certificate, and say which kinds differ (never their values). Needs the card-info "
+          "PIN (4 digits), and the signing password when mncd has not read the certificate "
+          "since the card was inserted."),
+        "mncctl check", "printf '%s\\n' CARD-INFO-PIN SIGNING-PASSWORD | mncctl check --pin-stdin",
+    )  # fmt: skip
     command.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="read the card-info PIN from the first line of standard input, and the signing "
-        "password, when it is needed, from the second",
-    )
+        help=_("read the card-info PIN from the first line of standard input, and the signing "
+               "password, when it is needed, from the second"),
+    )  # fmt: skip
     command.add_argument(
-        "--allow-last-try", action="store_true", help="use a PIN even if only one try is left"
+        "--allow-last-try", action="store_true", help=_("use a PIN even if only one try is left")
     )
     command.set_defaults(func=run)
 
@@ -73,18 +94,18 @@ def describe(result: PersonalDataCheck) -> list[str]:
     """What ``check`` prints for the daemon's answer."""
     if result.matches:
         return [TEXT["matches"]]
-    kinds = ", ".join(TEXT["kinds"].get(kind, kind) for kind in result.changed)
-    kinds_ja = "・".join(KINDS_JA.get(kind, kind) for kind in result.changed)
-    return [TEXT["differs"].format(kinds=kinds, kinds_ja=kinds_ja), TEXT["revoked"]]
+    kinds = _(", ").join(TEXT["kinds"].get(kind, kind) for kind in result.changed)
+    return [TEXT["differs"].format(kinds=kinds), TEXT["revoked"]]
 
 
 def usable_tries(status: PinStatus, which: str) -> int | None:
     """Tries left on ``which`` (live), or the error when that PIN cannot be used."""
     counter = status.counter(which)
     if not counter.present:
-        raise errors.CertificateMissing(TEXT["no-sign" if which == "sign" else "no-card-info"])
+        text = TEXT["no-sign" if which == "sign" else "no-card-info"]
+        raise local(errors.CertificateMissing(text))
     if counter.tries_left == 0:
-        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+        raise local(errors.PinBlocked(blocked_text(which)))
     return counter.tries_left
 
 
@@ -97,7 +118,7 @@ def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> Person
     """Compare, asking for the PINs the way the command line says."""
     status = run(settled_status(card))
     if usable_card(status) and not status.sign.present:
-        raise errors.CertificateMissing(TEXT["no-sign"])
+        raise local(errors.CertificateMissing(TEXT["no-sign"]))
     counters = run(card.get_pin_status())
     tries = {which: usable_tries(counters, which) for which in ("card-info", "sign")}
     allow = args.allow_last_try
@@ -140,11 +161,11 @@ def run_with_stdin(
     """``--pin-stdin``: the card-info PIN on the first line, the signing password on the
     second (needed only when the daemon has not read the certificate since the insertion)."""
     if tries["card-info"] == 1 and not allow:
-        raise LastTryRefused(last_try_text(POLICIES["card-info"].label_en))
+        raise LastTryRefused(last_try_text("card-info"))
     pin = read_stdin_pin()
     sign_pin = sys.stdin.readline().rstrip("\r\n") or None
     if sign_pin is not None and tries["sign"] == 1 and not allow:
-        raise LastTryRefused(last_try_text(POLICIES["sign"].label_en))
+        raise LastTryRefused(last_try_text("sign"))
     try:
         return run(
             card.check_personal_data(

@@ -23,6 +23,7 @@ from mncd.card.errors import CardError, NoCardError, NotJpkiCardError, PcscUnava
 from mncd.card.jpki import JpkiSession, TokenKind
 from mncd.card.pcsc import PcscContext
 from mncd.cli.errors import ExitCode
+from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import BusError, BusUnavailable, CallTimeout, MyNumberCard
 from mncd.daemon import udev
 from mncd.daemon.config import Config, default_path
@@ -34,84 +35,101 @@ UNIT = "mncd.service"
 #: Seconds the bus checks may take in all (a hung bus must not hang the doctor).
 BUS_TIMEOUT = 15.0
 
-#: Every text of ``mncctl doctor`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "name": {
-        "pcscd": "pcscd (スマートカードサービス)",
-        "readers": "readers (カードリーダー)",
-        "usb-readers": "USB readers (USB接続のリーダー)",
-        "card": "card (カード)",
-        "token": "token (トークンの種類)",
-        "daemon": "daemon (mncd)",
-        "unit": "user unit (systemdユーザーユニット)",
-        "notifications": "notifications (デスクトップ通知)",
-        "pinentry": "PIN dialog (暗証番号の入力画面)",
-        "settings": "settings (設定ファイル)",
-    },
-    "level": {OK: "ok", WARN: "warn", FAIL: "FAIL", SKIP: "skip"},
-    "pcscd-ok": "reachable (接続できます)",
-    "pcscd-fail": "not reachable: install and start it: sudo apt install pcscd && sudo systemctl "
-    "enable --now pcscd.socket (pcscdが動いていません)",
-    "pcscd-error": "answers with an error ({error}): restart it: sudo systemctl restart pcscd",
-    "no-pcscd": "not checked: pcscd is not reachable (未確認)",
-    "readers-ok": "{readers}",
-    "readers-none": "none: connect a reader: a CCID contact reader, or a CCID NFC reader such as "
-    "Sony's RC-S300 (リーダーが接続されていません)",
-    "readers-none-ccid": "none, though udev sees {names}: install pcscd's CCID driver and restart "
-    "pcscd: sudo apt install libccid && sudo systemctl restart pcscd "
-    "(CCIDドライバーを入れてください)",
-    "usb-ok": "none that pcscd cannot use (問題ありません)",
-    "usb-unsupported": "{name} is plugged in but is not a CCID reader, so pcscd cannot use it, "
-    "and Debian packages no PC/SC driver for it: use a CCID reader instead, such as Sony's "
-    "RC-S300 or a contact reader, which pcscd drives with the libccid package "
-    "(このリーダーはpcscdで使えません。CCID対応のリーダーを使ってください)",
-    "usb-unknown": "not checked: udev cannot be read here ({error}) (未確認)",
-    "card-ok": "a My Number Card in {reader} answers the JPKI application "
-    "(マイナンバーカードを確認しました)",
-    "card-none": "no card in the reader: insert your My Number Card to check it too "
-    "(カードが入っていません)",
-    "card-not-jpki": "the card in {reader} has no JPKI application: it is not a My Number Card "
-    "(マイナンバーカードではありません)",
-    "card-error": "the card in {reader} does not answer properly ({error}): take it out, wipe its "
-    "contacts or place it flat on the reader, and insert it again (カードが正しく応答しません)",
-    "no-card": "not checked: no My Number Card (未確認)",
-    "token-ok": "card (マイナンバーカード)",
-    "token-other": "{kind}: mncd serves only the My Number Card itself "
-    "(スマートフォン用電子証明書などには対応していません)",
-    "token-unknown": "{label!r}: not a token mncd knows; it treats it as a card (不明なトークン)",
-    "daemon-running": "running; it sees: {state} (動作中)",
-    "daemon-activatable": "not running; it starts when first used (D-Bus activation) "
-    "(必要なときに起動します)",
-    "daemon-missing": "not running and not installed: run scripts/install-user-service "
-    "(インストールされていません)",
-    "no-bus": "no session bus ({error}): run mncctl inside your desktop session "
-    "(セッションバスに接続できません)",
-    "bus-error": "the session bus did not answer ({error})",
-    "unit-ok": "installed: {path}",
-    "unit-missing": "not installed: D-Bus activation still works without systemd; to have "
-    "systemd run it, run scripts/install-user-service (ユニットがありません)",
-    "notify-running": "a notification server is on the bus (通知を表示できます)",
-    "notify-activatable": "a notification server starts when needed (必要なときに起動します)",
-    "notify-missing": "no notification server on the bus: expiry and other notices cannot be "
-    "shown; desktops bring one, or install one such as dunst (通知を表示できません)",
-    "pinentry-ok": "{program} ({path})",
-    "pinentry-missing": "{program} (set in {config}) is not installed: install it, e.g. sudo apt "
-    "install pinentry-gnome3, or set [pinentry] program in {config} (入力画面のプログラムが"
-    "見つかりません)",
-    "settings-ok": "{path}: every setting applies (問題ありません)",
-    "settings-none": "no settings file ({path}): the defaults apply (既定値で動作します)",
-    "settings-problems": "{path}: {problems}; the rest applies, fix or remove these "
-    "(使用できない設定があります)",
-    "summary-ok": "Everything mncd needs works (問題ありません).",
-    "summary-fail": "{count} problem(s) to fix, above (上の問題を解決してください).",
-}
-STATE_TEXT = {
-    "pcsc-unavailable": "pcscd not available",
-    "no-reader": "no reader",
-    "no-card": "no card",
-    "card-present": "a My Number Card",
-    "unknown-card": "a card that is not a My Number Card",
-}
+#: Every text of ``mncctl doctor`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "name": {
+            "pcscd": N_("pcscd"),
+            "readers": N_("readers"),
+            "usb-readers": N_("USB readers"),
+            "card": N_("card"),
+            "token": N_("token"),
+            "daemon": N_("daemon (mncd)"),
+            "unit": N_("user unit"),
+            "notifications": N_("notifications"),
+            "pinentry": N_("PIN dialog"),
+            "settings": N_("settings"),
+        },
+        "level": {OK: N_("ok"), WARN: N_("warn"), FAIL: N_("FAIL"), SKIP: N_("skip")},
+        "pcscd-ok": N_("reachable"),
+        "pcscd-fail": N_(
+            "not reachable: install and start it: sudo apt install pcscd && sudo systemctl "
+            "enable --now pcscd.socket"
+        ),
+        "pcscd-error": N_(
+            "answers with an error ({error}): restart it: sudo systemctl restart pcscd"
+        ),
+        "no-pcscd": N_("not checked: pcscd is not reachable"),
+        "readers-ok": N_("{readers}"),
+        "readers-none": N_(
+            "none: connect a reader: a CCID contact reader, or a CCID NFC reader such as "
+            "Sony's RC-S300"
+        ),
+        "readers-none-ccid": N_(
+            "none, though udev sees {names}: install pcscd's CCID driver and restart "
+            "pcscd: sudo apt install libccid && sudo systemctl restart pcscd"
+            ""
+        ),
+        "usb-ok": N_("none that pcscd cannot use"),
+        "usb-unsupported": N_(
+            "{name} is plugged in but is not a CCID reader, so pcscd cannot use it, "
+            "and Debian packages no PC/SC driver for it: use a CCID reader instead, such as Sony's "
+            "RC-S300 or a contact reader, which pcscd drives with the libccid package"
+            ""
+        ),
+        "usb-unknown": N_("not checked: udev cannot be read here ({error})"),
+        "card-ok": N_("a My Number Card in {reader} answers the JPKI application"),
+        "card-none": N_("no card in the reader: insert your My Number Card to check it too"),
+        "card-not-jpki": N_(
+            "the card in {reader} has no JPKI application: it is not a My Number Card"
+        ),
+        "card-error": N_(
+            "the card in {reader} does not answer properly ({error}): take it out, wipe its "
+            "contacts or place it flat on the reader, and insert it again"
+        ),
+        "no-card": N_("not checked: no My Number Card"),
+        "token-ok": N_("card"),
+        "token-other": N_("{kind}: mncd serves only the My Number Card itself"),
+        "token-unknown": N_("{label!r}: not a token mncd knows; it treats it as a card"),
+        "daemon-running": N_("running; it sees: {state}"),
+        "daemon-activatable": N_("not running; it starts when first used (D-Bus activation)"),
+        "daemon-missing": N_("not running and not installed: run scripts/install-user-service"),
+        "no-bus": N_("no session bus ({error}): run mncctl inside your desktop session"),
+        "bus-error": N_("the session bus did not answer ({error})"),
+        "unit-ok": N_("installed: {path}"),
+        "unit-missing": N_(
+            "not installed: D-Bus activation still works without systemd; to have "
+            "systemd run it, run scripts/install-user-service"
+        ),
+        "notify-running": N_("a notification server is on the bus"),
+        "notify-activatable": N_("a notification server starts when needed"),
+        "notify-missing": N_(
+            "no notification server on the bus: expiry and other notices cannot be "
+            "shown; desktops bring one, or install one such as dunst"
+        ),
+        "pinentry-ok": N_("{program} ({path})"),
+        "pinentry-missing": N_(
+            "{program} (set in {config}) is not installed: install it, e.g. sudo apt "
+            "install pinentry-gnome3, or set [pinentry] program in {config}"
+        ),
+        "settings-ok": N_("{path}: every setting applies"),
+        "settings-none": N_("no settings file ({path}): the defaults apply"),
+        "settings-problems": N_("{path}: {problems}; the rest applies, fix or remove these"),
+        "summary-ok": N_("Everything mncd needs works."),
+        "summary-fail": N_("{count} problem(s) to fix, above."),
+    }
+)
+STATE_TEXT = Texts(
+    {
+        "pcsc-unavailable": N_("pcscd not available"),
+        "no-reader": N_("no reader"),
+        "no-card": N_("no card"),
+        "reading": N_("a card being read"),
+        "card-present": N_("a My Number Card"),
+        "unknown-card": N_("a card that is not a My Number Card"),
+        "unreadable-card": N_("a card that cannot be read"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -349,8 +367,14 @@ def format_finding(finding: Finding) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("doctor", help="check the reader, pcscd, the card and the daemon")
-    command.add_argument("--json", action="store_true", help="the findings as JSON")
+    command = subcommand(
+        sub, "doctor", _("check the reader, pcscd, the card and the daemon"),
+        _("Check everything mncd needs, one line each with what to do: pcscd, the readers, the "
+          "card, the daemon, its user unit, notifications, the settings file and the PIN dialog. "
+          "Changes nothing and needs no PIN."),
+        "mncctl doctor", "mncctl doctor --json",
+    )  # fmt: skip
+    command.add_argument("--json", action="store_true", help=_("print the findings as JSON"))
     command.set_defaults(func=run)
 
 

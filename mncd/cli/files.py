@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mncd.cli.errors import UsageError, VerificationError
+from mncd.cli.text import _
 from mncd.dbus.api import MAX_DATA
 
 #: Files larger than the daemon accepts are hashed here and only the digest is sent.
@@ -34,25 +35,31 @@ def read_payload(path: Path, hash_name: str) -> Payload:
                 hasher.update(chunk)
             return Payload(hasher.digest(), True)
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise UsageError(
+            _("cannot read {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from exc
 
 
 def check_output(path: Path) -> None:
     """Refuse early an output path that cannot be written (before a PIN is typed)."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise UsageError(f"{path} is a directory")
+        raise UsageError(_("{path} is a directory").format(path=path))
     if not parent.is_dir():
-        raise UsageError(f"cannot write {path}: no such directory {parent}")
+        raise UsageError(
+            _("cannot write {path}: no such directory {parent}").format(path=path, parent=parent)
+        )
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {path}: permission denied")
+        raise UsageError(_("cannot write {path}: permission denied").format(path=path))
 
 
 def write(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
     except OSError as exc:
-        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OSError(
+            _("cannot write {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from exc
 
 
 def verify_signature(
@@ -67,5 +74,5 @@ def verify_signature(
     except SignatureMismatch:
         return False
     except ValueError as exc:
-        raise VerificationError("the daemon returned a certificate that cannot be read") from exc
+        raise VerificationError(_("the daemon returned a certificate that cannot be read")) from exc
     return True

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from mncd import __version__
-from mncd.cli.errors import ExitCode, error_lines, exit_code
+from mncd.cli.errors import ExitCode, error_line, exit_code
+from mncd.cli.text import _, use_catalog_for_argparse
 
 #: Each command and the module of mncd.cli that registers it, in the order ``--help`` lists them.
 #: A module is imported only when its command runs (or for the list in ``--help``), so that
@@ -58,17 +60,30 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def exit_codes_text() -> str:
+    return _(
+        "exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
+        "4 PIN problem, 5 cancelled, 6 signing certificate expired or invalidated, "
+        "7 signature invalid, 8 signature not anchored"
+    )
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser of mncctl: for ``argv``'s command alone when it names one."""
+    """The argument parser of mncctl, in the user's language: for ``argv``'s command alone when
+    it names one."""
+    use_catalog_for_argparse()
     parser = argparse.ArgumentParser(
         prog="mncctl",
-        description="Command-line client of mncd, the My Number Card (マイナンバーカード) daemon.",
-        epilog="exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
-        "4 PIN problem, 5 cancelled, 6 signing certificate expired or invalidated, "
-        "7 signature invalid, 8 signature not anchored",
-    )
-    parser.add_argument("--version", action="version", version=f"mncctl {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        description=_("Command-line client of mncd, the My Number Card daemon."),
+        epilog=_("examples:\n  mncctl status\n  mncctl sign --pdf form.pdf -o signed.pdf\n"
+                 "  mncctl doctor\n\n") + exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument(
+        "--version", action="version", version=f"mncctl {__version__}",
+        help=_("show the version and exit"),
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"))
     command = None if argv is None else _command_of(argv)
     for name in (command,) if command else COMMANDS:
         importlib.import_module(f"mncd.cli.{COMMANDS[name]}").register(sub)
@@ -84,13 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already explained by argparse
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except (Exception, KeyboardInterrupt) as exc:
         from mncd.cli.pin import stdin_is_tty
 
-        for line in error_lines(exc, terminal=stdin_is_tty()):
-            print(f"mncctl: {line}", file=sys.stderr)
+        print(f"mncctl: {error_line(exc, terminal=stdin_is_tty())}", file=sys.stderr)
         return exit_code(exc)
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of standard output went away (``mncctl status --json | head -2``): it read
+    what it wanted, so mncctl ends quietly, as the shell's tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -10,49 +10,118 @@ from collections.abc import Mapping
 from typing import Any
 
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD
+from mncd.cli.text import N_, _, ngettext
 from mncd.client import CertificateStatus, Event, KnownCard, Status, plain
 from mncd.jpki.calendar import JAPAN
 
-CERTIFICATE_TITLES = {
-    "auth": "利用者証明用電子証明書 (user authentication)",
-    "sign": "署名用電子証明書 (signing)",
-}
 MAX_PIN_TRIES = {
     "auth": AUTH_PIN.max_tries,
     "sign": SIGN_PASSWORD.max_tries,
     "card-info": CARD_INFO_PIN.max_tries,
 }
+#: Every label of the status table (its values start in one column, after the widest label).
+LABELS = (
+    N_("State:"), N_("Reader:"), N_("Readers:"), N_("Token:"), N_("Card:"), N_("Expires:"),
+    N_("Next step:"), N_("Why:"), N_("Source:"), N_("PIN tries:"), N_("Password tries:"),
+    N_("Serial:"), N_("Issuer:"), N_("Fingerprint:"), N_("Algorithm:"),
+)  # fmt: skip
+#: Indent of the lines about a certificate, in terminal columns.
+INDENT = 2
+#: Keys of a certificate in GetStatus whose value 0 (or -1) means "not known".
+UNKNOWN_WHEN_ZERO = ("not_before", "not_after", "last_seen")
 
-STATE_TEXT = {
-    "pcsc-unavailable": "the smart-card service is not available (is pcscd running?)",
-    "no-reader": "no card reader connected",
-    "no-card": "no card in the reader",
-    "reading": "reading the card (カードを読み取り中)",
-    "card-present": "My Number Card present",
-    "unknown-card": "the card in the reader is not a My Number Card",
-    "unreadable-card": "the card could not be read: take it out and insert it again "
-    "(カードを読み取れません)",
-}
-TOKEN_TEXT = {
-    "card": "My Number Card",
-    "android": "Android smartphone (スマホ用電子証明書)",
-    "iphone": "iPhone (スマホ用電子証明書)",
-    "juki": "Basic Resident Register card (住基カード)",
-    "unknown": "unknown",
-}
-CERTIFICATE_STATE_TEXT = {
-    "valid": "valid",
-    "expiring": "expiring soon: renew it at your municipal office (更新してください)",
-    "expired": "expired (有効期限切れ)",
-    "invalidated": "invalidated (失効)",
-    "unknown": "unknown",
-}
-SOURCE_TEXT = {
-    "card": "card",
-    "cache": "cache (as last read from the card)",
-    "reading": "cache (as last read from this card; it is being read now)",
-    "none": "none",
-}
+
+def certificate_title(which: str) -> str:
+    return {
+        "auth": _("User-authentication certificate"),
+        "sign": _("Signing certificate"),
+    }.get(which, which)
+
+
+def state_text(state: str) -> str:
+    """The daemon's state in words, with what to do where something is missing."""
+    table = {
+        "pcsc-unavailable": N_(
+            "the smart-card service pcscd is not running: install and start it with 'sudo apt "
+            "install pcscd && sudo systemctl enable --now pcscd.socket'"
+        ),
+        "no-reader": N_("no card reader is connected: connect one"),
+        "no-card": N_("no card in the reader: insert your My Number Card"),
+        "reading": N_("reading the card"),
+        "card-present": N_("My Number Card present"),
+        "unknown-card": N_("the card in the reader is not a My Number Card"),
+        "unreadable-card": N_("the card could not be read: take it out and insert it again"),
+    }
+    return _(table[state]) if state in table else state or _("unknown")
+
+
+def token_text(token: str) -> str:
+    table = {
+        "card": N_("My Number Card"),
+        "android": N_("Android smartphone certificate"),
+        "iphone": N_("iPhone certificate"),
+        "juki": N_("Basic Resident Register card"),
+        "unknown": N_("unknown"),
+    }
+    return _(table[token]) if token in table else token
+
+
+def certificate_state_text(state: str) -> str:
+    table = {
+        "valid": N_("valid"),
+        "expiring": N_("expiring soon"),
+        "expired": N_("expired"),
+        "invalidated": N_("invalidated (revoked)"),
+        "unknown": N_("unknown"),
+    }
+    return _(table[state]) if state in table else state
+
+
+def source_text(source: str) -> str:
+    table = {
+        "card": N_("read from the card"),
+        "cache": N_("as last read from the card (cached)"),
+        "reading": N_("as last read from this card; it is being read now"),
+        "none": N_("none"),
+    }
+    return _(table[source]) if source in table else source
+
+
+def next_step(which: str, cert: CertificateStatus) -> str:
+    """What the user can do about the certificate's state ("" when nothing is needed)."""
+    if not cert.present and cert.source == "none":
+        return _("It becomes known when your My Number Card is inserted and read.")
+    if not cert.present:
+        if which == "sign":
+            return _(
+                "Cards of children under 15 carry no signing certificate. From 15, one can be "
+                "issued at your municipal office (bring your My Number Card)."
+            )
+        return _("One can be issued at your municipal office (bring your My Number Card).")
+    if cert.state == "invalidated":
+        return _(
+            "It can no longer be used. Get a new one issued at your municipal office (bring your "
+            "My Number Card)."
+        )
+    if cert.state == "expired":
+        return _(
+            "It can no longer be used. Get a new one issued at your municipal office (bring your "
+            "My Number Card)."
+        )
+    if cert.state == "expiring":
+        return _(
+            "Renewal is open until it expires: renew it at your municipal office (bring your My "
+            "Number Card)."
+        )
+    if (cert.state == "unknown" or not cert.state) and which == "sign" and cert.source == "card":
+        # the card gives the signing certificate only after the signing password
+        return _(
+            "The card gives it only after the signing password: it becomes known the first time "
+            "you sign, or with 'mncctl cert show sign'."
+        )
+    if cert.state == "unknown" or not cert.state:
+        return _("Its state becomes known when the card is next read in a reader.")
+    return ""
 
 
 def display_width(text: str) -> int:
@@ -66,98 +135,132 @@ def pad(text: str, width: int) -> str:
 
 
 def status_json(status: Status) -> str:
-    """The status as pretty JSON, every key as the daemon sent it."""
-    return json.dumps(status.raw, indent=2, ensure_ascii=False)
+    """The status as pretty JSON: the daemon's keys, with values that are not known null
+    (GetStatus sends 0, -1 or an empty string for them) and serials in upper-case hex."""
+    return json.dumps(json_status(status.raw), indent=2, ensure_ascii=False)
+
+
+def json_status(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """mncctl's JSON of a GetStatus answer (see the README)."""
+    out = dict(raw)
+    for which in ("auth", "sign"):
+        if isinstance(raw.get(which), Mapping):
+            out[which] = _json_certificate(raw[which])
+    if isinstance(raw.get("cards"), list):
+        out["cards"] = [
+            _json_certificate(card) if isinstance(card, Mapping) else card for card in raw["cards"]
+        ]
+    return out
+
+
+def _json_certificate(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = {key: None if value == "" else value for key, value in data.items()}
+    for key in UNKNOWN_WHEN_ZERO:
+        if key in out and not out[key]:
+            out[key] = None
+    if "days_left" in out and not data.get("not_after"):
+        out["days_left"] = None
+    if isinstance(out.get("pin_tries_left"), int) and out["pin_tries_left"] < 0:
+        out["pin_tries_left"] = None
+    if isinstance(out.get("serial"), str):
+        out["serial"] = format_serial(out["serial"]) or None
+    return out
+
+
+def format_serial(serial: str) -> str:
+    """A serial number as mncctl prints it everywhere: upper-case hex."""
+    return serial.upper()
 
 
 def format_date(when: dt.datetime | None, tz: dt.tzinfo | None = None) -> str:
     """A date in ``tz`` (local time when None); ``unknown`` for None."""
     if when is None:
-        return "unknown"
+        return _("unknown")
     return when.astimezone(tz).date().isoformat()
 
 
 def format_days_left(days: int) -> str:
     """``123 days left``, ``expires today``, ``expired 4 days ago`` (days in Japan)."""
-    if days > 1:
-        return f"{days} days left"
-    if days == 1:
-        return "1 day left"
+    if days > 0:
+        return ngettext("{n} day left", "{n} days left", days).format(n=days)
     if days == 0:
-        return "expires today"
-    if days == -1:
-        return "expired 1 day ago"
-    return f"expired {-days} days ago"
+        return _("expires today")
+    return ngettext("expired {n} day ago", "expired {n} days ago", -days).format(n=-days)
 
 
 def format_pin_tries(tries: int | None, maximum: int) -> str:
-    """``3/3``, ``0/5 (blocked)`` or ``unknown``."""
+    """``3/3``, ``0/5 (locked: ...)`` or ``unknown``."""
     if tries is None:
-        return "unknown"
+        return _("unknown")
     if tries == 0:
-        return f"0/{maximum} (blocked: reset it at your municipal office)"
+        return _("0/{max} (locked: have it reset at your municipal office)").format(max=maximum)
     return f"{tries}/{maximum}"
 
 
-def _described(value: str, table: Mapping[str, str]) -> str:
-    """``value (description)``, or the value alone when the description adds nothing."""
-    text = table.get(value)
-    if not value:
-        return "unknown"
-    if text is None or text == value:
-        return value
-    return f"{value} ({text})"
+def label_width() -> int:
+    """Columns of the status table's labels with their indent, in the user's language."""
+    return INDENT + max(display_width(_(label)) for label in LABELS)
+
+
+def _line(label: str, value: str, indent: str = " " * INDENT) -> str:
+    return f"{indent}{pad(label, label_width() - len(indent))} {value}"
 
 
 def format_certificate(
     which: str, cert: CertificateStatus, tz: dt.tzinfo | None = None
 ) -> list[str]:
     """Lines about one certificate of the status (``which`` is ``auth`` or ``sign``)."""
-    lines = [CERTIFICATE_TITLES.get(which, which)]
+    lines = [certificate_title(which)]
     tries = format_pin_tries(cert.pin_tries_left, MAX_PIN_TRIES.get(which, 0))
-    pin_line = f"  {'PIN tries:':13} {tries}"
+    pin_line = _line(_("PIN tries:") if which == "auth" else _("Password tries:"), tries)
+    step = next_step(which, cert)
     if not cert.present and cert.source == "none":  # nothing read yet: never "not present"
-        lines.append(f"  {'Certificate:':13} not known yet")
+        lines.append(_line(_("State:"), _("not known yet")))
+        lines.append(_line(_("Next step:"), step))
         return lines
     if not cert.present:
-        lines.append(f"  {'Certificate:':13} not present")
+        lines.append(_line(_("State:"), _("not on this card")))
+        lines.append(_line(_("Why:"), step))
         if cert.pin_tries_left is not None:
             lines.append(pin_line)
         return lines
-    expires = format_date(cert.not_after, tz or JAPAN)  # the date in Japan, as days_left counts
-    if cert.days_left is not None:
-        expires += f" ({format_days_left(cert.days_left)})"
-    fields = [
-        ("State:", CERTIFICATE_STATE_TEXT.get(cert.state, cert.state) or "unknown"),
-        ("Expires:", expires),
-        ("Source:", SOURCE_TEXT.get(cert.source, cert.source)),
-    ]
-    lines += [f"  {label:13} {value}" for label, value in fields]
+    lines.append(_line(_("State:"), certificate_state_text(cert.state) or _("unknown")))
+    if cert.state != "invalidated":
+        expires = format_date(cert.not_after, tz or JAPAN)  # the date in Japan, as days_left
+        if cert.days_left is not None:
+            expires = _("{date} ({days})").format(
+                date=expires, days=format_days_left(cert.days_left)
+            )
+        lines.append(_line(_("Expires:"), expires))
+    if step:
+        lines.append(_line(_("Next step:"), step))
+    lines.append(_line(_("Source:"), source_text(cert.source)))
     lines.append(pin_line)
     for label, value in (
-        ("Serial:", cert.serial),
-        ("Issuer:", cert.issuer),
-        ("Fingerprint:", cert.fingerprint),
-        ("Algorithm:", cert.algorithm),
+        (_("Serial:"), format_serial(cert.serial)),
+        (_("Issuer:"), cert.issuer),
+        (_("Fingerprint:"), cert.fingerprint),
+        (_("Algorithm:"), cert.algorithm),
     ):
         if value:
-            lines.append(f"  {label:13} {value}")
+            lines.append(_line(label, value))
     return lines
 
 
 def format_status(status: Status, tz: dt.tzinfo | None = None) -> str:
     """The human-readable status table."""
     lines = [
-        f"{'State:':10} {_described(status.state, STATE_TEXT)}",
-        f"{'Reader:':10} {status.reader or '(none)'}",
+        _line(_("State:"), state_text(status.state), indent=""),
+        _line(_("Reader:"), status.reader or _("(none)"), indent=""),
     ]
     readers = status.readers
     if len(readers) > 1 or (readers and readers[0] != status.reader):
-        lines.append(f"{'Readers:':10} {', '.join(readers)}")
-    if status.token:
-        lines.append(f"{'Token:':10} {_described(status.token, TOKEN_TEXT)}")
+        lines.append(_line(_("Readers:"), ", ".join(readers), indent=""))
+    card_in = status.state in ("card-present", "reading")
+    if card_in and status.token and status.token != "card":
+        lines.append(_line(_("Token:"), token_text(status.token), indent=""))
     if status.card_id:
-        lines.append(f"{'Card:':10} {status.card_id}")
+        lines.append(_line(_("Card:"), status.card_id, indent=""))
     for which in ("auth", "sign"):
         if isinstance(status.raw.get(which), Mapping):
             lines.append("")
@@ -167,19 +270,19 @@ def format_status(status: Status, tz: dt.tzinfo | None = None) -> str:
             lines += format_certificate(which, cert, tz)
     others = [card for card in status.cards if card.card_id != status.card_id]
     if others:
-        lines += ["", "Other cards seen (mncctl forget CARD removes one you no longer have)"]
+        lines += ["", _("Other cards seen ('mncctl forget CARD' removes one you no longer have)")]
         lines += [f"  {format_known_card(card, tz)}" for card in others]
     return "\n".join(lines)
 
 
 def format_known_card(card: KnownCard, tz: dt.tzinfo | None = None) -> str:
     """``<id>  last seen 2026-05-01, expires 2029-04-30`` (or ``renewed``)."""
-    parts = [f"last seen {format_date(card.last_seen, tz)}"]
+    parts = [_("last seen {date}").format(date=format_date(card.last_seen, tz))]
     if card.renewed_to:
-        parts.append(f"renewed: now card {card.renewed_to}")
+        parts.append(_("renewed: now card {card}").format(card=card.renewed_to))
     elif card.not_after is not None:
-        parts.append(f"expires {format_date(card.not_after, JAPAN)}")
-    return f"{card.card_id}  {', '.join(parts)}"
+        parts.append(_("expires {date}").format(date=format_date(card.not_after, JAPAN)))
+    return f"{card.card_id}  {_(', ').join(parts)}"
 
 
 def format_event(when: dt.datetime, event: Event, *, as_json: bool = False) -> str:
@@ -208,4 +311,6 @@ def certificate_summary(certificate: bytes) -> str:
     except ValueError:
         return ""
     expires = cert.not_valid_after_utc.astimezone(JAPAN).date().isoformat()
-    return f"serial {cert.serial_number:X}, expires {expires}"
+    return _("serial {serial}, expires {date}").format(
+        serial=f"{cert.serial_number:X}", date=expires
+    )

@@ -11,51 +11,59 @@ import argparse
 import asyncio
 import getpass
 import os
+import shutil
 import sys
+import unicodedata
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mncd import errors
 from mncd.card.digestinfo import HASHES
+from mncd.card.errors import PinFormatError
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy
 from mncd.cli.errors import (
-    NO_CARD_TEXT,
-    NO_CERTIFICATE_TEXT,
-    NO_READER_TEXT,
-    PCSC_UNAVAILABLE_TEXT,
-    PIN_BLOCKED_HINT,
-    UNKNOWN_CARD_TEXT,
-    UNREADABLE_CARD_TEXT,
     CancelledByUserError,
     LastTryRefused,
     PinInputError,
     blocked_text,
+    incorrect_text,
     last_try_text,
+    local,
+    no_card_text,
+    no_certificate_text,
+    no_reader_text,
+    pcsc_unavailable_text,
+    unknown_card_text,
+    unreadable_card_text,
 )
-from mncd.cli.output import MAX_PIN_TRIES, TOKEN_TEXT
+from mncd.cli.output import MAX_PIN_TRIES, token_text
 from mncd.cli.session import Run
+from mncd.cli.text import _, capitalized, ngettext, pin_label, pin_rule
 from mncd.client import MyNumberCard, Status
 
 T = TypeVar("T")
 
-SIGN_PROMPT = "署名用電子証明書のパスワード (signing password, 6–16 A–Z/0–9): "
-AUTH_PROMPT = "利用者証明用電子証明書の暗証番号 (authentication PIN, 4 digits): "
-CARD_INFO_PROMPT = "券面事項入力補助用の暗証番号 (card-info PIN, 4 digits): "
-PROMPTS = {"auth": AUTH_PROMPT, "sign": SIGN_PROMPT, "card-info": CARD_INFO_PROMPT}
 POLICIES: dict[str, PinPolicy] = {
     "auth": AUTH_PIN,
     "sign": SIGN_PASSWORD,
     "card-info": CARD_INFO_PIN,
 }
-LAST_TRY_QUESTION = "Use the last try? (最後の1回を使いますか) [y/N] "
-YES = frozenset({"y", "yes", "はい"})
+#: Answers to the last-try question that mean yes (English and Japanese).
+YES = frozenset({"y", "yes", "はい", "ｙ"})
+#: How often mncctl asks again after an entry of the wrong shape (no try is spent on those).
+SHAPE_ROUNDS = 3
 
 #: How long to wait for a card that was just inserted to be read before its status counts.
 READ_WAIT = 10.0
 
 #: ``operation(pin, allow_last_try)``: the call that uses the PIN (None: the daemon asks).
 Operation = Callable[[str | None, bool], Coroutine[Any, Any, T]]
+
+
+def prompt(which: str) -> str:
+    """The terminal prompt for ``which``: ``Signing password (6 to 16 ...): ``."""
+    return _("{label} ({rule}): ").format(label=capitalized(pin_label(which)), rule=pin_rule(which))
 
 
 def in_desktop_session(env: Mapping[str, str] | None = None) -> bool:
@@ -77,33 +85,72 @@ def tries_note(which: str, tries: int | None) -> str | None:
     if tries is None or tries < 0 or tries >= MAX_PIN_TRIES.get(which, 0):
         return None
     if tries == 0:
-        return PIN_BLOCKED_HINT
-    if tries == 1:
-        return "Only 1 try is left before the PIN is blocked (残り1回)."
-    return f"{tries} tries are left before the PIN is blocked (残り{tries}回)."
+        return blocked_text(which)
+    return ngettext(
+        "{n} try is left before the {label} is locked.",
+        "{n} tries are left before the {label} is locked.",
+        tries,
+    ).format(n=tries, label=pin_label(which))
 
 
 def last_try_warning(which: str) -> str:
     """The line before the y/N question at the last try."""
-    return (
-        f"Only 1 try is left for the {POLICIES[which].label_en} (残り1回): a wrong PIN blocks it "
-        "until it is reset at your municipal office (間違えると市区町村の窓口での再設定が必要です)."
-    )
+    return _(
+        "Only one try is left for the {label}: a wrong one locks it until it is reset at your "
+        "municipal office."
+    ).format(label=pin_label(which))
+
+
+def last_try_question() -> str:
+    return _("Use the last try? [y/N] ")
 
 
 def waiting_line(which: str) -> str:
     """What mncctl says while the daemon's PIN dialog is up."""
-    policy = POLICIES[which]
-    return (
-        f"Waiting for you to enter the {policy.label_en} in the PIN dialog… "
-        f"({policy.label_ja}を入力画面で入力してください)"
+    return _("Waiting for you to enter the {label} in the PIN dialog…").format(
+        label=pin_label(which)
     )
 
 
 def fallback_line(exc: errors.PinRequired) -> str:
-    """The line before asking on the terminal because the daemon could show no dialog."""
-    problem = exc.text or "no PIN dialog could be shown"
-    return f"mncctl: {problem} — asking here instead (この端末で入力してください)"
+    """The line before asking on the terminal because the daemon could show no dialog (with
+    the reason when it is the usual one: the configured pinentry program is not installed)."""
+    program = missing_pinentry()
+    if program:
+        return _(
+            "mncctl: no PIN dialog could be shown because {program} is not installed; asking "
+            "here instead."
+        ).format(program=program)
+    return _("mncctl: no PIN dialog could be shown; asking here instead.")
+
+
+def missing_pinentry() -> str | None:
+    """The pinentry program of the settings when it is not installed, else None."""
+    from mncd.daemon.config import Config
+
+    program = Config.load(quiet=True).pinentry
+    return program if shutil.which(program) is None else None
+
+
+def shape_problem(which: str, pin: str) -> str | None:
+    """Why ``pin`` cannot be the PIN ``which`` (None: it has the right shape). Full-width
+    characters and small letters, the usual input-method slips, are named as such."""
+    try:
+        POLICIES[which].check(pin)
+        return None
+    except PinFormatError:
+        pass
+    narrow = unicodedata.normalize("NFKC", pin)
+    if narrow != pin and narrow.isascii():
+        return _("It was typed in full-width characters: type it in half-width characters.")
+    if which == "sign" and any("a" <= ch <= "z" for ch in pin):
+        return _(
+            "The signing password uses capital letters (A-Z) and digits, and small letters "
+            "were typed: check Caps Lock and type it in capitals."
+        )
+    return _("That is not a valid {label}: {rule}.").format(
+        label=pin_label(which), rule=pin_rule(which)
+    )
 
 
 @dataclass(frozen=True)
@@ -153,10 +200,10 @@ def usable_tries(status: Status, which: str) -> int | None:
         return None  # not known (a newer daemon's state, a card still being read): it decides
     certificate = status.certificate(which)
     if not certificate.present:
-        raise errors.CertificateMissing(NO_CERTIFICATE_TEXT[which])
+        raise local(errors.CertificateMissing(no_certificate_text(which)))
     tries = certificate.pin_tries_left
     if tries == 0:
-        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+        raise local(errors.PinBlocked(blocked_text(which)))
     return tries
 
 
@@ -164,20 +211,21 @@ def usable_card(status: Status) -> bool:
     """Whether a My Number Card is present and read; raise the error the daemon would answer
     when no card can be used (no reader, no card, another card or token). False: not known."""
     if status.state == "pcsc-unavailable":
-        raise errors.PcscUnavailable(PCSC_UNAVAILABLE_TEXT)
+        raise local(errors.PcscUnavailable(pcsc_unavailable_text()))
     if status.state == "no-reader":
-        raise errors.NoCard(NO_READER_TEXT)
+        raise local(errors.NoCard(no_reader_text()))
     if status.state == "no-card":
-        raise errors.NoCard(NO_CARD_TEXT)
+        raise local(errors.NoCard(no_card_text()))
     if status.state == "unknown-card":
-        raise errors.NotSupported(UNKNOWN_CARD_TEXT)
+        raise local(errors.NotSupported(unknown_card_text()))
     if status.state == "unreadable-card":
-        raise errors.NoCard(UNREADABLE_CARD_TEXT)
+        raise local(errors.NoCard(unreadable_card_text()))
     if status.state != "card-present" or being_read(status):
         return False
     if status.token not in ("", "card", "unknown"):
-        kind = TOKEN_TEXT.get(status.token, status.token)
-        raise errors.NotSupported(f"tokens of kind {kind} are not supported")
+        text = _("mncd cannot use a token of this kind ({kind}): it serves the My Number Card "
+                 "itself.").format(kind=token_text(status.token))  # fmt: skip
+        raise local(errors.NotSupported(text))
     return True
 
 
@@ -185,10 +233,10 @@ def read_stdin_pin() -> str:
     """The first line of standard input (``--pin-stdin``)."""
     line = sys.stdin.readline()
     if not line:
-        raise PinInputError("--pin-stdin: standard input is empty, no PIN was given")
+        raise PinInputError(_("--pin-stdin: standard input is empty; no PIN was given."))
     pin = line.rstrip("\r\n")
     if not pin:
-        raise PinInputError("--pin-stdin: the first line of standard input is empty")
+        raise PinInputError(_("--pin-stdin: the first line of standard input is empty."))
     return pin
 
 
@@ -196,14 +244,40 @@ def confirm_last_try(which: str) -> None:
     """Ask y/N on the terminal before the last try; raise :class:`CancelledByUserError` unless
     the answer is yes."""
     print(last_try_warning(which), file=sys.stderr)
-    print(LAST_TRY_QUESTION, end="", file=sys.stderr, flush=True)
+    print(last_try_question(), end="", file=sys.stderr, flush=True)
     try:
         answer = input()
     except (EOFError, KeyboardInterrupt):
         print(file=sys.stderr)  # end the question's line
         answer = ""
     if answer.strip().lower() not in YES:
-        raise CancelledByUserError("the last try was not used: cancelled (キャンセルしました)")
+        raise CancelledByUserError(_("The last try was not used: cancelled."))
+
+
+def ask_secret(text: str) -> str:
+    """One entry without echo; an empty one or Ctrl-D/Ctrl-C cancels."""
+    try:
+        entry = getpass.getpass(text)
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)  # end the prompt's line
+        raise CancelledByUserError(_("Cancelled.")) from None
+    if not entry:
+        raise CancelledByUserError(_("No PIN was entered: cancelled."))
+    return entry
+
+
+def ask_shaped(which: str, text: str) -> str:
+    """An entry of the right shape for ``which``, asked again (a few times) after one that is
+    not: such entries never reach the card, so no try is spent on them."""
+    for _round in range(SHAPE_ROUNDS):
+        entry = ask_secret(text)
+        problem = shape_problem(which, entry)
+        if problem is None:
+            return entry
+        print(_("mncctl: {problem} No try was used.").format(problem=problem), file=sys.stderr)
+    raise PinInputError(
+        _("No valid {label} was typed: cancelled. No try was used.").format(label=pin_label(which))
+    )
 
 
 def ask_on_terminal(which: str, tries: int | None, allow_last_try: bool) -> tuple[str, bool]:
@@ -215,53 +289,62 @@ def ask_on_terminal(which: str, tries: int | None, allow_last_try: bool) -> tupl
         note = tries_note(which, tries)
         if note:
             print(note, file=sys.stderr)
+    return ask_shaped(which, prompt(which)), allow_last_try
+
+
+def labelled(which: str, run: Run[T], coroutine: Coroutine[Any, Any, T]) -> T:
+    """``run(coroutine)``, with a wrong or locked PIN told as the PIN ``which``."""
     try:
-        pin = getpass.getpass(PROMPTS[which])
-    except (EOFError, KeyboardInterrupt):
-        print(file=sys.stderr)  # end the prompt's line
-        raise CancelledByUserError("cancelled") from None
-    if not pin:
-        raise CancelledByUserError("no PIN entered: cancelled")
-    return pin, allow_last_try
+        return run(coroutine)
+    except errors.PinIncorrect as exc:
+        raise local(
+            errors.PinIncorrect(incorrect_text(which, exc.tries_left), exc.tries_left)
+        ) from exc
+    except errors.PinBlocked as exc:
+        if getattr(exc, "local", False):
+            raise
+        raise local(errors.PinBlocked(blocked_text(which))) from exc
 
 
 def call_with_pin(
     request: PinRequest, run: Run[Any], card: MyNumberCard, operation: Operation[T]
 ) -> T:
     """Run ``operation`` with the PIN got as ``request`` says, after checking it can be used."""
-    tries = usable_tries(run(settled_status(card)), request.which)
+    which = request.which
+    tries = usable_tries(run(settled_status(card)), which)
     if request.from_stdin:
         if tries == 1 and not request.allow_last_try:
-            raise LastTryRefused(last_try_text(POLICIES[request.which].label_en))
-        return run(operation(read_stdin_pin(), request.allow_last_try))
+            raise LastTryRefused(last_try_text(which))
+        return labelled(which, run, operation(read_stdin_pin(), request.allow_last_try))
     if request.desktop:
-        print(waiting_line(request.which), file=sys.stderr, flush=True)
+        print(waiting_line(which), file=sys.stderr, flush=True)
         try:
-            return run(operation(None, request.allow_last_try))
+            return labelled(which, run, operation(None, request.allow_last_try))
         except errors.PinRequired as exc:
             # No dialog could be shown (no pinentry, ...): ask here when this is a terminal.
             if not request.stdin_is_tty:
                 raise
             print(fallback_line(exc), file=sys.stderr, flush=True)
-        tries = usable_tries(run(card.get_status()), request.which)
+        tries = usable_tries(run(card.get_status()), which)
     elif not request.stdin_is_tty:
-        return run(operation(None, request.allow_last_try))
-    pin, allow_last_try = ask_on_terminal(request.which, tries, request.allow_last_try)
-    return run(operation(pin, allow_last_try))
+        return labelled(which, run, operation(None, request.allow_last_try))
+    pin, allow_last_try = ask_on_terminal(which, tries, request.allow_last_try)
+    return labelled(which, run, operation(pin, allow_last_try))
 
 
-def add_pin_arguments(command: argparse.ArgumentParser) -> None:
-    """--hash, --pin-stdin and --allow-last-try, for commands that use a PIN."""
+def add_pin_arguments(command: argparse.ArgumentParser, which: str) -> None:
+    """--hash, --pin-stdin and --allow-last-try, for commands that use the PIN ``which``."""
+    label = pin_label(which)
     command.add_argument(
-        "--hash", choices=HASHES, default="sha256", help="hash algorithm (default: sha256)"
+        "--hash", choices=HASHES, default="sha256", help=_("hash algorithm (default: sha256)")
     )
     command.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="read the PIN from the first line of standard input",
+        help=_("read the {label} from the first line of standard input").format(label=label),
     )
     command.add_argument(
         "--allow-last-try",
         action="store_true",
-        help="use the PIN even if only one try is left",
+        help=_("use the {label} even if only one try is left").format(label=label),
     )

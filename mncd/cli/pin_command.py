@@ -14,6 +14,7 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from mncd import errors
@@ -25,6 +26,7 @@ from mncd.cli.errors import (
     PinInputError,
     blocked_text,
     last_try_text,
+    local,
 )
 from mncd.cli.output import format_pin_tries
 from mncd.cli.pin import (
@@ -32,6 +34,7 @@ from mncd.cli.pin import (
     confirm_last_try,
     fallback_line,
     in_desktop_session,
+    labelled,
     read_stdin_pin,
     settled_status,
     stdin_is_tty,
@@ -39,63 +42,73 @@ from mncd.cli.pin import (
     usable_card,
 )
 from mncd.cli.session import Run, session
+from mncd.cli.text import N_, Texts, _, pin_label, subcommand
 from mncd.client import MyNumberCard, PinStatus
 
 WHICH = ("auth", "sign", "card-info")
 #: How often mncctl asks for the new PIN on a terminal before it gives up.
 NEW_PIN_ROUNDS = 3
 
-#: Every text of ``mncctl pin`` (English with Japanese, as the rest of mncctl).
-TEXT = {
-    "status-title": "PIN tries left (暗証番号の残り回数)",
-    "reader": "Reader (カードリーダー)",
-    "not-on-card": "not on this card (このカードにはありません)",
-    "label": {
-        "auth": "User-authentication PIN (利用者証明用電子証明書の暗証番号)",
-        "sign": "Signing password (署名用電子証明書のパスワード)",
-        "card-info": "Card-info PIN (券面事項入力補助用の暗証番号)",
-    },
-    "current-prompt": {
-        "auth": "Current user-authentication PIN (現在の利用者証明用の暗証番号, 4 digits): ",
-        "sign": "Current signing password (現在の署名用パスワード, 6–16 A–Z/0–9): ",
-        "card-info": "Current card-info PIN (現在の券面事項入力補助用の暗証番号, 4 digits): ",
-    },
-    "new-prompt": {
-        "auth": "New user-authentication PIN (新しい利用者証明用の暗証番号, 4 digits): ",
-        "sign": "New signing password (新しい署名用パスワード, 6–16 A–Z/0–9): ",
-        "card-info": "New card-info PIN (新しい券面事項入力補助用の暗証番号, 4 digits): ",
-    },
-    "again-prompt": "Type it again (もう一度入力してください): ",
-    "mismatch": "The two entries differ; nothing was sent to the card (入力が一致しません).",
-    "unchanged": "The new PIN is the same as the current one (現在と同じです).",
-    "gave-up": "no new PIN was chosen: cancelled (新しい暗証番号が決まらないため中止しました)",
-    "empty": "no PIN entered: cancelled (入力がないため中止しました)",
-    "no-new-line": "--pin-stdin: the second line of standard input (the new PIN) is missing",
-    "waiting": "Waiting for you to change the {label} in the PIN dialog… "
-    "(暗証番号の変更を入力画面で行ってください)",
-    "changed": "The {label} was changed. Use the new one from now on "
-    "(変更しました。これからは新しいものを使ってください).",
-    "no-sign": "the card has no signing certificate, so it has no signing password "
-    "(署名用電子証明書が搭載されていません)",
-}
+#: Every text of ``mncctl pin`` (English msgids, read back translated).
+TEXT = Texts(
+    {
+        "status-title": N_("PIN tries left"),
+        "reader": N_("Reader"),
+        "not-on-card": N_("not on this card"),
+        "label": {
+            "auth": N_("User-authentication PIN"),
+            "sign": N_("Signing password"),
+            "card-info": N_("Card-info PIN"),
+        },
+        "current-prompt": {
+            "auth": N_("Current user-authentication PIN: "),
+            "sign": N_("Current signing password: "),
+            "card-info": N_("Current card-info PIN: "),
+        },
+        "new-prompt": {
+            "auth": N_("New user-authentication PIN: "),
+            "sign": N_("New signing password: "),
+            "card-info": N_("New card-info PIN: "),
+        },
+        "again-prompt": N_("Type it again: "),
+        "mismatch": N_("The two entries differ; nothing was sent to the card."),
+        "unchanged": N_("The new PIN is the same as the current one."),
+        "gave-up": N_("no new PIN was chosen: cancelled"),
+        "empty": N_("no PIN entered: cancelled"),
+        "no-new-line": N_(
+            "--pin-stdin: the second line of standard input (the new PIN) is missing"
+        ),
+        "waiting": N_("Waiting for you to change the {label} in the PIN dialog…"),
+        "changed": N_("The {label} was changed. Use the new one from now on."),
+        "not-changed": N_("{wrong} The {label} was not changed; the current one still applies."),
+        "no-sign": N_("The card has no signing certificate, so it has no signing password."),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("pin", help="PIN tries left, and changing a PIN (暗証番号)")
-    actions = command.add_subparsers(dest="pin_command", required=True, metavar="ACTION")
-    status = actions.add_parser("status", help="tries left on each PIN, read from the card")
-    status.add_argument("--json", action="store_true", help="print the counters as JSON")
+    command = subcommand(
+        sub, "pin", _("PIN tries left, and changing a PIN"),
+        _("The tries left on the user-authentication PIN, the signing password and the "
+          "card-info PIN, read from the card without spending one; and changing one of them, "
+          "which needs the current one."),
+        "mncctl pin status", "mncctl pin change auth",
+    )  # fmt: skip
+    actions = command.add_subparsers(dest="pin_command", required=True, metavar=_("ACTION"))
+    status = actions.add_parser("status", help=_("tries left on each PIN, read from the card"))
+    status.add_argument("--json", action="store_true", help=_("print the counters as JSON"))
     status.set_defaults(func=run_status)
-    change = actions.add_parser("change", help="change a PIN of the card")
-    change.add_argument("which", choices=WHICH, help="which PIN: auth, sign or card-info")
+    change = actions.add_parser("change", help=_("change a PIN of the card"))
+    change.add_argument("which", choices=WHICH, help=_("which PIN: auth, sign or card-info"))
     change.add_argument(
         "--pin-stdin",
         action="store_true",
-        help="read the current PIN and the new one from the first two lines of standard input",
+        help=_("read the current PIN and the new one from the first two lines of standard input"),
     )
     change.add_argument(
-        "--allow-last-try", action="store_true", help="use the current PIN even at its last try"
-    )
+        "--allow-last-try", action="store_true",
+        help=_("use the current PIN even at its last try"),
+    )  # fmt: skip
     change.set_defaults(func=run_change)
 
 
@@ -138,10 +151,10 @@ def changeable_tries(status: PinStatus, which: str) -> int | None:
     counter = status.counter(which)
     if not counter.present:
         if which == "sign":
-            raise errors.CertificateMissing(TEXT["no-sign"])
+            raise local(errors.CertificateMissing(TEXT["no-sign"]))
         return None
     if counter.tries_left == 0:
-        raise errors.PinBlocked(blocked_text(POLICIES[which].label_en))
+        raise local(errors.PinBlocked(blocked_text(which)))
     return counter.tries_left
 
 
@@ -160,7 +173,7 @@ def ask_secret(prompt: str) -> str:
 def ask_new_pin(which: str, current: str) -> str:
     """The new PIN, typed twice and checked here: nothing goes to the card until it is right."""
     policy = POLICIES[which]
-    for _ in range(NEW_PIN_ROUNDS):
+    for _round in range(NEW_PIN_ROUNDS):
         new = ask_secret(TEXT["new-prompt"][which])
         try:
             policy.check(new)
@@ -207,18 +220,19 @@ def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
     which: str = args.which
     usable_card(run(settled_status(card)))
     tries = changeable_tries(run(card.get_pin_status()), which)
-    label = POLICIES[which].label_en
+    label = pin_label(which)
     if args.pin_stdin:
         if tries == 1 and not args.allow_last_try:
-            raise LastTryRefused(last_try_text(label))
+            raise LastTryRefused(last_try_text(which))
         current, new = read_stdin_pins()
-        run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=args.allow_last_try))
+        changing(which, run, card.change_pin(which, pin=current, new_pin=new,
+                                             allow_last_try=args.allow_last_try))  # fmt: skip
         return
     terminal = stdin_is_tty()
     if in_desktop_session():
         print(TEXT["waiting"].format(label=label), file=sys.stderr, flush=True)
         try:
-            run(card.change_pin(which, allow_last_try=args.allow_last_try))
+            changing(which, run, card.change_pin(which, allow_last_try=args.allow_last_try))
             return
         except errors.PinRequired as exc:
             # No dialog could be shown: ask here when this is a terminal.
@@ -227,14 +241,24 @@ def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
             print(fallback_line(exc), file=sys.stderr, flush=True)
         tries = changeable_tries(run(card.get_pin_status()), which)
     elif not terminal:
-        run(card.change_pin(which, allow_last_try=args.allow_last_try))
+        changing(which, run, card.change_pin(which, allow_last_try=args.allow_last_try))
         return
     current, new, allow = ask_change_on_terminal(which, tries, args.allow_last_try)
-    run(card.change_pin(which, pin=current, new_pin=new, allow_last_try=allow))
+    changing(which, run, card.change_pin(which, pin=current, new_pin=new, allow_last_try=allow))
+
+
+def changing(which: str, run: Run[Any], coroutine: Coroutine[Any, Any, Any]) -> None:
+    """``run(coroutine)``, a PIN change: a wrong or locked PIN told as the PIN ``which``, and
+    that nothing was changed."""
+    try:
+        labelled(which, run, coroutine)
+    except errors.PinIncorrect as exc:
+        text = TEXT["not-changed"].format(wrong=exc.text, label=pin_label(which))
+        raise local(errors.PinIncorrect(text, exc.tries_left)) from exc
 
 
 def run_change(args: argparse.Namespace) -> int:
     with session() as (call, card):
         change(call, card, args)
-    print(TEXT["changed"].format(label=POLICIES[args.which].label_en))
+    print(TEXT["changed"].format(label=pin_label(args.which)))
     return ExitCode.OK

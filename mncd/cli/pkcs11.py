@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from mncd.cli.errors import ExitCode, SetupError
+from mncd.cli.text import _, subcommand
 from mncd.pkcs11.location import address, socket_path
 
 #: The name of the module in NSS databases and the marker of the module file.
@@ -34,19 +35,22 @@ PROXY_CANDIDATES = ("/usr/lib/*/p11-kit-proxy.so", "/usr/lib64/p11-kit-proxy.so"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser(
-        "pkcs11", help="let PKCS#11 applications (browsers, ssh, GnuTLS) use the card via mncd"
-    )
-    actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command = subcommand(
+        sub, "pkcs11", _("let PKCS#11 applications (browsers, ssh, GnuTLS) use the card via mncd"),
+        _("Let browsers and other PKCS#11 applications use the card through mncd, with p11-kit's "
+          "proxy module. The PIN is asked by mncd's own dialog when an application needs it."),
+        "mncctl pkcs11 install", "mncctl pkcs11 uninstall",
+    )  # fmt: skip
+    actions = command.add_subparsers(dest="action", required=True, metavar=_("ACTION"))
     for name, text in (
-        ("install", "write the p11-kit module file and register it in NSS databases"),
-        ("uninstall", "remove the module file and the NSS registrations"),
+        ("install", _("write the p11-kit module file and register it in NSS databases")),
+        ("uninstall", _("remove the module file and the NSS registrations")),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument(
             "--nss", action="append", type=Path, metavar="DIR", default=None,
-            help="an NSS database directory (repeatable; default: ~/.pki/nssdb and every "
-            "Firefox profile)",
+            help=_("an NSS database directory (repeatable; default: ~/.pki/nssdb and every "
+                   "Firefox profile)"),
         )  # fmt: skip
         action.set_defaults(func=install if name == "install" else uninstall)
 
@@ -79,12 +83,12 @@ def proxy_module() -> str:
         found = sorted(glob.glob(pattern))
         if found:
             return found[0]
-    raise SetupError("p11-kit-proxy.so is missing: install Debian's p11-kit package")
+    raise SetupError(_("p11-kit-proxy.so is missing: install Debian's p11-kit package"))
 
 
 def _modutil(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("modutil") is None:
-        raise SetupError("modutil is missing: install Debian's libnss3-tools package")
+        raise SetupError(_("modutil is missing: install Debian's libnss3-tools package"))
     return subprocess.run(["modutil", *args, "-force"], capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
 
@@ -92,7 +96,9 @@ def _modutil(*args: str) -> subprocess.CompletedProcess[str]:
 def _registered(db: Path) -> bool:
     listed = _modutil("-dbdir", f"sql:{db}", "-list")
     if listed.returncode != 0:
-        raise SetupError(f"modutil cannot read {db}: {_last_line(listed)}")
+        raise SetupError(
+            _("modutil cannot read {db}: {error}").format(db=db, error=_last_line(listed))
+        )
     return f"{MODULE_NAME}\n" in listed.stdout.replace("Name: ", "")
 
 
@@ -104,24 +110,28 @@ def _last_line(done: subprocess.CompletedProcess[str]) -> str:
 def install(args: argparse.Namespace) -> int:
     socket = socket_path()
     if socket is None:
-        raise SetupError("XDG_RUNTIME_DIR is not set: the daemon's socket has no place")
+        raise SetupError(_("XDG_RUNTIME_DIR is not set: the daemon's socket has no place"))
     path = module_file()
     if path.exists() and MARKER not in path.read_text(errors="replace"):
-        raise SetupError(f"{path} exists and was not written by mncctl; not touched")
+        raise SetupError(
+            _("{path} exists and was not written by mncctl; not touched").format(path=path)
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, module_text(socket))
-    print(f"p11-kit module file: {path} (remote: {address(socket)})")
+    print(_("p11-kit module file: {path} (remote: {remote})").format(
+        path=path, remote=address(socket)))  # fmt: skip
     databases = nss_databases(args.nss)
     if databases:
         library = proxy_module()
         for db in databases:
             if _registered(db):
-                print(f"NSS database {db}: already registered")
+                print(_("NSS database {db}: already registered").format(db=db))
                 continue
             added = _modutil("-dbdir", f"sql:{db}", "-add", MODULE_NAME, "-libfile", library)
             if added.returncode != 0:
-                raise SetupError(f"modutil could not register in {db}: {_last_line(added)}")
-            print(f"NSS database {db}: registered ({library})")
+                raise SetupError(_("modutil could not register in {db}: {error}").format(
+                    db=db, error=_last_line(added)))  # fmt: skip
+            print(_("NSS database {db}: registered ({library})").format(db=db, library=library))
     return ExitCode.OK
 
 
@@ -129,17 +139,17 @@ def uninstall(args: argparse.Namespace) -> int:
     path = module_file()
     if path.exists():
         if MARKER not in path.read_text(errors="replace"):
-            raise SetupError(f"{path} was not written by mncctl; not removed")
+            raise SetupError(_("{path} was not written by mncctl; not removed").format(path=path))
         path.unlink()
-        print(f"removed {path}")
+        print(_("removed {path}").format(path=path))
     for db in nss_databases(args.nss):
         if not _registered(db):
             continue
         deleted = _modutil("-dbdir", f"sql:{db}", "-delete", MODULE_NAME)
         if deleted.returncode != 0:
-            raise SetupError(f"modutil could not remove the module from {db}: "
-                             f"{_last_line(deleted)}")  # fmt: skip
-        print(f"NSS database {db}: removed")
+            raise SetupError(_("modutil could not remove the module from {db}: {error}").format(
+                db=db, error=_last_line(deleted)))  # fmt: skip
+        print(_("NSS database {db}: removed").format(db=db))
     return ExitCode.OK
 
 

@@ -21,62 +21,66 @@ from mncd.cli.files import read_payload, verify_signature
 from mncd.cli.output import certificate_summary
 from mncd.cli.pin import PinRequest, add_pin_arguments, call_with_pin
 from mncd.cli.session import session
+from mncd.cli.text import N_, _, subcommand
 from mncd.documents.files import check_output, write_private
 
-CERTIFICATE_NOTE = (
-    "it holds your name, address, birth date and sex: share it only with whom it is for "
-    "(氏名・住所・生年月日・性別が含まれます)"
+CERTIFICATE_NOTE = N_(
+    "it holds your name, address, birth date and sex: share it only with whom it is for"
 )
-DOCUMENT_NOTE = (
-    "it carries your signing certificate, with your name, address, birth date and sex "
-    "(署名用電子証明書を含みます)"
+DOCUMENT_NOTE = N_(
+    "it carries your signing certificate, with your name, address, birth date and sex"
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser(
-        "sign",
-        help="sign a PDF (--pdf), a file as CMS (--cms) or raw bytes with the signing "
-        "certificate (署名用)",
-        description="Sign with the signing certificate (署名用電子証明書): --pdf gives a signed "
-        "PDF the Legal Affairs Bureau accepts, --cms a detached CMS signature (.p7s), FILE "
-        "alone a raw PKCS#1 v1.5 signature for scripts.",
-    )
-    command.add_argument("file", type=Path, nargs="?", metavar="FILE", help="raw mode: the file")
+    command = subcommand(
+        sub, "sign",
+        _("sign a PDF (--pdf), a file as CMS (--cms) or raw bytes with the signing certificate"),
+        _("Sign with the signing certificate: --pdf gives a signed PDF the Legal Affairs Bureau "
+          "accepts, --cms a detached CMS signature (.p7s), FILE alone a raw PKCS#1 v1.5 "
+          "signature for scripts. Needs the signing password (6 to 16 characters: capital "
+          "letters A-Z and digits 0-9); each signature uses one."),
+        "mncctl sign --pdf form.pdf -o signed.pdf",
+        "mncctl sign --cms contract.txt",
+        "printf '%s\\n' \"$PASSWORD\" | mncctl sign --pin-stdin data.bin",
+    )  # fmt: skip
+    command.add_argument("file", type=Path, nargs="?", metavar="FILE", help=_("raw mode: the file"))
     what = command.add_mutually_exclusive_group()
-    what.add_argument("--pdf", type=Path, metavar="IN.pdf", help="sign this PDF (-o OUT.pdf)")
-    what.add_argument("--cms", type=Path, metavar="FILE", help="detached CMS signature of FILE")
+    what.add_argument("--pdf", type=Path, metavar="IN.pdf", help=_("sign this PDF (-o OUT.pdf)"))
+    what.add_argument("--cms", type=Path, metavar="FILE", help=_("detached CMS signature of FILE"))
     command.add_argument(
         "--output", "-o", type=Path, metavar="OUT",
-        help="the signed PDF (required with --pdf); default FILE.p7s (--cms), FILE.sig (raw)",
+        help=_("the signed PDF (required with --pdf); default FILE.p7s (--cms), FILE.sig (raw)"),
     )  # fmt: skip
     command.add_argument(
         "--certificate", "--cert-output", dest="certificate", type=Path, metavar="CRT",
-        help="also write the signing certificate (DER, 0600; it holds personal data)",
+        help=_("also write the signing certificate (DER, 0600; it holds personal data)"),
     )  # fmt: skip
-    command.add_argument("--force", action="store_true", help="replace existing output files")
-    pdf = command.add_argument_group("PDF signatures (--pdf)")
-    pdf.add_argument("--reason", metavar="TEXT", help="/Reason of the signature")
-    pdf.add_argument("--location", metavar="TEXT", help="/Location of the signature")
-    pdf.add_argument("--name", metavar="TEXT", help="/Name (default: the name in the certificate)")
+    command.add_argument("--force", action="store_true", help=_("replace existing output files"))
+    pdf = command.add_argument_group(_("PDF signatures (--pdf)"))
+    pdf.add_argument("--reason", metavar="TEXT", help=_("/Reason of the signature"))
+    pdf.add_argument("--location", metavar="TEXT", help=_("/Location of the signature"))
+    pdf.add_argument(
+        "--name", metavar="TEXT", help=_("/Name (default: the name in the certificate)")
+    )
     pdf.add_argument(
         "--pades", action="store_true",
-        help="PAdES B-B (ETSI.CAdES.detached) instead of adbe.pkcs7.detached, which the "
-        "Legal Affairs Bureau requires",
+        help=_("PAdES B-B (ETSI.CAdES.detached) instead of adbe.pkcs7.detached, which the "
+               "Legal Affairs Bureau requires"),
     )  # fmt: skip
-    add_pin_arguments(command)
+    add_pin_arguments(command, "sign")
     command.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     given = [name for name in ("file", "pdf", "cms") if getattr(args, name) is not None]
     if len(given) != 1:
-        raise UsageError("give one of FILE, --pdf IN.pdf or --cms FILE")
+        raise UsageError(_("Give one of FILE, --pdf IN.pdf or --cms FILE."))
     if args.pdf is None and (args.reason or args.location or args.name or args.pades):
-        raise UsageError("--reason, --location, --name and --pades go with --pdf")
+        raise UsageError(_("--reason, --location, --name and --pades go with --pdf."))
     if args.pdf is not None or args.cms is not None:
         if args.hash != "sha256":
-            raise UsageError("documents are signed with SHA-256 (--hash is for raw signatures)")
+            raise UsageError(_("Documents are signed with SHA-256; --hash is for raw signatures."))
         return sign_document(args)
     return sign_raw(args)
 
@@ -91,8 +95,11 @@ def _write_certificate(args: argparse.Namespace, certificate: bytes) -> None:
         return
     write_private(args.certificate, certificate, force=args.force)
     summary = certificate_summary(certificate)
-    print(f"certificate: {args.certificate}" + (f" ({summary})" if summary else ""))
-    print(f"  note: {CERTIFICATE_NOTE}")
+    if summary:
+        print(_("certificate: {path} ({summary})").format(path=args.certificate, summary=summary))
+    else:
+        print(_("certificate: {path}").format(path=args.certificate))
+    print(_("  note: {note}").format(note=_(CERTIFICATE_NOTE)))
 
 
 def sign_raw(args: argparse.Namespace) -> int:
@@ -114,11 +121,16 @@ def sign_raw(args: argparse.Namespace) -> int:
     if not verify_signature(
         signed.certificate, signed.signature, payload.data, args.hash, prehashed=payload.is_digest
     ):
-        raise VerificationError("the signature does not verify against the signing certificate")
+        raise VerificationError(
+            _("The signature does not verify against the signing certificate; nothing was written.")
+        )
     write_private(sig_path, signed.signature, force=args.force)
-    how = f"{args.hash} digest computed locally" if payload.is_digest else args.hash
-    print(f"signed {source} (raw PKCS#1 v1.5 signature, {how})")
-    print(f"signature:   {sig_path}")
+    if payload.is_digest:
+        how = _("{hash} digest computed locally").format(hash=args.hash)
+    else:
+        how = args.hash
+    print(_("signed {file} (raw PKCS#1 v1.5 signature, {how})").format(file=source, how=how))
+    print(_("signature:   {path}").format(path=sig_path))
     _write_certificate(args, signed.certificate)
     return ExitCode.OK
 
@@ -127,7 +139,7 @@ def _warn(lines: list[str], shown: set[str]) -> None:
     for line in lines:
         if line not in shown:
             shown.add(line)
-            print(f"mncctl: warning: {line}", file=sys.stderr)
+            print(_("mncctl: warning: {line}").format(line=line), file=sys.stderr)
 
 
 def sign_document(args: argparse.Namespace) -> int:
@@ -141,7 +153,7 @@ def sign_document(args: argparse.Namespace) -> int:
     source: Path = args.pdf if args.pdf is not None else args.cms
     if args.pdf is not None:
         if args.output is None:
-            raise UsageError("--pdf needs the output file: -o OUT.pdf")
+            raise UsageError(_("--pdf needs the output file: -o OUT.pdf"))
         output: Path = args.output
         with open_input(source) as stream:
             open_pdf(stream, source)  # not a PDF, damaged, encrypted, locked: before any PIN
@@ -168,11 +180,21 @@ def sign_document(args: argparse.Namespace) -> int:
         result = call_with_pin(PinRequest.from_args(args, "sign"), call, card, operation)
     _warn(result.warnings, shown)
     if args.pdf is not None:
-        print(f"signed {source} → {output} ({result.subfilter}, SHA-256)")
+        print(
+            _("signed {file} → {output} ({kind}, SHA-256)").format(
+                file=source, output=output, kind=result.subfilter
+            )
+        )
         print(f"  /Name: {result.name}")
     else:
-        print(f"signed {source} → {output} (detached CMS, SHA-256)")
-    print(f"  signing time: {result.signing_time.isoformat()}")
-    print(f"  note: {output} is readable by you only (0600): {DOCUMENT_NOTE}")
+        print(
+            _("signed {file} → {output} (detached CMS, SHA-256)").format(file=source, output=output)
+        )
+    print(_("  signing time: {time}").format(time=result.signing_time.isoformat()))
+    print(
+        _("  note: {file} is readable by you only (0600): {note}").format(
+            file=output, note=_(DOCUMENT_NOTE)
+        )
+    )
     _write_certificate(args, result.certificate)
     return ExitCode.OK

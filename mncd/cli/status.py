@@ -7,11 +7,20 @@ import argparse
 from mncd.cli.errors import ExitCode
 from mncd.cli.output import format_status, status_json
 from mncd.cli.session import session
+from mncd.cli.text import _, subcommand
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("status", help="show the card, reader and certificate status")
-    command.add_argument("--json", action="store_true", help="print the status as JSON")
+    command = subcommand(
+        sub, "status", _("show the card, reader and certificate status"),
+        _("Show the reader, the card and both certificates: their state, expiry and what to do "
+          "next. Needs no PIN."),
+        "mncctl status", "mncctl status --json",
+    )  # fmt: skip
+    command.add_argument(
+        "--json", action="store_true",
+        help=_("print the status as JSON (values not known are null)"),
+    )  # fmt: skip
     command.set_defaults(func=run)
 
 

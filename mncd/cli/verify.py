@@ -12,32 +12,35 @@ import logging
 from pathlib import Path
 
 from mncd.cli.errors import ExitCode, UsageError
+from mncd.cli.text import N_, Texts, _, ngettext, subcommand
 
-VERDICT_TEXT = {
-    "valid": "valid (有効)",
-    "untrusted": "intact, but not anchored at a known CA (検証できない認証局)",
-    "invalid": "INVALID (無効)",
-}
+VERDICT_TEXT = Texts(
+    {
+        "valid": N_("valid"),
+        "untrusted": N_("intact, but not anchored at a known CA"),
+        "invalid": N_("INVALID"),
+    }
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser(
-        "verify",
-        help="verify a signed PDF or a detached CMS signature (offline)",
-        description="Verify every signature of a PDF, or a file against its detached CMS "
-        "signature, and the signer's certificate up to J-LIS's CAs (bundled) or a CA given "
-        "with --ca. Exit codes: 0 valid, 7 invalid, 8 intact but not anchored.",
-    )
-    command.add_argument("file", type=Path, metavar="FILE", help="a signed PDF, or the file")
+    command = subcommand(
+        sub, "verify", _("verify a signed PDF or a detached CMS signature (offline)"),
+        _("Verify every signature of a PDF, or a file against its detached CMS signature, and "
+          "the signer's certificate up to J-LIS's CAs (bundled) or a CA given with --ca. Needs "
+          "no card and no PIN. Exit codes: 0 valid, 7 invalid, 8 intact but not anchored."),
+        "mncctl verify signed.pdf", "mncctl verify contract.txt --signature contract.txt.p7s",
+    )  # fmt: skip
+    command.add_argument("file", type=Path, metavar="FILE", help=_("a signed PDF, or the file"))
     command.add_argument(
         "--signature", type=Path, metavar="FILE.p7s",
-        help="the detached CMS signature of FILE (default for a file that is not a PDF: "
-        "FILE.p7s)",
+        help=_("the detached CMS signature of FILE (default for a file that is not a PDF: "
+               "FILE.p7s)"),
     )  # fmt: skip
     command.add_argument(
         "--ca", type=Path, action="append", default=[], metavar="CA.pem",
-        help="also trust this CA certificate (PEM or DER; e.g. the virtual card's test CA); "
-        "may be repeated",
+        help=_("also trust this CA certificate (PEM or DER; e.g. the virtual card's test CA); "
+               "may be repeated"),
     )  # fmt: skip
     command.set_defaults(func=run)
 
@@ -65,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.file.is_file() or not candidate.exists():
             if args.file.is_file():
                 raise UsageError(
-                    f"{args.file} is not a PDF: give its detached signature with --signature"
+                    _("{file} is not a PDF: give its detached signature with --signature").format(
+                        file=args.file
+                    )
                 )
             open_input(args.file).close()  # says why it cannot be read
         signature = candidate
@@ -87,24 +92,37 @@ def print_report(result: object) -> None:
 
     assert isinstance(result, Verification)
     count = len(result.signatures)
-    kind = "PDF" if result.kind == "pdf" else "file with a detached CMS signature"
-    print(f"{result.file}: {kind}, {count} signature{'s' if count != 1 else ''}")
+    kind = _("PDF") if result.kind == "pdf" else _("file with a detached CMS signature")
+    signatures = ngettext("{n} signature", "{n} signatures", count).format(n=count)
+    print(f"{result.file}: {kind}, {signatures}")
     for problem in result.problems:
-        print(f"  problem: {problem}")
+        print(_("  problem: {problem}").format(problem=problem))
     for number, check in enumerate(result.signatures, 1):
-        print(f"signature {number} ({check.label}): {VERDICT_TEXT[check.verdict.value]}")
+        print(
+            _("signature {number} ({label}): {verdict}").format(
+                number=number, label=check.label, verdict=VERDICT_TEXT[check.verdict.value]
+            )
+        )
         if check.signer:
-            print(f"  signed by:  {check.signer}")
+            print(_("  signed by:  {signer}").format(signer=check.signer))
         if check.signed_at is not None:
-            print(f"  signed at:  {check.signed_at.isoformat()} (as the signer's computer says)")
+            print(
+                _("  signed at:  {time} (as the signer's computer says)").format(
+                    time=check.signed_at.isoformat()
+                )
+            )
         if check.covers:
-            print(f"  covers:     {check.covers}")
+            print(_("  covers:     {covers}").format(covers=check.covers))
         if check.serial:
-            print(f"  certificate: serial {check.serial.upper()}, issuer {check.issuer}")
-        print(f"  chain:      {check.anchor or 'not anchored'}")
+            print(
+                _("  certificate: serial {serial}, issuer {issuer}").format(
+                    serial=check.serial.upper(), issuer=check.issuer
+                )
+            )
+        print(_("  chain:      {chain}").format(chain=check.anchor or _("not anchored")))
         for problem in check.problems:
-            print(f"  problem: {problem}")
+            print(_("  problem: {problem}").format(problem=problem))
         for note in check.notes:
-            print(f"  note: {note}")
+            print(_("  note: {note}").format(note=note))
     print(REVOCATION_NOTE)
-    print(f"result: {VERDICT_TEXT[result.verdict.value]}")
+    print(_("result: {verdict}").format(verdict=VERDICT_TEXT[result.verdict.value]))

@@ -8,12 +8,18 @@ import datetime as dt
 from mncd.cli.errors import ExitCode
 from mncd.cli.output import format_event
 from mncd.cli.session import session
+from mncd.cli.text import _, subcommand
 from mncd.client import BusUnavailable, Event
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("watch", help="print the daemon's signals until Ctrl-C")
-    command.add_argument("--json", action="store_true", help="one JSON object per line")
+    command = subcommand(
+        sub, "watch", _("print the daemon's signals until Ctrl-C"),
+        _("Print each signal and property change of mncd as it happens, until Ctrl-C. Needs no "
+          "PIN."),
+        "mncctl watch", "mncctl watch --json",
+    )  # fmt: skip
+    command.add_argument("--json", action="store_true", help=_("one JSON object per line"))
     command.set_defaults(func=run)
 
 
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                 status = await card.get_status()
                 emit(Event("Status", {"state": status.state, "readers": list(status.readers)}))
                 await card.wait_closed()
-                raise BusUnavailable("lost the connection to the session bus")
+                raise BusUnavailable(_("Lost the connection to the session bus."))
 
             call(watch())
     except KeyboardInterrupt:
