@@ -278,28 +278,35 @@ class CardCache:
         return data
 
     def _read_private(self, path: Path, limit: int) -> bytes | None:
-        """The content of a private regular file of ours (at most ``limit`` + 1 bytes), or
-        None when it is absent or not to be trusted (then it is moved aside)."""
+        """The content of a private regular file of ours of at most ``limit`` bytes, or None
+        when it is absent or not to be trusted (then it is moved aside)."""
         try:
+            # O_NONBLOCK: a FIFO planted under one of our names must not hang the daemon.
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("%s cannot be opened (%s); ignoring it", path.name, exc)
+            log.warning("cache file %s cannot be opened (%s); ignoring it", path.name, exc)
             self._quarantine(path, "unreadable")
             return None
+        data = None
         try:
             info = os.fstat(fd)
-            trusted = (
-                stat.S_ISREG(info.st_mode)
-                and info.st_uid == os.getuid()
-                and not info.st_mode & 0o077
-            )
-            data = os.read(fd, limit + 1) if trusted else None
+            if not stat.S_ISREG(info.st_mode):
+                reason = "not a regular file"
+            elif info.st_uid != os.getuid():
+                reason = "owned by another user"
+            elif info.st_mode & 0o077:
+                reason = "readable or writable by others"
+            elif info.st_size > limit:
+                reason = "too large"
+            else:
+                reason = ""
+                data = os.read(fd, limit + 1)
         finally:
             os.close(fd)
-        if data is None:
-            log.warning("%s is not a private file of this user; not trusting it", path.name)
+        if reason:
+            log.warning("cache file %s is %s; not trusting it", path.name, reason)
             self._quarantine(path, "untrusted")
         return data
 
@@ -332,33 +339,8 @@ class CardCache:
         return records[0] if records else None
 
     def _load_path(self, path: Path) -> CardRecord | None:
-        try:
-            # O_NONBLOCK: a FIFO planted under a cache name must not hang the daemon.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.warning("cache file %s cannot be opened (%s); ignoring it", path.name, exc)
-            self._quarantine(path, "unreadable")
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                reason = "not a regular file"
-            elif info.st_uid != os.getuid():
-                reason = "owned by another user"
-            elif info.st_mode & 0o077:
-                reason = "readable or writable by others"
-            elif info.st_size > MAX_FILE_SIZE:
-                reason = "too large"
-            else:
-                reason = ""
-                raw = os.read(fd, MAX_FILE_SIZE + 1)
-        finally:
-            os.close(fd)
-        if reason:
-            log.warning("cache file %s is %s; not trusting it", path.name, reason)
-            self._quarantine(path, "untrusted")
+        raw = self._read_private(path, MAX_FILE_SIZE)
+        if raw is None:
             return None
         try:
             record = CardRecord.from_json(json.loads(raw.decode("utf-8")))
