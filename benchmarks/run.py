@@ -22,6 +22,9 @@ from .stack import SPEEDS, Stack
 from .stats import Row, table, write_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+#: What ``--only`` can choose: the bus (GetStatus, RSS), the card operations (Sign, Authenticate,
+#: OpenSC, APDUs, insertion), signed documents, and start-up.
+PARTS = ("bus", "cards", "documents", "startup")
 SECTIONS = ("getstatus", "sign", "documents", "opensc", "apdus", "insertion", "startup", "rss")
 
 #: Iterations: the full run stays well under 5 minutes, --quick near 1 minute.
@@ -120,17 +123,22 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await stack.wait_card_read()
         log(f"stack up: pcscd + vpcd + card, bus, mncd (name owned after {took * 1000:.0f} ms)")
         await asyncio.sleep(0.5)  # let the daemon settle before its idle RSS is read
-        rows += await bus.measure(stack, config["bus"], log)
+        if "bus" in args.only:
+            rows += await bus.measure(stack, config["bus"], log)
         if args.profile:
             profiled = await profiling.getstatus(stack, args.json.parent, args.profile, log)
-        card_bench = await cards.CardBench(stack, log).start()
+        if "cards" in args.only:
+            card_bench = await cards.CardBench(stack, log).start()
         for n, speed in enumerate(speeds):
             log(f"card speed {speed.name}: {speed.note}")
-            card_config = config["cards"][speed.name]
-            rows += await card_bench.measure(speed, card_config, counts=n == 0)
-            rows += await document_bench.measure(stack, speed, config["documents_rounds"], log)
-        rows += await startup.status_command(stack, config["client_starts"], log)
-        rows += await startup.measure(stack, config["cold_starts"], log)
+            if card_bench is not None:
+                card_config = config["cards"][speed.name]
+                rows += await card_bench.measure(speed, card_config, counts=n == 0)
+            if "documents" in args.only:
+                rows += await document_bench.measure(stack, speed, config["documents_rounds"], log)
+        if "startup" in args.only:
+            rows += await startup.status_command(stack, config["client_starts"], log)
+            rows += await startup.measure(stack, config["cold_starts"], log)
     finally:
         if card_bench is not None:
             card_bench.close()
@@ -142,6 +150,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "format": 1,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "parts": list(args.only),
         "duration_s": round(duration, 1),
         "machine": machine(),
         "cards": {s.name: dataclasses.asdict(s) for s in speeds},
@@ -173,6 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also sample the daemon with py-spy under GetStatus load (default 5 s); "
         "writes getstatus-profile.* beside the JSON",
     )  # fmt: skip
+    parser.add_argument(
+        "--only", default=",".join(PARTS), metavar="PARTS",
+        help=f"what to run, comma-separated, from {', '.join(PARTS)} (default: all)",
+    )  # fmt: skip
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -180,6 +193,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.cards if name not in SPEEDS]
     if unknown or not args.cards:
         parser.error(f"unknown card speed(s) {', '.join(unknown)}; choose from {', '.join(SPEEDS)}")
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in args.only if name not in PARTS]
+    if unknown or not args.only:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     return args
 
 

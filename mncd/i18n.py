@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import gettext
+import os
 from pathlib import Path
 
 DOMAIN = "mncd"
 LOCALE_DIR = Path(__file__).parent / "locale"
+#: The environment variables gettext chooses the language from, in its order.
+LANGUAGE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+
+#: Catalogs already looked up: gettext searches the file system on every call otherwise.
+_catalogs: dict[tuple[str, ...], gettext.NullTranslations] = {}
 
 
 def translator(languages: list[str] | None = None) -> gettext.NullTranslations:
     """The catalog for ``languages`` or, by default, the locale of the environment
     (LANGUAGE, LC_ALL, LC_MESSAGES, LANG); English when none matches."""
-    return gettext.translation(DOMAIN, LOCALE_DIR, languages=languages, fallback=True)
+    if languages is None:
+        key = ("environment", *(os.environ.get(name, "") for name in LANGUAGE_VARIABLES))
+    else:
+        key = ("languages", *languages)
+    catalog = _catalogs.get(key)
+    if catalog is None:
+        catalog = gettext.translation(DOMAIN, LOCALE_DIR, languages=languages, fallback=True)
+        _catalogs[key] = catalog
+    return catalog

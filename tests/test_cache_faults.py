@@ -127,6 +127,49 @@ def test_bad_cache_file_is_quarantined_and_rebuilt(tmp_path, card_pki, how):
     faultstats.fault()
 
 
+def test_a_summary_changed_on_disk_is_noticed_without_parsing(tmp_path, card_pki):
+    """The summary kept with a public certificate is bound to it by a checksum: a later date
+    written over it is caught, although the DER and its fingerprint still agree."""
+    cache = CardCache(tmp_path / "mncd")
+    good = record_for(card_pki)
+    cache.save(good)
+    path = cache.path_for(good.card_id)
+    data = json.loads(path.read_text())
+    data["certificates"]["auth"]["not_after"] += 365 * 86400
+    path.write_text(json.dumps(data))
+    assert cache.load(good.card_id) is None
+    assert quarantined(cache.cards_dir, path.name)
+
+
+def test_a_record_from_before_the_checksum_is_read_from_its_der(tmp_path, card_pki):
+    cache = CardCache(tmp_path / "mncd")
+    good = record_for(card_pki)
+    cache.save(good)
+    path = cache.path_for(good.card_id)
+    data = json.loads(path.read_text())
+    for entry in data["certificates"].values():
+        entry.pop("summary_sha256", None)
+    data["certificates"]["auth"]["serial"] = "ff"  # the DER is the truth for such a record
+    path.write_text(json.dumps(data))
+    assert cache.load(good.card_id) == good
+
+
+def test_loading_the_cache_parses_no_certificate(tmp_path, card_pki):
+    """The daemon reads its cache before cryptography is imported (see test_startup)."""
+    cache = CardCache(tmp_path / "mncd")
+    cache.save(record_for(card_pki))
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mncd.daemon.cache import CardCache\n"
+        f"records = CardCache(Path({str(cache.root)!r})).all()\n"
+        "print(len(records), records[0].auth.der is not None, 'cryptography' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    assert done.stdout.split() == ["1", "True", "False"]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mncd.jpki import calendar
-from mncd.jpki.certificates import CURRENT_CARD, NEXT_GENERATION, CertificateSummary
+from mncd.jpki.summary import CURRENT_CARD, NEXT_GENERATION, CertificateSummary
 
 JST = ZoneInfo("Asia/Tokyo")
 #: A real certificate's end: 2027-03-10 23:59:59 in Japan.

@@ -9,7 +9,7 @@ import pytest
 
 from mncd.desktop import notices
 from mncd.i18n import LOCALE_DIR
-from mncd.jpki.certificates import CertificateSummary
+from mncd.jpki.summary import CertificateSummary
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 

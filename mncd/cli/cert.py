@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mncd.cli.errors import ExitCode, UsageError
 from mncd.cli.files import check_output
-from mncd.cli.output import display_width, format_days_left, format_serial, pad
+from mncd.cli.output import format_days_left, format_serial, pad
 from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
-from mncd.cli.text import N_, Texts, _, subcommand
+from mncd.cli.text import N_, Texts, _, display_width, subcommand
 from mncd.client import MyNumberCard
 from mncd.jpki.calendar import JAPAN
 from mncd.jpki.details import CertificateDetails, PersonalDetails, describe, personal_data

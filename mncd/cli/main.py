@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from mncd import __version__
 from mncd.cli.errors import ExitCode, error_line, exit_code
-from mncd.cli.text import _, use_catalog_for_argparse
+from mncd.cli.text import ArgumentParser, _, use_catalog_for_argparse
 
 #: Each command and the module of mncd.cli that registers it, in the order ``--help`` lists them.
 #: A module is imported only when its command runs (or for the list in ``--help``), so that
@@ -51,13 +51,16 @@ COMMANDS = {
 }
 
 
-def _command_of(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names, if it names one before any option (else None: all are needed)."""
+def _commands_for(argv: Sequence[str]) -> Sequence[str]:
+    """The commands the parser needs for ``argv``: the one it names, none for ``--version``,
+    every one otherwise (``--help`` lists them, a usage error names them)."""
     for arg in argv:
+        if arg == "--version":
+            return ()
         if arg.startswith("-"):
-            return None
-        return arg if arg in COMMANDS else None
-    return None
+            return tuple(COMMANDS)
+        return (arg,) if arg in COMMANDS else tuple(COMMANDS)
+    return tuple(COMMANDS)
 
 
 def exit_codes_text() -> str:
@@ -72,20 +75,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser of mncctl, in the user's language: for ``argv``'s command alone when
     it names one."""
     use_catalog_for_argparse()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mncctl",
         description=_("Command-line client of mncd, the My Number Card daemon."),
         epilog=_("examples:\n  mncctl status\n  mncctl sign --pdf form.pdf -o signed.pdf\n"
                  "  mncctl doctor\n\n") + exit_codes_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument(
         "--version", action="version", version=f"mncctl {__version__}",
         help=_("show the version and exit"),
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"))
-    command = None if argv is None else _command_of(argv)
-    for name in (command,) if command else COMMANDS:
+    for name in COMMANDS if argv is None else _commands_for(argv):
         importlib.import_module(f"mncd.cli.{COMMANDS[name]}").register(sub)
     return parser
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import gettext
 import json
-import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD
-from mncd.cli.text import N_, _, ngettext
+from mncd.cli.text import N_, _, display_width, ngettext
 from mncd.client import CertificateStatus, Event, KnownCard, Status, plain
+from mncd.i18n import translator
 from mncd.jpki.calendar import JAPAN
 
 MAX_PIN_TRIES = {
@@ -124,11 +126,6 @@ def next_step(which: str, cert: CertificateStatus) -> str:
     return ""
 
 
-def display_width(text: str) -> int:
-    """Columns ``text`` takes on a terminal (wide and full-width characters take two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
 def pad(text: str, width: int) -> str:
     """``text`` followed by spaces up to ``width`` terminal columns."""
     return text + " " * max(0, width - display_width(text))
@@ -199,7 +196,12 @@ def format_pin_tries(tries: int | None, maximum: int) -> str:
 
 def label_width() -> int:
     """Columns of the status table's labels with their indent, in the user's language."""
-    return INDENT + max(display_width(_(label)) for label in LABELS)
+    return _label_width(translator())
+
+
+@functools.cache
+def _label_width(catalog: gettext.NullTranslations) -> int:
+    return INDENT + max(display_width(catalog.gettext(label)) for label in LABELS)
 
 
 def _line(label: str, value: str, indent: str = " " * INDENT) -> str:

@@ -1,8 +1,10 @@
 """Persistent per-card cache under ``$XDG_STATE_HOME/mncd``: private, atomic, never trusted blindly.
 
 One JSON file per card (``cards/<card id>.json``). Kept in clear: the public certificates
-(authentication certificate and both CA certificates) and, for the signing certificate, only its
-summary (dates, serial, fingerprint, issuer). The signing certificate itself carries name, address,
+(authentication certificate and both CA certificates) with their summaries, and, for the signing
+certificate, only its summary (dates, serial, fingerprint, issuer). A summary kept with its DER is
+bound to it (its fingerprint is the DER's SHA-256, a checksum covers the summary), so loading the
+cache parses no certificate. The signing certificate itself carries name, address,
 birth date and sex, which the card guards with the signing password; it is never written here.
 The card's manufacture number is kept only as a keyed hash (HMAC-SHA-256 under a random salt of
 this user, ``salt``), enough to recognise the same physical card again and nothing more.
@@ -24,13 +26,12 @@ import logging
 import math
 import os
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mncd.jpki import certificates
+from mncd.jpki.summary import CertificateSummary
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,28 @@ def default_root() -> Path:
     return Path(base) / "mncd"
 
 
+def summarize(der: bytes) -> CertificateSummary:
+    """The public summary of a DER certificate (CertificateError when it is none).
+
+    The X.509 parser, and cryptography with it, is imported here on first use: the daemon
+    loads its cache and is ready without it.
+    """
+    from mncd.jpki import certificates
+
+    return certificates.summarize(der)
+
+
 @dataclass
 class CertificateRecord:
     """A certificate as cached: its public summary, and the DER only when it is public."""
 
-    summary: certificates.CertificateSummary
+    summary: CertificateSummary
     der: bytes | None = None
+
+    @classmethod
+    def of(cls, der: bytes) -> CertificateRecord:
+        """A public certificate with the summary read from it."""
+        return cls(summarize(der), der)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -64,18 +81,14 @@ class CertificateRecord:
             "algorithm": self.summary.algorithm,
         }
         if self.der is not None:
+            out["summary_sha256"] = _summary_checksum(out)
             out["der"] = base64.b64encode(self.der).decode("ascii")
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CertificateRecord:
         der = base64.b64decode(data["der"], validate=True) if "der" in data else None
-        if der is not None:
-            summary = certificates.summarize(der)  # recomputed: a DER on disk is the truth
-            if summary.fingerprint != data["fingerprint"]:
-                raise ValueError("certificate does not match its fingerprint")
-            return cls(summary, der)
-        summary = certificates.CertificateSummary(
+        summary = CertificateSummary(
             serial=_str(data["serial"]),
             fingerprint=_str(data["fingerprint"]),
             issuer=_str(data["issuer"]),
@@ -83,7 +96,26 @@ class CertificateRecord:
             not_after=dt.datetime.fromtimestamp(int(data["not_after"]), dt.UTC),
             algorithm=_str(data["algorithm"]),
         )
-        return cls(summary)
+        if der is None:
+            return cls(summary)
+        if hashlib.sha256(der).hexdigest() != summary.fingerprint:
+            raise ValueError("certificate does not match its fingerprint")
+        if "summary_sha256" not in data:  # written before the checksum: read the DER itself
+            return cls.of(der)
+        if data["summary_sha256"] != _summary_checksum(data):
+            raise ValueError("certificate summary does not match its checksum")
+        return cls(summary, der)
+
+
+#: The fields a cached certificate summary is made of (see :func:`_summary_checksum`).
+SUMMARY_FIELDS = ("serial", "fingerprint", "issuer", "not_before", "not_after", "algorithm")
+
+
+def _summary_checksum(data: dict[str, Any]) -> str:
+    """SHA-256 over the summary fields of a cached certificate, as they were read from its DER
+    (the fingerprint among them binds the DER): a summary changed on disk is noticed."""
+    fields = {name: data[name] for name in SUMMARY_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _finite(value: Any) -> float:
@@ -215,8 +247,9 @@ def _invalidation(value: Any) -> dict[str, Any] | None:
 
 
 def card_id_for(auth_der: bytes) -> str:
-    """A card's cache key: derived from its (public) authentication certificate."""
-    return certificates.summarize(auth_der).fingerprint[:32]
+    """A card's cache key: derived from its (public) authentication certificate (the first half
+    of its fingerprint)."""
+    return hashlib.sha256(auth_der).hexdigest()[:32]
 
 
 def manufacture_hash(salt: bytes, number: str) -> str:
@@ -368,11 +401,25 @@ class CardCache:
             log.warning("could not move %s aside: %s", path.name, exc)
 
 
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new private file ``.<name>.<random>`` in ``path``'s directory, open for writing (what
+    tempfile.mkstemp does; tempfile itself would load shutil and random before the daemon is
+    ready)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path.name}")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` as a private file: temp file, fsync, rename, fsync dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -1,15 +1,16 @@
 """``mncd``: wiring and the asyncio main loop.
 
-Connects to the session bus, exports the interface, starts the PC/SC monitor, owns the bus name,
-then tells systemd it is ready; what only later work needs (desktop notices, udev, the PKCS#11
-server) is imported and started after that, before the first call is answered. Exits with
-status 0 on SIGTERM/SIGINT; when the bus connection is lost it exits with :data:`BUS_LOST` so
-that systemd (``Restart=on-failure``) starts it again, as D-Bus activation does on the next call.
+Connects to the session bus, loads the cache, exports the interface, starts the PC/SC monitor
+and waits for its first report (so the first answer is never a guess), owns the bus name, then
+tells systemd it is ready. What only later work needs (the settings, udev, desktop notices, the
+PKCS#11 server; PIN dialogs, caller lookup and the X.509 layer on first use) is imported and
+started after that, before the first call is answered. Exits with status 0 on SIGTERM/SIGINT;
+when the bus connection is lost it exits with :data:`BUS_LOST` so that systemd
+(``Restart=on-failure``) starts it again, as D-Bus activation does on the next call.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import faulthandler
 import logging
@@ -17,8 +18,9 @@ import os
 import signal
 import sys
 import threading
+import types
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbus_next import BusType
 from dbus_next.constants import NameFlag, RequestNameReply
@@ -26,7 +28,6 @@ from dbus_next.constants import NameFlag, RequestNameReply
 from mncd import __version__
 from mncd.daemon.cache import CardCache
 from mncd.daemon.clock import Clock, watch_dates
-from mncd.daemon.config import Config
 from mncd.daemon.manager import CARD_TIMEOUT, CardManager, Listener
 from mncd.daemon.monitor import PcscMonitor
 from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
@@ -36,6 +37,9 @@ from mncd.dbus.service import MyNumberCardInterface
 from mncd.pkcs11.location import socket_path
 
 if TYPE_CHECKING:
+    import argparse
+
+    from mncd.daemon.config import Config
     from mncd.desktop.alerts import NoticeCenter
     from mncd.pkcs11.server import Pkcs11Server
 
@@ -45,6 +49,9 @@ log = logging.getLogger("mncd")
 EXIT_GRACE = 10.0
 #: Exit status when the connection to the session bus is lost (a failure: systemd restarts mncd).
 BUS_LOST = 1
+#: Longest the daemon waits for pcscd to tell the readers and cards present before it takes its
+#: name (until then its answers would be guesses); pcscd started by its socket answers sooner.
+SCAN_TIMEOUT = 5.0
 
 STATUS_TEXT = {
     "pcsc-unavailable": "waiting for the PC/SC service (pcscd)",
@@ -69,8 +76,6 @@ async def run(state_dir: Path | None = None) -> int:
     manager = CardManager(cache, timeout=_card_timeout())
     clock = Clock.from_environment()
     manager.clock = clock.now
-    config = Config.load()
-    manager.gate.pinentry = config.pinentry
     manager.gate.watch_caller = NameWatcher(bus).watch
     interface = MyNumberCardInterface(manager, bus)
     # Started once the daemon is ready (below): state changes before that reach them at start.
@@ -103,6 +108,10 @@ async def run(state_dir: Path | None = None) -> int:
     monitor = PcscMonitor(loop, manager.handle_event)
     monitor.start()
     manager.rescan = monitor.rescan
+    try:
+        await asyncio.wait_for(manager.scanned.wait(), SCAN_TIMEOUT)
+    except TimeoutError:
+        log.warning("pcscd did not list the readers within %g s; starting without", SCAN_TIMEOUT)
 
     reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
@@ -116,10 +125,13 @@ async def run(state_dir: Path | None = None) -> int:
 
     # Later work, imported only now. Nothing above awaits between READY=1 and here, so no call
     # is answered before udev's readers are known and the notice center listens.
+    from mncd.daemon.config import Config
     from mncd.daemon.udev import UdevReaderWatcher
     from mncd.desktop.alerts import NoticeCenter
     from mncd.desktop.notifications import DesktopNotifier
 
+    config = Config.load()
+    manager.gate.pinentry = config.pinentry
     udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
     if udev.start():
         manager.usb_readers.update(udev.present)
@@ -234,6 +246,37 @@ def _test_hooks(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if args.install_user_service is not None or args.uninstall_user_service:
+        return _user_service(args.install_user_service)
+    setup_logging(args.verbose)
+    # A fatal signal (the watchdog's SIGABRT for a hung daemon) prints where every thread was to
+    # stderr, which is the journal under systemd.
+    faulthandler.enable()
+    return asyncio.run(run(args.state_dir))
+
+
+#: The options when none are given, as :func:`parser` has them.
+NO_ARGUMENTS = {
+    "state_dir": None,
+    "verbose": False,
+    "install_user_service": None,
+    "uninstall_user_service": False,
+}
+
+
+def parse_arguments(argv: list[str]) -> Any:
+    """The command line's options. Without arguments (how systemd and D-Bus activation start
+    mncd) they are :data:`NO_ARGUMENTS` and argparse is not even loaded."""
+    if not argv:
+        return types.SimpleNamespace(**NO_ARGUMENTS)
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    """mncd's command line."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="mncd", description="My Number Card desktop daemon")
     parser.add_argument("--state-dir", type=Path, help="cache directory (default: XDG state)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -252,14 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stop mncd and remove the user unit and the D-Bus activation file, then exit",
     )
-    args = parser.parse_args(argv)
-    if args.install_user_service is not None or args.uninstall_user_service:
-        return _user_service(args.install_user_service)
-    setup_logging(args.verbose)
-    # A fatal signal (the watchdog's SIGABRT for a hung daemon) prints where every thread was to
-    # stderr, which is the journal under systemd.
-    faulthandler.enable()
-    return asyncio.run(run(args.state_dir))
+    return parser
 
 
 if __name__ == "__main__":

@@ -38,7 +38,14 @@ from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pcsc import PcscContext
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy
 from mncd.daemon import operations
-from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for, is_card_id
+from mncd.daemon.cache import (
+    CardCache,
+    CardRecord,
+    CertificateRecord,
+    card_id_for,
+    is_card_id,
+    summarize,
+)
 from mncd.daemon.errors import DigestUnavailableError, LastTryError
 from mncd.daemon.monitor import (
     CardAbsent,
@@ -46,10 +53,12 @@ from mncd.daemon.monitor import (
     MonitorEvent,
     PcscUnavailable,
     ReadersChanged,
+    Scanned,
 )
 from mncd.daemon.pingate import CardChangedError, CardRef, PinGate, PinRequest, PinTicket
 from mncd.dbus.api import DIGEST_TIMEOUT
-from mncd.jpki import certificates
+from mncd.jpki.errors import CertificateError
+from mncd.jpki.summary import CertificateSummary
 
 if TYPE_CHECKING:
     from mncd.daemon.udev import ReaderDevice
@@ -132,7 +141,7 @@ class CertificateView:
 
     present: bool = False
     source: str = "none"
-    summary: certificates.CertificateSummary | None = None
+    summary: CertificateSummary | None = None
     pin_tries_left: int = -1
     invalidated: bool = False
     #: The signing certificate the card held before, when it was found revoked and replaced.
@@ -159,12 +168,16 @@ class CardManager:
         self.pcsc_available = True
         self.readers: tuple[str, ...] = ()
         self.cards: dict[str, LiveCard] = {}
+        #: Set once the monitor has told every reader and card present (or that pcscd is not
+        #: there): before, the state would be a guess.
+        self.scanned = asyncio.Event()
         self.last_record: CardRecord | None = None
         #: Every card in the cache, by card id (kept in step with every write).
         self.known: dict[str, CardRecord] = {}
         #: The daemon's "now" (see mncd.daemon.clock); every date it tells comes from it.
         self.clock: Callable[[], dt.datetime] = system_clock
-        self._salt: bytes | None = None
+        self._salt: bytes | None = None  #: read or made with the first card read
+        self._salt_failed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="card")
         self._local = threading.local()
         self._lock = asyncio.Lock()
@@ -183,10 +196,6 @@ class CardManager:
         self.known = {record.card_id: record for record in records}
         self.last_record = records[0] if records else None
         await self._drop_unproven_links()
-        try:
-            self._salt = await loop.run_in_executor(None, self.cache.salt)
-        except OSError as exc:
-            log.warning("cannot keep a salt in the state directory (%s); cards are not linked", exc)
         self._publish_certificate_states()
 
     def close(self, grace: float = 0.0) -> bool:
@@ -256,7 +265,11 @@ class CardManager:
     # -- monitor events --------------------------------------------------------------------
 
     def handle_event(self, event: MonitorEvent) -> None:
+        if isinstance(event, Scanned):
+            self.scanned.set()
+            return
         if isinstance(event, PcscUnavailable):
+            self.scanned.set()
             removed = list(self.cards)
             self.pcsc_available = False
             self.readers = ()
@@ -309,6 +322,24 @@ class CardManager:
         self.rescan()
         self.listener.state_changed()
 
+    def _read_card(
+        self, context: PcscContext, reader: str, identified: Callable[[str | None], None]
+    ) -> operations.CardSnapshot:
+        """On the card thread: :func:`operations.read_card` with this user's salt."""
+        return operations.read_card(context, reader, self._card_salt(), identified)
+
+    def _card_salt(self) -> bytes | None:
+        """This user's salt (:meth:`CardCache.salt`), read or made on the card thread when the
+        first card is read (nothing is written at start); None when it cannot be kept."""
+        if self._salt is None and not self._salt_failed:
+            try:
+                self._salt = self.cache.salt()
+            except OSError as exc:
+                self._salt_failed = True
+                log.warning("cannot keep a salt in the state directory (%s); cards are not "
+                            "linked", exc)  # fmt: skip
+        return self._salt
+
     def unsupported_readers(self) -> list[str]:
         """USB readers that are plugged in but that pcscd cannot drive (not CCID)."""
         return sorted(d.name for d in self.usb_readers.values() if not d.ccid)
@@ -322,9 +353,7 @@ class CardManager:
         delay, failures, timeouts = RETRY_FIRST, 0, 0
         while self.cards.get(reader) is live:
             try:
-                snapshot = await self.run_card(
-                    operations.read_card, reader, self._salt, self._identified_soon(live)
-                )
+                snapshot = await self.run_card(self._read_card, reader, self._identified_soon(live))
                 if self.cards.get(reader) is not live:
                     return  # removed while being read
                 # Certificates are parsed here: a card that returns garbage is not usable.
@@ -351,7 +380,7 @@ class CardManager:
                                 reader, exc, failures)  # fmt: skip
                 else:
                     log.info("reading the card in %s failed (%s); trying again", reader, exc)
-            except (CardError, certificates.CertificateError) as exc:
+            except (CardError, CertificateError) as exc:
                 live.error = NOT_JPKI
                 log.warning("the card in %s answers, but not as a My Number Card: %s", reader, exc)
             else:
@@ -398,7 +427,7 @@ class CardManager:
         record = CardRecord(
             card_id=card_id,
             token=snapshot.token.kind.value,
-            auth=CertificateRecord(certificates.summarize(snapshot.auth_der), snapshot.auth_der),
+            auth=CertificateRecord.of(snapshot.auth_der),
             auth_ca=_public(snapshot.auth_ca_der),
             sign_ca=_public(snapshot.sign_ca_der),
             sign=old.sign if old else None,
@@ -790,7 +819,7 @@ class CardManager:
     def _learn_sign_certificate(self, live: LiveCard, record: CardRecord, der: bytes) -> bool:
         """Remember the signing certificate read from the card (summary only on disk)."""
         live.sign_der = der
-        summary = certificates.summarize(der)
+        summary = summarize(der)
         if record.sign is not None and record.sign.summary == summary:
             return False
         if record.sign is not None:
@@ -841,7 +870,7 @@ class CardManager:
         if record is not None:
             record.pin_tries[card_info.policy.name] = card_info.policy.max_tries
             if changed:
-                fingerprint = certificates.summarize(sign_der).fingerprint
+                fingerprint = summarize(sign_der).fingerprint
                 self._invalidate(record, fingerprint, "personal-data", changed)
             await self._save(record)
             self._changed()
@@ -938,4 +967,4 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 
 def _public(der: bytes | None) -> CertificateRecord | None:
-    return CertificateRecord(certificates.summarize(der), der) if der is not None else None
+    return CertificateRecord.of(der) if der is not None else None

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from smartcard import scard
 
@@ -22,28 +22,42 @@ WAIT_MS = 60_000
 RETRY_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class ReadersChanged:
+# The events are plain immutable messages: NamedTuples (quicker to define at start-up than frozen
+# dataclasses), and classes of their own for those that carry nothing.
+
+
+class ReadersChanged(NamedTuple):
+    """The readers pcscd lists now."""
+
     readers: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class CardPresent:
+class CardPresent(NamedTuple):
+    """A card is in ``reader`` (powered or not), answering to reset with ``atr``."""
+
     reader: str
     atr: bytes
 
 
-@dataclass(frozen=True)
-class CardAbsent:
+class CardAbsent(NamedTuple):
+    """The card in ``reader`` is gone."""
+
     reader: str
 
 
-@dataclass(frozen=True)
 class PcscUnavailable:
-    pass
+    """pcscd cannot be reached (not running, or it stopped)."""
+
+    __slots__ = ()
 
 
-MonitorEvent = ReadersChanged | CardPresent | CardAbsent | PcscUnavailable
+class Scanned:
+    """Every reader and card present when the monitor (re)connected to pcscd has been reported."""
+
+    __slots__ = ()
+
+
+MonitorEvent = ReadersChanged | CardPresent | CardAbsent | PcscUnavailable | Scanned
 
 
 class PcscMonitor:
@@ -112,6 +126,7 @@ class PcscMonitor:
         readers: tuple[str, ...] | None = None
         states: dict[str, int] = {}
         present: dict[str, bool] = {}
+        scanned = False
         while not self._stop.is_set():
             hresult, listed = scard.SCardListReaders(context, [])
             if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
@@ -127,6 +142,9 @@ class PcscMonitor:
                     if present.pop(gone):
                         self._emit(CardAbsent(gone))
                     states.pop(gone, None)
+            if not current and not scanned:  # no reader: nothing more to report
+                scanned = True
+                self._emit(Scanned())
             query = [(PNP_READER, states.get(PNP_READER, scard.SCARD_STATE_UNAWARE))]
             query += [(r, states.get(r, scard.SCARD_STATE_UNAWARE)) for r in current]
             while not self._stop.is_set():
@@ -155,5 +173,8 @@ class PcscMonitor:
                             self._emit(CardPresent(reader, bytes(atr)))
                         else:
                             self._emit(CardAbsent(reader))
+                if not scanned:
+                    scanned = True
+                    self._emit(Scanned())
                 if hotplug:
                     break

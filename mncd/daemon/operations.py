@@ -2,7 +2,8 @@
 
 Each function opens its own PC/SC connection, does its work inside one transaction and closes
 the connection; operations with a PIN end by resetting the card so no verified state lingers for
-other programs.
+other programs. Those that check certificates or signatures import the X.509 layer
+(cryptography) when they first run, on the card thread: the daemon is ready without it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from mncd.card.pin import CARD_INFO_PIN, PinPolicy, wipe
 from mncd.daemon.cache import manufacture_hash
 from mncd.daemon.errors import DigestUnavailableError, PinChangeUnconfirmedError
 from mncd.daemon.pingate import CardRef, PinTicket, admit, same_card
-from mncd.jpki import certificates, signatures
 
 #: The key each PIN of the JPKI AP guards.
 KEYS_BY_PIN = {key.pin.name: key for key in (AUTH_KEY, SIGN_KEY)}
@@ -171,6 +171,8 @@ def sign(
     ``digest`` once the certificate is known (a document naming its signer). The card is reset
     afterwards.
     """
+    from mncd.jpki import certificates, signatures
+
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
         admit_jpki(conn, session, key, ticket)
@@ -216,6 +218,8 @@ def read_sign_certificate(
         admit_jpki(conn, session, SIGN_KEY, ticket)
         certificate = session.read_certificate(Certificate.SIGN)
     if issuer is not None:
+        from mncd.jpki import certificates
+
         certificates.check_issued_by(certificate, issuer)
     return certificate
 
@@ -232,6 +236,8 @@ def read_personal_data(context: PcscContext, ticket: PinTicket) -> BasicInfo:
 def changed_personal_data(sign_certificate: bytes, info: BasicInfo) -> list[str]:
     """Kinds of data (name, address, birth_date, sex) on the card that differ from the signing
     certificate's; never their values."""
+    from mncd.jpki import certificates
+
     return certificates.changed_fields(
         certificates.personal_data(sign_certificate),
         info.name,

@@ -15,13 +15,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from mncd import errors
 from mncd.card.errors import CardError, PinBlockedError, PinFormatError, PinIncorrectError
 from mncd.card.pin import PinPolicy, wipe
 from mncd.daemon.errors import LastTryError
-from mncd.desktop.prompts import Caller, PinDialog, PromptCancelledError
+from mncd.desktop.errors import PromptCancelledError
+
+if TYPE_CHECKING:
+    from mncd.daemon.callers import Caller
+    from mncd.desktop.prompts import PinDialog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,8 +34,7 @@ T = TypeVar("T")
 MAX_WAITING_DIALOGS = 4
 
 
-@dataclass(frozen=True)
-class CardRef:
+class CardRef(NamedTuple):
     """A card as the user was told about it: its reader and the reader's event count then."""
 
     reader: str
@@ -157,9 +160,16 @@ class PinGate:
         time, closed when the card goes away."""
         async with (
             self._turn(request, card),
-            PinDialog(self.pinentry, request.caller, request.purpose, request.policy) as dialog,
+            self._dialog(request, request.policy) as dialog,
         ):
             return await dialog.confirm_last_try()
+
+    def _dialog(self, request: PinRequest, policy: PinPolicy, changing: bool = False) -> PinDialog:
+        """A PIN dialog for ``request``. The dialogs, and the pinentry client with them, are
+        imported with the first one: the daemon is ready without them."""
+        from mncd.desktop.prompts import PinDialog
+
+        return PinDialog(self.pinentry, request.caller, request.purpose, policy, changing=changing)
 
     @contextlib.asynccontextmanager
     async def _turn(self, request: PinRequest, card: CardRef) -> AsyncIterator[None]:
@@ -216,9 +226,7 @@ class PinGate:
     ) -> T:
         policy = request.policy
         # The pinentry starts first (it shows nothing yet): without one, the card is not touched.
-        async with PinDialog(
-            self.pinentry, request.caller, request.purpose, policy, changing=request.changes_pin
-        ) as dialog:
+        async with self._dialog(request, policy, changing=request.changes_pin) as dialog:
             tries = await self._read_tries(policy, card)  # the live counter, before showing
             if tries == 0:
                 raise PinBlockedError(policy.label_en)

@@ -14,8 +14,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dbus_next import DBusError, Message, MessageFlag, Variant
 
@@ -40,8 +39,7 @@ HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 
 
-@dataclass(frozen=True)
-class CallInfo:
+class CallInfo(NamedTuple):
     """Who sent the method call being handled, and whether it allows interaction."""
 
     sender: str = ""

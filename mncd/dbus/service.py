@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from dbus_next import DBusError, PropertyAccess, Variant
 from dbus_next.aio import MessageBus
@@ -22,16 +22,17 @@ from mncd.card.digestinfo import HASHES, digest, digest_size
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
 from mncd.daemon.cache import CardRecord
-from mncd.daemon.callers import Caller, identify
 from mncd.daemon.errors import DigestUnavailableError, LastTryError, PinChangeUnconfirmedError
 from mncd.daemon.manager import CardManager, CertificateView
 from mncd.daemon.pingate import CardChangedError, PinRequest
 from mncd.dbus.api import DIGEST_INTERFACE, DIGEST_TIMEOUT, INTERFACE, MAX_DATA
 from mncd.dbus.bus import CallError, ExportedInterface, call, current_call, marshall_body
-from mncd.desktop.prompts import PromptCancelledError, PromptUnavailableError
+from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
 from mncd.i18n import translator
-from mncd.jpki import certificates
-from mncd.jpki.signatures import SignatureMismatch
+from mncd.jpki.errors import CertificateError, SignatureMismatch
+
+if TYPE_CHECKING:
+    from mncd.daemon.callers import Caller
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,7 +132,7 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError]
         "the card refuses to use this key: its certificate can no longer be used",
     ),
     (
-        (SignatureMismatch, certificates.CertificateError),
+        (SignatureMismatch, CertificateError),
         errors.CertificateInvalid,
         "the card's answer does not verify against its certificate; nothing was returned",
     ),
@@ -245,7 +246,7 @@ class MyNumberCardInterface(ExportedInterface):
         self.manager = manager
         self.bus = bus
         self._status: tuple[float, bytes] | None = None
-        self._callers: dict[str, Caller] = {}
+        self._callers: dict[str, "Caller"] = {}
         self._properties: dict[str, Any] = {}
 
     # -- how the bus answers (see mncd.dbus.bus.ExportedInterface) ---------------------------
@@ -457,7 +458,7 @@ class MyNumberCardInterface(ExportedInterface):
                 ) from None
             except (errors.MncdError, card_errors.CardError, LastTryError,
                     PromptCancelledError, PromptUnavailableError, CardChangedError,
-                    certificates.CertificateError) as exc:  # fmt: skip
+                    CertificateError) as exc:  # fmt: skip
                 error = to_api_error(exc)
                 raise type(error)(f"{error.text}; {pin_unchanged_text(policy)}") from None
         finally:
@@ -580,7 +581,7 @@ class MyNumberCardInterface(ExportedInterface):
         options: dict[str, Variant],
         policy: PinPolicy,
         pin: bytearray | None,
-        caller: Caller,
+        caller: "Caller",
         purpose: str,
     ) -> PinRequest:
         """A PIN request for the gate from the call's options."""
@@ -598,7 +599,11 @@ class MyNumberCardInterface(ExportedInterface):
             interactive=_option(options, "interactive", "b", True),
         )
 
-    async def _caller(self) -> Caller:
+    async def _caller(self) -> "Caller":
+        # Callers are looked up (from /proc) by the first call that needs to know who asks:
+        # the daemon is ready without that module.
+        from mncd.daemon.callers import Caller, identify
+
         sender = current_call().sender
         if not sender or self.bus is None:
             return Caller(0)

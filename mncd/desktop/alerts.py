@@ -25,7 +25,7 @@ from mncd.desktop import notices
 from mncd.desktop.notifications import DesktopNotifier, Notice
 from mncd.i18n import translator
 from mncd.jpki import calendar
-from mncd.jpki.certificates import CertificateSummary
+from mncd.jpki.summary import CertificateSummary
 
 log = logging.getLogger(__name__)
 

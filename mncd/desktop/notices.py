@@ -22,7 +22,7 @@ from typing import Any
 from mncd.daemon.cache import atomic_write
 from mncd.i18n import translator
 from mncd.jpki import calendar
-from mncd.jpki.certificates import CertificateSummary
+from mncd.jpki.summary import CertificateSummary
 
 log = logging.getLogger(__name__)
 

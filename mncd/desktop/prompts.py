@@ -12,18 +12,11 @@ import os
 
 from mncd.card.pin import PinPolicy
 from mncd.daemon.callers import Caller, shorten
+from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
 from mncd.desktop.pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
 from mncd.i18n import translator
 
 log = logging.getLogger(__name__)
-
-
-class PromptCancelledError(Exception):
-    """The user cancelled the PIN dialog or declined the last try."""
-
-
-class PromptUnavailableError(Exception):
-    """No PIN dialog could be shown (pinentry missing or failing)."""
 
 
 def who_asks(caller: Caller) -> str:

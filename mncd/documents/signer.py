@@ -27,6 +27,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from mncd.client import MyNumberCard, Status
 from mncd.documents.errors import CertificateUnusable, DocumentError
 from mncd.jpki import calendar, certificates
+from mncd.jpki.summary import generation_for
 
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ def check_status(status: Status) -> CertificateCheck:
 def check_certificate(der: bytes, now: dt.datetime) -> CertificateCheck:
     """The same for the certificate itself, as the card gave it (``now``: the signing time)."""
     summary = certificates.summarize(der)
-    months = certificates.generation_for(summary.algorithm).renewal_months
+    months = generation_for(summary.algorithm).renewal_months
     state = calendar.state(summary.not_after, months, now)
     if state == calendar.EXPIRED:
         raise CertificateUnusable("expired", expired_text(summary.not_after))

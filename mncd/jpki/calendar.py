@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import calendar as _gregorian
 import datetime as dt
+import functools
 from collections.abc import Iterable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-try:
-    JAPAN: dt.tzinfo = ZoneInfo("Asia/Tokyo")
-except ZoneInfoNotFoundError:  # no tz database: Japan has kept UTC+9 without DST since 1951
-    JAPAN = dt.timezone(dt.timedelta(hours=9), "JST")
+from typing import Any
 
 #: Milestone names besides the day counts of the thresholds.
 RENEWAL = "renewal"
@@ -26,9 +22,28 @@ EXPIRED = "expired"
 VALID, EXPIRING = "valid", "expiring"
 
 
+@functools.cache
+def japan() -> dt.tzinfo:
+    """Japan's time zone: Asia/Tokyo from the tz database, read on first use (the daemon is
+    ready before); UTC+9 without a tz database (Japan has kept it without DST since 1951)."""
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo("Asia/Tokyo")
+    except zoneinfo.ZoneInfoNotFoundError:
+        return dt.timezone(dt.timedelta(hours=9), "JST")
+
+
+def __getattr__(name: str) -> Any:
+    """``JAPAN``: :func:`japan`, as a constant."""
+    if name == "JAPAN":
+        return japan()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def japan_date(when: dt.datetime) -> dt.date:
     """The calendar date in Japan at the instant ``when`` (an aware datetime)."""
-    return when.astimezone(JAPAN).date()
+    return when.astimezone(japan()).date()
 
 
 def expiry_date(not_after: dt.datetime) -> dt.date:
@@ -109,4 +124,4 @@ def due_milestone(
 def next_midnight(now: dt.datetime) -> dt.datetime:
     """The next 00:00 in Japan after ``now`` (aware, in Japan's zone)."""
     tomorrow = japan_date(now) + dt.timedelta(days=1)
-    return dt.datetime.combine(tomorrow, dt.time(0, 0), JAPAN)
+    return dt.datetime.combine(tomorrow, dt.time(0, 0), japan())

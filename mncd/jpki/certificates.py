@@ -1,7 +1,8 @@
-"""JPKI certificate profile: parsing, public summary, expiry, personal-data fields.
+"""JPKI certificate profile: parsing (cryptography's X.509), the public summary of a certificate,
+personal-data fields.
 
-The summary (dates, serial, fingerprint, issuer, algorithm) is what status needs and may be kept in
-clear. Personal data (name, address, birth date, sex) lives only in the signing certificate's
+The summary (:class:`~mncd.jpki.summary.CertificateSummary`) is what status needs and may be kept
+in clear. Personal data (name, address, birth date, sex) lives only in the signing certificate's
 subjectAltName and is read from it here only to compare with what the card shows.
 """
 
@@ -17,7 +18,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from mncd.jpki import calendar
+from mncd.jpki.errors import CertificateError
+from mncd.jpki.summary import CertificateSummary
 
 OID_JPKI_NAME = x509.ObjectIdentifier("1.2.392.200149.8.5.5.1")
 OID_JPKI_NAME_SUBSTITUTE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.2")
@@ -25,29 +27,6 @@ OID_JPKI_SEX = x509.ObjectIdentifier("1.2.392.200149.8.5.5.3")
 OID_JPKI_BIRTH_DATE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.4")
 OID_JPKI_ADDRESS = x509.ObjectIdentifier("1.2.392.200149.8.5.5.5")
 OID_JPKI_ADDRESS_SUBSTITUTE = x509.ObjectIdentifier("1.2.392.200149.8.5.5.6")
-
-
-@dataclass(frozen=True)
-class CardGeneration:
-    """What differs between card generations: key algorithm and when renewal opens."""
-
-    name: str
-    algorithm: str  # as key_algorithm() names it
-    #: Renewal opens this many calendar months before the expiry date (see jpki.calendar).
-    renewal_months: int
-
-
-#: Today's card: RSA-2048, renewal from 3 months before expiry.
-CURRENT_CARD = CardGeneration("jpki", "rsa2048", 3)
-#: The planned next-generation card (ECDSA P-384, renewal from 1 year before); provisional,
-#: from public reports: the real card's layout is not public yet.
-NEXT_GENERATION = CardGeneration("next-generation-provisional", "ec-p384", 12)
-GENERATIONS = (CURRENT_CARD, NEXT_GENERATION)
-
-
-def generation_for(algorithm: str) -> CardGeneration:
-    """The card generation a certificate's key algorithm belongs to (today's card if unknown)."""
-    return next((g for g in GENERATIONS if g.algorithm == algorithm), CURRENT_CARD)
 
 
 OID_POLICY_SIGN = x509.ObjectIdentifier("1.2.392.200149.8.5.1.1.20")
@@ -65,10 +44,6 @@ _ERAS = (
 # Sex in the certificate: 1 male, 2 female, 3 not known; on the card: ISO 5218 (0, 1, 2, 9).
 _CARD_SEX_TO_CERTIFICATE = {"1": "1", "2": "2", "0": "3", "9": "3"}
 _STRING_TAGS = {0x0C, 0x13, 0x16, 0x1E}  # UTF8String, PrintableString, IA5String, BMPString
-
-
-class CertificateError(ValueError):
-    """Bytes that are not a usable certificate."""
 
 
 def encode_personal_value(text: str) -> bytes:
@@ -110,34 +85,6 @@ def decode_personal_value(der: bytes) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise CertificateError("personal-data field is not valid text") from exc
-
-
-@dataclass(frozen=True)
-class CertificateSummary:
-    """What status needs to know about a certificate, with no personal data."""
-
-    serial: str
-    fingerprint: str  # SHA-256 of the DER, lower-case hex
-    issuer: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    algorithm: str  # e.g. rsa2048, ec-p384
-
-    @property
-    def generation(self) -> CardGeneration:
-        return generation_for(self.algorithm)
-
-    def days_left(self, now: dt.datetime | None = None) -> int:
-        """Japanese calendar days until the expiry date (0 on the last day, negative after)."""
-        return calendar.days_left(self.not_after, now or dt.datetime.now(dt.UTC))
-
-    def is_expired(self, now: dt.datetime | None = None) -> bool:
-        return calendar.is_expired(self.not_after, now or dt.datetime.now(dt.UTC))
-
-    def state(self, now: dt.datetime | None = None) -> str:
-        """``valid``, ``expiring`` (renewal open) or ``expired`` in Japan's calendar."""
-        now = now or dt.datetime.now(dt.UTC)
-        return calendar.state(self.not_after, self.generation.renewal_months, now)
 
 
 def load(der: bytes) -> x509.Certificate:

@@ -14,12 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from mncd.card.digestinfo import digest_info, digest_size
 from mncd.jpki import certificates
+from mncd.jpki.errors import SignatureMismatch
 
 _HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
-
-
-class SignatureMismatch(Exception):
-    """The card's answer is not a valid signature by the certificate's key."""
 
 
 def card_input(cert_der: bytes, hash_name: str, digest: bytes) -> bytes:

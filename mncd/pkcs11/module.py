@@ -35,7 +35,7 @@ from mncd.card.pin import PinPolicy, wipe
 from mncd.daemon.callers import Caller
 from mncd.daemon.errors import LastTryError
 from mncd.daemon.pingate import CardRef, PinRequest
-from mncd.desktop.prompts import PromptCancelledError, PromptUnavailableError
+from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
 from mncd.i18n import translator
 from mncd.pkcs11 import wire
 from mncd.pkcs11.constants import (

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import zoneinfo
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -25,6 +24,7 @@ from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.daemon.manager import CardManager, LiveCard
 from mncd.daemon.pingate import CardRef
 from mncd.jpki import certificates
+from mncd.jpki.calendar import JAPAN
 from mncd.pkcs11.constants import (
     CK_CERTIFICATE_CATEGORY_AUTHORITY,
     CK_CERTIFICATE_CATEGORY_TOKEN_USER,
@@ -45,7 +45,6 @@ from mncd.pkcs11.constants import (
 from mncd.pkcs11.mechanisms import KeyInfo
 from mncd.pkcs11.wire import Value
 
-JAPAN = zoneinfo.ZoneInfo("Asia/Tokyo")
 #: Slots per reader: one per PIN of the JPKI application.
 SLOTS_PER_READER = 2
 #: Object handles: slot id × this + the object's kind (never 0, CK_INVALID_HANDLE).
