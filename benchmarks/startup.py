@@ -3,10 +3,12 @@
 Cold start → ready: mncd against a trivial Python that connects to the bus and owns a name.
 ``mncctl status`` as a whole process against a minimal dbus-next script making the same call.
 
-Both sides run as an installed mncd would: with compiled bytecode (a wheel or ``pipx install``
-writes it). A development checkout is installed editable and, with ``PYTHONDONTWRITEBYTECODE``,
-compiles mncd's modules from source on every start; here the processes write their bytecode to
-a private ``PYTHONPYCACHEPREFIX`` in the uncounted first round and read it afterwards.
+Both sides run as an installed mncd would (``pipx install .``): mncd from a wheel built from
+this checkout, in a virtual environment of its own, with compiled bytecode. A development
+checkout is installed editable (its import hook loads with every interpreter) and, with
+``PYTHONDONTWRITEBYTECODE``, compiles mncd's modules from source on every start. The wheel's
+environment takes the dependencies from this one; every process writes its bytecode to a private
+``PYTHONPYCACHEPREFIX`` in the uncounted first round and reads it afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,11 +99,59 @@ class NotifySocket:
             os.unlink(self.path)
 
 
-def installed(env: dict[str, str], workdir: Path) -> dict[str, str]:
-    """``env`` for a process that reads compiled bytecode, as an installed mncd does."""
-    out = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
-    return out
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Installed:
+    """mncd installed from a wheel into a virtual environment in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.python = directory / "venv" / "bin" / "python"
+        self.mncctl = directory / "venv" / "bin" / "mncctl"
+
+    def install(self) -> Installed:
+        dist = self.dir / "dist"
+        venv = self.dir / "venv"
+        _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+             "--wheel-dir", str(dist), str(ROOT))  # fmt: skip
+        _run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+        site = Path(
+            subprocess.check_output(
+                [str(self.python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                text=True,
+            ).strip()
+        )
+        # The dependencies, from this environment (its .pth files, among them the editable
+        # install's import hook, are not read from a directory named in a .pth file).
+        here = sysconfig.get_path("purelib")
+        (site / "dependencies.pth").write_text(f"{here}\n", encoding="utf-8")
+        _run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+             *map(str, dist.glob("mncd-*.whl")))  # fmt: skip
+        # The console script, as pip writes it into an environment's bin/.
+        self.mncctl.write_text(
+            f"#!{self.python}\nimport sys\nfrom mncd.cli.main import main\nsys.exit(main())\n",
+            encoding="utf-8",
+        )
+        self.mncctl.chmod(0o755)
+        origin = subprocess.check_output(
+            [str(self.python), "-c", "import mncd; print(mncd.__file__)"], text=True, cwd=self.dir
+        )
+        if not origin.startswith(str(site)):
+            raise RuntimeError(f"the installed copy imports mncd from {origin.strip()}")
+        return self
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` for a process that reads compiled bytecode, as an installed mncd does."""
+        out = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        out["PYTHONPYCACHEPREFIX"] = str(self.dir / "pycache")
+        return out
+
+
+def _run(*cmd: str) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {done.stderr[-600:]}")
 
 
 async def _start_once(
@@ -110,6 +161,7 @@ async def _start_once(
     name: str,
     notify: NotifySocket,
     log_path: Path,
+    cwd: Path,
 ) -> tuple[float, float]:
     """Start ``cmd``; ms until it owns ``name`` and until READY=1; then stop it."""
     names.forget(name)
@@ -117,7 +169,7 @@ async def _start_once(
     with log_path.open("ab") as log:
         start = time.perf_counter()
         process = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
         )
     try:
         owned = await names.wait(name, timeout=30)
@@ -132,7 +184,9 @@ async def _start_once(
     return (owned - start) * 1000, (ready - start) * 1000
 
 
-async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[Row]:
+async def measure(
+    stack: Stack, copy: Installed, runs: int, log: Callable[[str], None]
+) -> list[Row]:
     """Cold start rows: a separate private bus, the card in the reader, a fresh state dir."""
     directory = stack.dir / "coldbus"
     directory.mkdir()
@@ -140,18 +194,19 @@ async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[R
     client = await connect(session.address)
     names = await NameWatch(client).start()
     notify = NotifySocket(str(stack.dir / "notify.sock"))
-    env = {**installed(stack.child_env(session.address), stack.dir), "NOTIFY_SOCKET": notify.path}
+    env = {**copy.env(stack.child_env(session.address)), "NOTIFY_SOCKET": notify.path}
+    python = str(copy.python)
     times: dict[str, list[tuple[float, float]]] = {"mncd": [], "trivial": []}
     try:
         for n in range(runs + 1):  # the first round warms the page cache and is not counted
             state = {"XDG_STATE_HOME": str(stack.dir / f"cold-state-{n}")}
             mncd = await _start_once(
-                [sys.executable, "-m", "mncd.daemon"], {**env, **state}, names, BUS_NAME, notify,
-                directory / "mncd.log",
+                [python, "-m", "mncd.daemon"], {**env, **state}, names, BUS_NAME, notify,
+                directory / "mncd.log", copy.dir,
             )  # fmt: skip
             trivial = await _start_once(
-                [sys.executable, "-c", TRIVIAL], env, names, TRIVIAL_NAME, notify,
-                directory / "trivial.log",
+                [python, "-c", TRIVIAL], env, names, TRIVIAL_NAME, notify,
+                directory / "trivial.log", copy.dir,
             )  # fmt: skip
             if n:
                 times["mncd"].append(mncd)
@@ -177,12 +232,13 @@ async def measure(stack: Stack, runs: int, log: Callable[[str], None]) -> list[R
     return rows
 
 
-async def _run_once(cmd: list[str], env: dict[str, str]) -> float:
+async def _run_once(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
     """ms from spawning ``cmd`` to its exit (it must succeed)."""
     start = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
-        *cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        *cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
     _, err = await process.communicate()
     took = (time.perf_counter() - start) * 1000
     if process.returncode != 0:
@@ -190,17 +246,19 @@ async def _run_once(cmd: list[str], env: dict[str, str]) -> float:
     return took
 
 
-async def status_command(stack: Stack, runs: int, log: Callable[[str], None]) -> list[Row]:
+async def status_command(
+    stack: Stack, copy: Installed, runs: int, log: Callable[[str], None]
+) -> list[Row]:
     """``mncctl status`` as a whole process against a minimal script making the same call,
     alternating, on the running daemon (the card in the reader, its status read)."""
-    env = installed(stack.child_env(), stack.dir)
-    mncctl = [str(Path(sys.executable).with_name("mncctl")), "status"]
-    minimal = [sys.executable, "-c", MINIMAL_STATUS]
+    env = copy.env(stack.child_env())
+    mncctl = [str(copy.mncctl), "status"]
+    minimal = [str(copy.python), "-c", MINIMAL_STATUS]
     mine: list[float] = []
     base: list[float] = []
     for n in range(runs + 1):  # the first round warms the page cache and is not counted
-        took_mine = await _run_once(mncctl, env)
-        took_base = await _run_once(minimal, env)
+        took_mine = await _run_once(mncctl, env, copy.dir)
+        took_base = await _run_once(minimal, env, copy.dir)
         if n:
             mine.append(took_mine)
             base.append(took_base)

@@ -22,8 +22,8 @@ import datetime as dt
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
@@ -109,6 +109,8 @@ def error_for_reply(name: str, text: str) -> Exception:
 
 
 # -- typed data ----------------------------------------------------------------------------------
+# Immutable records, as NamedTuples: mncctl defines them on every start, and a NamedTuple takes a
+# seventh of the time a frozen dataclass does.
 
 
 def plain(value: Any) -> Any:
@@ -141,8 +143,7 @@ def _time(value: Any) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds else None
 
 
-@dataclass(frozen=True)
-class CertificateStatus:
+class CertificateStatus(NamedTuple):
     """One certificate (``auth`` or ``sign``) as GetStatus describes it; never personal data."""
 
     present: bool = False
@@ -180,8 +181,7 @@ class CertificateStatus:
         )
 
 
-@dataclass(frozen=True)
-class KnownCard:
+class KnownCard(NamedTuple):
     """A card the daemon remembers (GetStatus ``cards``)."""
 
     card_id: str
@@ -199,8 +199,7 @@ class KnownCard:
         )
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(NamedTuple):
     """GetStatus: the daemon's state, readers, and both certificates."""
 
     #: pcsc-unavailable, no-reader, no-card, reading, card-present, unknown-card or
@@ -212,10 +211,10 @@ class Status:
     unsupported_readers: tuple[str, ...] = ()
     card_id: str = ""  #: the card described (what ``forget_card`` takes)
     cards: tuple[KnownCard, ...] = ()  #: every card the daemon remembers, latest first
-    auth: CertificateStatus = field(default_factory=CertificateStatus)
-    sign: CertificateStatus = field(default_factory=CertificateStatus)
+    auth: CertificateStatus = CertificateStatus()
+    sign: CertificateStatus = CertificateStatus()
     #: Every key as the daemon sent it, as plain values (JSON-ready; keys a newer daemon adds).
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = MappingProxyType({})
 
     @classmethod
     def from_dbus(cls, body: Mapping[str, Any]) -> Status:
@@ -252,16 +251,14 @@ class Status:
         return {"auth": self.auth, "sign": self.sign}[which]
 
 
-@dataclass(frozen=True)
-class SignedData:
+class SignedData(NamedTuple):
     """A signature from the card, already verified by the daemon, and its certificate (DER)."""
 
     signature: bytes
     certificate: bytes
 
 
-@dataclass(frozen=True)
-class PersonalDataCheck:
+class PersonalDataCheck(NamedTuple):
     """CheckPersonalData: whether the card's data still match the signing certificate."""
 
     matches: bool
@@ -269,8 +266,7 @@ class PersonalDataCheck:
     state: str  #: the signing certificate's state afterwards
 
 
-@dataclass(frozen=True)
-class PinCounter:
+class PinCounter(NamedTuple):
     """One PIN's counter as GetPinStatus read it from the card."""
 
     present: bool = False
@@ -288,16 +284,15 @@ class PinCounter:
         )
 
 
-@dataclass(frozen=True)
-class PinStatus:
+class PinStatus(NamedTuple):
     """GetPinStatus: the tries left on each PIN (``auth``, ``sign``, ``card-info``), live."""
 
     reader: str = ""
-    auth: PinCounter = field(default_factory=PinCounter)
-    sign: PinCounter = field(default_factory=PinCounter)
-    card_info: PinCounter = field(default_factory=PinCounter)
+    auth: PinCounter = PinCounter()
+    sign: PinCounter = PinCounter()
+    card_info: PinCounter = PinCounter()
     #: Every key as the daemon sent it, as plain values.
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = MappingProxyType({})
 
     @classmethod
     def from_dbus(cls, body: Mapping[str, Any]) -> PinStatus:
@@ -315,8 +310,7 @@ class PinStatus:
         return {"auth": self.auth, "sign": self.sign, "card-info": self.card_info}[which]
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """A signal of the daemon: ``CardInserted``, ``CardRemoved``, ``CertificateStatusChanged``
     (args as a list), ``PropertiesChanged`` (args as a dict), ``DaemonStarted`` or
     ``DaemonStopped`` (the name got or lost its owner)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import gettext
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import gettext
 
 DOMAIN = "mncd"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -24,6 +27,8 @@ def translator(languages: list[str] | None = None) -> gettext.NullTranslations:
         key = ("languages", *languages)
     catalog = _catalogs.get(key)
     if catalog is None:
+        import gettext  # with the first text (the daemon is ready before)
+
         catalog = gettext.translation(DOMAIN, LOCALE_DIR, languages=languages, fallback=True)
         _catalogs[key] = catalog
     return catalog

@@ -7,9 +7,8 @@ selected again, so VERIFY and the operation that needs it must run in the same s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .apdu import SW, Apdu, CardConnection, CardProtocol, status_error
 from .errors import (
@@ -49,8 +48,7 @@ class Certificate(Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class KeySlot:
+class KeySlot(NamedTuple):
     """A private key on the card and the PIN that guards it."""
 
     name: str
@@ -83,8 +81,7 @@ _TOKEN_LABELS = {
 }
 
 
-@dataclass(frozen=True)
-class TokenInfo:
+class TokenInfo(NamedTuple):
     """The token-info EF's label and what it means."""
 
     label: str

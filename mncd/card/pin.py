@@ -7,14 +7,14 @@ A PIN of the wrong shape would still cost a try on the card, so it is refused he
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import PinFormatError
 
 
-@dataclass(frozen=True)
-class PinPolicy:
-    """Shape and try count of one PIN on the card."""
+class PinPolicy(NamedTuple):
+    """Shape and try count of one PIN on the card (a NamedTuple, like the card layer's other
+    constant records: quick to define when the daemon starts)."""
 
     name: str
     label_en: str

@@ -27,7 +27,7 @@ from mncd.cli.pin import PinRequest, call_with_pin
 from mncd.cli.session import Run, session
 from mncd.cli.text import N_, Texts, _, display_width, subcommand
 from mncd.client import MyNumberCard
-from mncd.jpki.calendar import JAPAN
+from mncd.jpki.calendar import japan
 from mncd.jpki.details import CertificateDetails, PersonalDetails, describe, personal_data
 
 WHICH = ("auth", "sign", "auth-ca", "sign-ca")
@@ -136,7 +136,7 @@ def stdout_is_tty() -> bool:
 
 def format_time(when: dt.datetime) -> str:
     """A moment in Japan's time: ``2029-05-31 23:59:59 JST``."""
-    return when.astimezone(JAPAN).strftime("%Y-%m-%d %H:%M:%S JST")
+    return when.astimezone(japan()).strftime("%Y-%m-%d %H:%M:%S JST")
 
 
 def format_details(
@@ -185,8 +185,8 @@ def details_json(
     out: dict[str, Any] = {
         "subject": None if withheld else details.subject,
         "issuer": details.issuer,
-        "not_before": details.not_before.astimezone(JAPAN).isoformat(),
-        "not_after": details.not_after.astimezone(JAPAN).isoformat(),
+        "not_before": details.not_before.astimezone(japan()).isoformat(),
+        "not_after": details.not_after.astimezone(japan()).isoformat(),
         "days_left": details.days_left(now),
         "serial": format_serial(details.serial),
         "fingerprint": details.fingerprint,

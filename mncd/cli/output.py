@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import gettext
@@ -14,7 +13,7 @@ from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD
 from mncd.cli.text import N_, _, display_width, ngettext
 from mncd.client import CertificateStatus, Event, KnownCard, Status, plain
 from mncd.i18n import translator
-from mncd.jpki.calendar import JAPAN
+from mncd.jpki.calendar import japan
 
 MAX_PIN_TRIES = {
     "auth": AUTH_PIN.max_tries,
@@ -228,7 +227,7 @@ def format_certificate(
         return lines
     lines.append(_line(_("State:"), certificate_state_text(cert.state) or _("unknown")))
     if cert.state != "invalidated":
-        expires = format_date(cert.not_after, tz or JAPAN)  # the date in Japan, as days_left
+        expires = format_date(cert.not_after, tz or japan())  # the date in Japan, as days_left
         if cert.days_left is not None:
             expires = _("{date} ({days})").format(
                 date=expires, days=format_days_left(cert.days_left)
@@ -268,7 +267,7 @@ def format_status(status: Status, tz: dt.tzinfo | None = None) -> str:
             lines.append("")
             cert = status.certificate(which)
             if status.state == "reading" and cert.source == "cache":
-                cert = dataclasses.replace(cert, source="reading")
+                cert = cert._replace(source="reading")
             lines += format_certificate(which, cert, tz)
     others = [card for card in status.cards if card.card_id != status.card_id]
     if others:
@@ -283,7 +282,7 @@ def format_known_card(card: KnownCard, tz: dt.tzinfo | None = None) -> str:
     if card.renewed_to:
         parts.append(_("renewed: now card {card}").format(card=card.renewed_to))
     elif card.not_after is not None:
-        parts.append(_("expires {date}").format(date=format_date(card.not_after, JAPAN)))
+        parts.append(_("expires {date}").format(date=format_date(card.not_after, japan())))
     return f"{card.card_id}  {_(', ').join(parts)}"
 
 
@@ -312,7 +311,7 @@ def certificate_summary(certificate: bytes) -> str:
         cert = x509.load_der_x509_certificate(certificate)
     except ValueError:
         return ""
-    expires = cert.not_valid_after_utc.astimezone(JAPAN).date().isoformat()
+    expires = cert.not_valid_after_utc.astimezone(japan()).date().isoformat()
     return _("serial {serial}, expires {date}").format(
         serial=f"{cert.serial_number:X}", date=expires
     )

@@ -62,7 +62,7 @@ _NO_LINE_START = "、。，．・：；？！）」』】〕ー々ぁぃぅぇ�
 _WIDE = "\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
 #: Pieces a line may break between: runs of spaces, words of narrow characters, and single wide
 #: characters (Japanese has no spaces), each with the punctuation that must follow it.
-_PIECES = re.compile(rf"\s+|[^\s{_WIDE}]+[{_NO_LINE_START}]*|.[{_NO_LINE_START}]*")
+_PIECES = rf"\s+|[^\s{_WIDE}]+[{_NO_LINE_START}]*|.[{_NO_LINE_START}]*"
 
 
 def wrap(text: str, width: int) -> list[str]:
@@ -70,7 +70,7 @@ def wrap(text: str, width: int) -> list[str]:
     Japanese characters (never before 、。 and the like), never inside a word."""
     lines: list[str] = []
     line = ""
-    for piece in _PIECES.findall(text):
+    for piece in re.findall(_PIECES, text):  # compiled on first use (help only), then cached
         if piece.isspace():
             line += " " if line else ""
             continue

@@ -9,7 +9,6 @@ clock. Pure functions of the instants they are given: the caller owns the clock.
 
 from __future__ import annotations
 
-import calendar as _gregorian
 import datetime as dt
 import functools
 from collections.abc import Iterable
@@ -67,8 +66,13 @@ def months_before(day: dt.date, months: int) -> dt.date:
     month when it is shorter (3 months before 31 May is 28 or 29 February)."""
     index = day.year * 12 + day.month - 1 - months
     year, month = divmod(index, 12)
-    last = _gregorian.monthrange(year, month + 1)[1]
+    last = _days_in_month(year, month + 1)
     return dt.date(year, month + 1, min(day.day, last))
+
+
+def _days_in_month(year: int, month: int) -> int:
+    following = dt.date(year + month // 12, month % 12 + 1, 1)
+    return (following - dt.timedelta(days=1)).day
 
 
 def renewal_opens(not_after: dt.datetime, renewal_months: int) -> dt.date:

@@ -1,18 +1,18 @@
 """What status needs to know about a certificate: its public summary and the card generation its
 key belongs to. No X.509 parser here (:mod:`mncd.jpki.certificates` makes summaries), so the daemon
-can load its cache and answer before cryptography is imported.
+can load its cache and answer before cryptography is imported; the records are NamedTuples, quick
+to define at start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mncd.jpki import calendar
 
 
-@dataclass(frozen=True)
-class CardGeneration:
+class CardGeneration(NamedTuple):
     """What differs between card generations: key algorithm and when renewal opens."""
 
     name: str
@@ -34,8 +34,7 @@ def generation_for(algorithm: str) -> CardGeneration:
     return next((g for g in GENERATIONS if g.algorithm == algorithm), CURRENT_CARD)
 
 
-@dataclass(frozen=True)
-class CertificateSummary:
+class CertificateSummary(NamedTuple):
     """What status needs to know about a certificate, with no personal data."""
 
     serial: str
