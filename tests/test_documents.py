@@ -24,12 +24,21 @@ from test_daemon_dbus import wait_state
 MNCCTL = str(Path(sys.executable).with_name("mncctl"))
 
 
+JAPANESE = "ja_JP.UTF-8"
+#: Kana and kanji.
+JAPANESE_TEXT = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
+
+
 def mncctl(
-    address: str, *args: str, stdin: str | None = None, display: str | None = None
+    address: str,
+    *args: str,
+    stdin: str | None = None,
+    display: str | None = None,
+    lang: str = "C.UTF-8",
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8"}
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
+    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": lang, "LANGUAGE": ""}
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "LC_ALL", "LC_MESSAGES"):
+        env.pop(name, None)
     if display:
         env["DISPLAY"] = display
     return subprocess.run(
@@ -56,10 +65,12 @@ def ca_file(card, tmp_path: Path) -> Path:
     return path
 
 
-def sign_pdf(daemon, card, source: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
+def sign_pdf(
+    daemon, card, source: Path, output: Path, *extra: str, lang: str = "C.UTF-8"
+) -> subprocess.CompletedProcess:
     return mncctl(
         daemon.bus.address, "sign", "--pdf", str(source), "-o", str(output), "--pin-stdin",
-        *extra, stdin=card.profile.sign_password + "\n",
+        *extra, stdin=card.profile.sign_password + "\n", lang=lang,
     )  # fmt: skip
 
 
@@ -289,20 +300,41 @@ def _locked(source: Path, target: Path) -> Path:
     return target
 
 
+BAD_INPUTS = [
+    ("not-a-pdf", "in.pdf is not a PDF file: sign other files with --cms.",
+     "in.pdfはPDFファイルではありません。PDF以外のファイルには --cms で署名してください。"),
+    ("empty", "in.pdf is empty (0 bytes): check that it was saved completely.",
+     "in.pdfは空のファイルです(0バイト)。正しく保存されているか確認してください。"),
+    ("directory", "in.pdf is a folder, not a file: give a file in it.",
+     "in.pdfはフォルダーです。中のファイルを指定してください。"),
+    ("missing", "in.pdf does not exist: check the file's name and folder.",
+     "in.pdfが見つかりません。ファイル名と保存場所を確認してください。"),
+    ("encrypted",
+     "in.pdf is encrypted (password-protected): remove the protection, then sign it.",
+     "in.pdfは暗号化(パスワード保護)されているため、署名できません。保護を解除してから"
+     "署名してください。"),
+    ("damaged",
+     "in.pdf is damaged and cannot be signed (Could not read malformed PDF file): make the PDF "
+     "again with the program that made it.",
+     "in.pdfは壊れているため、署名できません(Could not read malformed PDF file)。PDFを作成した"
+     "ソフトで作り直してください。"),
+    ("locked",
+     "in.pdf is locked by its signature 'Author' (no changes allowed): another signature "
+     "would invalidate it.",
+     "in.pdfは署名「Author」によって変更が禁止されているため、署名できません。"),
+    ("output-exists",
+     "out.pdf exists: not overwritten. Give another name, or add --force to replace it.",
+     "out.pdfは既にあるため、上書きしていません。別の名前を指定するか、置き換える場合は "
+     "--force を付けてください。"),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("case", "message"),
-    [
-        ("not-a-pdf", "is not a PDF file"),
-        ("empty", "is empty (0 bytes)"),
-        ("directory", "is a directory"),
-        ("missing", "no such file"),
-        ("encrypted", "is encrypted"),
-        ("damaged", "is damaged"),
-        ("locked", "no changes allowed"),
-        ("output-exists", "exists: not overwritten"),
-    ],
+    ("case", "message", "japanese"), BAD_INPUTS, ids=[case for case, _, _ in BAD_INPUTS]
 )
-def test_bad_inputs_get_clear_errors_and_nothing_changes(daemon, card, tmp_path, case, message):
+def test_bad_inputs_get_clear_errors_and_nothing_changes(
+    daemon, card, tmp_path, case, message, japanese
+):
     wait_state(daemon.bus.address, "card-present")
     plain = make_pdf(tmp_path / "plain.pdf")
     source = tmp_path / "in.pdf"
@@ -326,8 +358,13 @@ def test_bad_inputs_get_clear_errors_and_nothing_changes(daemon, card, tmp_path,
     card.commands(clear=True)
     result = sign_pdf(daemon, card, source, output)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stderr.startswith("mncctl: ") and message in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"mncctl: {tmp_path}/") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # one line
+    assert not JAPANESE_TEXT.search(result.stderr), result.stderr
+    in_japanese = sign_pdf(daemon, card, source, output, lang=JAPANESE)
+    assert in_japanese.returncode == 1, in_japanese.stderr
+    assert japanese in in_japanese.stderr and len(in_japanese.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr + in_japanese.stderr
     assert verifies_with_pin(card.commands()) == 0  # refused before any PIN
     if before is not None:
         assert source.read_bytes() == before
@@ -355,13 +392,17 @@ def test_expired_certificate_is_refused_with_its_own_exit_code(daemon, insert_ca
     output = tmp_path / "out.pdf"
     result = sign_pdf(daemon, card, source, output)
     assert result.returncode == 6, result.stderr
-    assert "the signing certificate expired on" in result.stderr
-    assert "有効期限が切れています" in result.stderr
+    assert result.stderr.startswith("mncctl: The signing certificate expired on 20")
+    assert "are not accepted. Get a new one issued at your municipal office" in result.stderr
+    assert not JAPANESE_TEXT.search(result.stderr), result.stderr
     assert signatures_sent(card.commands()) == 0 and not output.exists()
     # The daemon now knows the certificate: the next try is refused before the password.
     card.commands(clear=True)
-    again = sign_pdf(daemon, card, source, output)
-    assert again.returncode == 6 and "expired on" in again.stderr
+    again = sign_pdf(daemon, card, source, output, lang=JAPANESE)
+    assert again.returncode == 6, again.stderr
+    assert again.stderr.startswith("mncctl: 署名用電子証明書の有効期限(20"), again.stderr
+    assert "日)が切れています。この電子証明書で署名した文書は受け付けられません。" in again.stderr
+    assert "市区町村の窓口で新しい電子証明書の発行を受けてください。" in again.stderr
     assert verifies_with_pin(card.commands()) == 0
 
 
@@ -375,7 +416,11 @@ def test_invalidated_certificate_is_refused_before_the_pin(daemon, insert_card, 
     card.commands(clear=True)
     again = sign_pdf(daemon, card, source, output)
     assert again.returncode == 6, again.stderr
-    assert "invalidated" in again.stderr and "失効" in again.stderr
+    assert again.stderr.startswith("mncctl: The signing certificate has been invalidated")
+    assert not JAPANESE_TEXT.search(again.stderr), again.stderr
+    in_japanese = sign_pdf(daemon, card, source, output, lang=JAPANESE)
+    assert in_japanese.returncode == 6, in_japanese.stderr
+    assert in_japanese.stderr.startswith("mncctl: 署名用電子証明書は失効しています。")
     assert verifies_with_pin(card.commands()) == 0
 
 
@@ -385,8 +430,9 @@ def test_renewal_window_gives_a_warning(daemon, insert_card, tmp_path):
     source = make_pdf(tmp_path / "in.pdf")
     result = sign_pdf(daemon, card, source, tmp_path / "out.pdf")
     assert result.returncode == 0, result.stderr
-    assert "mncctl: warning: the signing certificate expires on" in result.stderr
-    assert "更新してください" in result.stderr
+    assert "mncctl: warning: the signing certificate expires on 20" in result.stderr
+    assert ": renew it at your municipal office (bring your My Number Card)" in result.stderr
+    assert not JAPANESE_TEXT.search(result.stderr), result.stderr
 
 
 def test_desktop_session_uses_the_daemons_dialog(tmp_path, sandbox, card):
@@ -454,17 +500,19 @@ def test_readme_documents_example_signs_with_the_daemons_dialog(tmp_path, sandbo
     work.mkdir()
     make_pdf(work / "application.pdf")
     (work / "example.py").write_text(readme_documents_example())
+    english = {k: v for k, v in os.environ.items() if k not in ("LC_ALL", "LC_MESSAGES")}
+    english.update(LANG="C.UTF-8", LANGUAGE="")
     with daemon_on_private_bus(tmp_path / "bus", env) as daemon:
         wait_state(daemon.bus.address, "card-present")
         result = subprocess.run(
             [sys.executable, "example.py"], cwd=work, capture_output=True, text=True,
-            timeout=120, env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address},
+            timeout=120, env={**english, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address},
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("adbe.pkcs7.detached 20") and "+09:00" in lines[0]
     # The virtual card's test CA is not J-LIS's: intact, but not anchored.
-    assert lines[1] == "Signature1 untrusted the whole file (ファイル全体) not anchored"
+    assert lines[1] == "Signature1 untrusted the whole file not anchored"
     assert "Signature is Valid" in pdfsig(work / "application-signed.pdf")
 
 

@@ -16,7 +16,7 @@ from mncd.cli.errors import ExitCode
 from mncd.client import CertificateStatus, Status
 from mncd.documents import CertificateUnusable, DocumentError, OutputExists
 from mncd.documents.files import atomic_output, check_output, write_private
-from mncd.documents.signer import check_status
+from mncd.documents.signer import JST, check_status
 from mncd.documents.verify import SignatureCheck, TrustAnchor, Verdict, check_certificate
 from mncd.jpki import trust
 
@@ -73,19 +73,50 @@ def _status(state: str, days: int = 100) -> Status:
     )
 
 
-def test_status_refuses_expired_and_invalidated_and_warns_in_the_renewal_window():
-    with pytest.raises(CertificateUnusable, match="expired") as expired:
+def japan_day(days: int) -> dt.date:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).astimezone(JST).date()
+
+
+def test_status_refuses_expired_and_invalidated_and_warns_in_the_renewal_window(monkeypatch):
+    monkeypatch.setenv("LANGUAGE", "en")
+    with pytest.raises(CertificateUnusable, match=r"^The signing certificate expired on ") as old:
         check_status(_status("expired", -2))
-    assert "有効期限が切れています" in str(expired.value)
-    with pytest.raises(CertificateUnusable, match="invalidated") as invalidated:
+    assert old.value.state == "expired"
+    assert f"expired on {japan_day(-2).isoformat()}: documents" in str(old.value)
+    with pytest.raises(CertificateUnusable, match=r"^The signing certificate has been invalid"):
         check_status(_status("invalidated"))
-    assert cli_errors.exit_code(invalidated.value) == ExitCode.CERTIFICATE == 6
-    assert "更新してください" in check_status(_status("expiring", 20)).warning
+    warning = check_status(_status("expiring", 20)).warning
+    assert warning.startswith(f"the signing certificate expires on {japan_day(20).isoformat()}")
     assert check_status(_status("valid")).warning == ""
     assert check_status(_status("unknown")).warning == ""
 
 
-def test_certificate_rules_at_the_signing_time():
+def test_certificate_texts_follow_the_locale_when_they_are_made(monkeypatch):
+    """The same call in Japanese: only the text changes; the state stays a code."""
+    monkeypatch.setenv("LANGUAGE", "ja")
+    day = japan_day(-2)
+    with pytest.raises(CertificateUnusable) as old:
+        check_status(_status("expired", -2))
+    assert old.value.state == "expired"
+    assert str(old.value).startswith(
+        f"署名用電子証明書の有効期限({day.year}年{day.month}月{day.day}日)が切れています。"
+    )
+    with pytest.raises(CertificateUnusable) as invalidated:
+        check_status(_status("invalidated"))
+    assert invalidated.value.state == "invalidated"
+    assert str(invalidated.value).startswith("署名用電子証明書は失効しています。")
+    assert cli_errors.exit_code(invalidated.value) == ExitCode.CERTIFICATE == 6
+    soon = japan_day(20)
+    assert check_status(_status("expiring", 20)).warning == (
+        f"署名用電子証明書の有効期限は{soon.year}年{soon.month}月{soon.day}日です。"
+        "マイナンバーカードをお持ちのうえ、お住まいの市区町村の窓口で更新してください。"
+    )
+    monkeypatch.setenv("LANGUAGE", "en")
+    assert "municipal office" in check_status(_status("expiring", 20)).warning
+
+
+def test_certificate_rules_at_the_signing_time(monkeypatch):
+    monkeypatch.setenv("LANGUAGE", "en")
     _key, cert = software_key()
     der = cert.public_bytes(serialization.Encoding.DER)
     anchor = TrustAnchor(der, "a test CA")  # self-signed: its own issuer

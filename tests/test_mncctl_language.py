@@ -1,12 +1,17 @@
-"""mncctl in the user's language, on a terminal as a person sees it: ``status`` and PIN errors
-under a Japanese and an English locale (tmux, the real daemon, the virtual card)."""
+"""mncctl in the user's language, on a terminal as a person sees it: ``status``, PIN errors,
+``verify`` reports of intact and tampered PDFs and file errors of ``sign`` under a Japanese and
+an English locale (tmux, the real daemon, the virtual card)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from busstack import daemon_on_private_bus
 from faultkit import verifies_with_pin
+from pdfkit import make_pdf
 from test_daemon_dbus import wait_state
+from test_documents import ca_file, sign_pdf
 from test_mncctl_pin import run_in_terminal
 
 JAPANESE = "ja_JP.UTF-8"
@@ -102,3 +107,124 @@ def test_pin_entry_hints_asks_again_and_tells_a_wrong_pin(daemon, card, terminal
     assert "１２３４" not in screen and "9999" not in screen  # never echoed
     assert verifies_with_pin(card.commands()) == 1  # only the half-width entry reached the card
     assert card.tries()["auth"] == 2
+
+
+#: Kana and kanji: none may show in English, and each Japanese line has them.
+JAPANESE_TEXT = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
+
+VERIFY = {
+    JAPANESE: {
+        "intact": [
+            ": PDF、署名1件", "署名1(Signature1): 有効", "  署名日時:   ",
+            "(署名者のコンピューターの時刻)", "  対象:       ファイル全体",
+            "  認証経路:   --ca で指定した認証局(",
+            "失効の確認はしていません。失効情報はJ-LISから署名検証者として登録された事業者"
+            "にのみ提供されるため、失効した電子証明書をオフラインで見分けることはできません。",
+            "結果: 有効",
+        ],
+        "tampered": [
+            "署名1(Signature1): 無効",
+            "  問題: 署名された内容が改ざんされています(ダイジェストが一致しません)",
+            "結果: 無効",
+        ],
+    },
+    ENGLISH: {
+        "intact": [
+            ": PDF, 1 signature", "signature 1 (Signature1): valid", "  signed at:  ",
+            "(as the signer's computer says)", "  covers:     the whole file",
+            "  chain:      the CA given with --ca (",
+            "Revocation was not checked: J-LIS gives revocation data only to registered "
+            "verifiers, so an invalidated certificate cannot be recognised offline.",
+            "result: valid",
+        ],
+        "tampered": [
+            "signature 1 (Signature1): INVALID",
+            "  problem: the signed bytes were changed: the digest does not match",
+            "result: INVALID",
+        ],
+    },
+}  # fmt: skip
+
+
+#: mncctl's and mncd.documents' English words that a Japanese screen never shows.
+ENGLISH_WORDS = (
+    "signature 1", "signed by", "signed at", "covers", "chain", "problem", "result", "Revocation",
+    "whole file", "does not exist", "exists", "overwritten", "valid", "INVALID", "note:",
+)  # fmt: skip
+
+
+def in_one_language(screen: str, lang: str, ignore: str = "") -> None:
+    """Japanese texts on a Japanese screen, none on an English one (``ignore``: the signer's
+    name, which is the card's)."""
+    text = screen.replace(ignore, "") if ignore else screen
+    if lang == ENGLISH:
+        assert not JAPANESE_TEXT.search(text), screen
+    else:
+        for english in ENGLISH_WORDS:  # the certificate's issuer (data) may be English
+            assert english not in text, (english, screen)
+
+
+@pytest.mark.parametrize("lang", [JAPANESE, ENGLISH], ids=["ja", "en"])
+def test_verify_reports_in_the_users_language(daemon, card, terminals, tmp_path, lang):
+    wait_state(daemon.bus.address, "card-present")
+    source = make_pdf(tmp_path / "form.pdf", text="Pay 1000 yen")
+    signed = tmp_path / "signed.pdf"
+    assert sign_pdf(daemon, card, source, signed).returncode == 0
+    ca = ca_file(card, tmp_path)
+    screen = terminals(daemon.bus.address, lang, "verify", str(signed), "--ca", str(ca)).wait(
+        "[exit "
+    )
+    assert "[exit 0]" in screen, screen
+    for text in VERIFY[lang]["intact"]:
+        assert text in flat(screen), (text, screen)
+    assert card.profile.name in screen
+    in_one_language(screen, lang, ignore=card.profile.name)
+
+    tampered = tmp_path / "tampered.pdf"
+    tampered.write_bytes(signed.read_bytes().replace(b"Pay 1000 yen", b"Pay 9000 yen"))
+    screen = terminals(daemon.bus.address, lang, "verify", str(tampered), "--ca", str(ca)).wait(
+        "[exit "
+    )
+    assert "[exit 7]" in screen, screen
+    for text in VERIFY[lang]["tampered"]:
+        assert text in flat(screen), (text, screen)
+    in_one_language(screen, lang, ignore=card.profile.name)
+
+
+FILE_ERRORS = {
+    JAPANESE: {
+        "missing": "mncctl: {path}が見つかりません。ファイル名と保存場所を確認してください。",
+        "exists": "mncctl: {path}は既にあるため、上書きしていません。別の名前を指定するか、"
+        "置き換える場合は --force を付けてください。",
+    },
+    ENGLISH: {
+        "missing": "mncctl: {path} does not exist: check the file's name and folder.",
+        "exists": "mncctl: {path} exists: not overwritten. Give another name, or add --force "
+        "to replace it.",
+    },
+}
+
+
+@pytest.mark.parametrize("lang", [JAPANESE, ENGLISH], ids=["ja", "en"])
+def test_sign_file_errors_in_the_users_language(daemon, card, terminals, tmp_path, lang):
+    wait_state(daemon.bus.address, "card-present")
+    missing, output = tmp_path / "missing.pdf", tmp_path / "out.pdf"
+    card.commands(clear=True)
+    screen = terminals(
+        daemon.bus.address, lang, "sign", "--pdf", str(missing), "-o", str(output)
+    ).wait("[exit ")
+    assert "[exit 1]" in screen, screen
+    shown = flat(screen).split("[exit ")[0].strip()
+    assert shown == FILE_ERRORS[lang]["missing"].format(path=missing), screen  # one line only
+    in_one_language(screen, lang)
+
+    source = make_pdf(tmp_path / "form.pdf")
+    output.write_bytes(b"keep me")
+    screen = terminals(
+        daemon.bus.address, lang, "sign", "--pdf", str(source), "-o", str(output)
+    ).wait("[exit ")
+    assert "[exit 1]" in screen, screen
+    assert FILE_ERRORS[lang]["exists"].format(path=output) in flat(screen), screen
+    in_one_language(screen, lang)
+    assert output.read_bytes() == b"keep me"
+    assert verifies_with_pin(card.commands()) == 0  # refused before any PIN

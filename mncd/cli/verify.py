@@ -88,13 +88,15 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(result: object) -> None:
     """The verification in words: each signature, then the verdict."""
-    from mncd.documents import REVOCATION_NOTE, Verification
+    from mncd.documents import Verification, revocation_note
 
     assert isinstance(result, Verification)
     count = len(result.signatures)
     kind = _("PDF") if result.kind == "pdf" else _("file with a detached CMS signature")
     signatures = ngettext("{n} signature", "{n} signatures", count).format(n=count)
-    print(f"{result.file}: {kind}, {signatures}")
+    print(
+        _("{file}: {kind}, {signatures}").format(file=result.file, kind=kind, signatures=signatures)
+    )
     for problem in result.problems:
         print(_("  problem: {problem}").format(problem=problem))
     for number, check in enumerate(result.signatures, 1):
@@ -124,5 +126,5 @@ def print_report(result: object) -> None:
             print(_("  problem: {problem}").format(problem=problem))
         for note in check.notes:
             print(_("  note: {note}").format(note=note))
-    print(REVOCATION_NOTE)
+    print(revocation_note())
     print(_("result: {verdict}").format(verdict=VERDICT_TEXT[result.verdict.value]))

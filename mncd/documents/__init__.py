@@ -25,6 +25,7 @@ _EXPORTS = {
     "TrustAnchor": "verify",
     "Verdict": "verify",
     "REVOCATION_NOTE": "verify",
+    "revocation_note": "verify",
     "DocumentError": "errors",
     "NotSignable": "errors",
     "OutputExists": "errors",

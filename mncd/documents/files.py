@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mncd.documents.errors import DocumentError, OutputExists
+from mncd.documents.text import _
 
 #: Signed documents and certificates hold the holder's name, address, birth date and sex.
 PRIVATE_MODE = 0o600
@@ -22,19 +23,38 @@ def open_input(path: Path) -> BinaryIO:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise DocumentError(f"{path}: no such file (ファイルがありません)") from None
+        raise DocumentError(
+            _("{path} does not exist: check the file's name and folder.").format(path=path)
+        ) from None
     except OSError as exc:
-        raise DocumentError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise unreadable(path, exc) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise DocumentError(f"{path} is a directory, not a file (フォルダです)")
+        raise DocumentError(
+            _("{path} is a folder, not a file: give a file in it.").format(path=path)
+        )
     if not stat.S_ISREG(info.st_mode):
-        raise DocumentError(f"{path} is not a regular file")
+        raise DocumentError(
+            _("{path} is not an ordinary file (a device or a pipe): give a file.").format(path=path)
+        )
     if info.st_size == 0:
-        raise DocumentError(f"{path} is empty (0 bytes): nothing to sign (空のファイルです)")
+        raise DocumentError(
+            _("{path} is empty (0 bytes): check that it was saved completely.").format(path=path)
+        )
     try:
         return path.open("rb")
     except OSError as exc:
-        raise DocumentError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise unreadable(path, exc) from exc
+
+
+def unreadable(path: Path, exc: OSError) -> DocumentError:
+    """Why ``path`` cannot be read, as the error to raise."""
+    if isinstance(exc, PermissionError):
+        return DocumentError(
+            _("{path} cannot be read: you have no permission to read it.").format(path=path)
+        )
+    return DocumentError(
+        _("cannot read {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+    )
 
 
 def check_output(path: Path, *, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
@@ -44,18 +64,28 @@ def check_output(path: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
     for source in inputs:
         with contextlib.suppress(OSError):
             if path.exists() and path.samefile(source):
-                raise DocumentError(f"{path} is the input: the input is never changed")
+                raise DocumentError(
+                    _(
+                        "{path} is the input: give another output file (the input is never "
+                        "changed)."
+                    ).format(path=path)
+                )
     if path.is_dir():
-        raise DocumentError(f"{path} is a directory (フォルダです)")
+        raise DocumentError(
+            _("{path} is a folder: give a file name for the output.").format(path=path)
+        )
     if path.exists() and not force:
         raise OutputExists(
-            f"{path} exists: not overwritten (use --force to replace it) "
-            "(ファイルが既にあります。上書きしません)"
+            _(
+                "{path} exists: not overwritten. Give another name, or add --force to replace it."
+            ).format(path=path)
         )
     if not parent.is_dir():
-        raise DocumentError(f"cannot write {path}: no such directory {parent}")
+        raise DocumentError(
+            _("cannot write {path}: no such directory {parent}").format(path=path, parent=parent)
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise DocumentError(f"cannot write {path}: permission denied")
+        raise DocumentError(_("cannot write {path}: permission denied").format(path=path))
 
 
 @contextlib.contextmanager
@@ -91,21 +121,33 @@ def _publish(temporary: Path, path: Path, force: bool) -> None:
             try:
                 os.link(temporary, path)  # fails when path exists, even if it just appeared
             except FileExistsError:
-                raise OutputExists(f"{path} appeared meanwhile: not overwritten") from None
+                raise appeared(path) from None
             except OSError:  # a file system without hard links
                 if path.exists():
-                    raise OutputExists(f"{path} appeared meanwhile: not overwritten") from None
+                    raise appeared(path) from None
                 os.rename(temporary, path)
             else:
                 os.unlink(temporary)
     except OSError as exc:
-        raise DocumentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise DocumentError(
+            _("cannot write {path}: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from exc
     with contextlib.suppress(OSError):
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def appeared(path: Path) -> OutputExists:
+    """The error for an output another program created while it was being written."""
+    return OutputExists(
+        _(
+            "{path} was created by another program meanwhile: not overwritten. Try again with "
+            "another output name."
+        ).format(path=path)
+    )
 
 
 def write_private(path: Path, data: bytes, *, force: bool = False) -> None:

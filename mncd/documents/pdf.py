@@ -25,6 +25,7 @@ from mncd.client import MyNumberCard
 from mncd.documents.errors import DocumentError, NotSignable
 from mncd.documents.files import atomic_output, check_output, open_input
 from mncd.documents.signer import CardSigner, PinOptions, holder_name, now_in_japan, sign_once
+from mncd.documents.text import _
 
 #: How far into the file the ``%PDF-`` header may start (as PDF readers allow).
 HEADER_WINDOW = 1024
@@ -63,17 +64,18 @@ def open_pdf(stream: BinaryIO, path: Path) -> IncrementalPdfFileWriter:
     head = stream.read(HEADER_WINDOW)
     stream.seek(0)
     if b"%PDF-" not in head:
-        raise NotSignable(f"{path} is not a PDF file (PDFファイルではありません)")
+        raise NotSignable(
+            _("{path} is not a PDF file: sign other files with --cms.").format(path=path)
+        )
     try:
         writer = IncrementalPdfFileWriter(stream, strict=True)
     except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise NotSignable(
-            f"{path} is damaged and cannot be signed (PDFファイルが壊れています): {exc}"
-        ) from None
+        raise damaged(path, exc) from None
     if writer.prev.encrypted:
         raise NotSignable(
-            f"{path} is encrypted (password-protected): remove the protection first "
-            "(暗号化されたPDFには署名できません)"
+            _(
+                "{path} is encrypted (password-protected): remove the protection, then sign it."
+            ).format(path=path)
         )
     try:
         locked = [
@@ -82,13 +84,29 @@ def open_pdf(stream: BinaryIO, path: Path) -> IncrementalPdfFileWriter:
             if embedded.docmdp_level == MDPPerm.NO_CHANGES
         ]
     except (PdfError, ValueError, KeyError, TypeError) as exc:
-        raise NotSignable(f"{path} has a damaged signature and cannot be signed: {exc}") from None
+        raise NotSignable(
+            _("{path} has a damaged signature and cannot be signed ({detail}).").format(
+                path=path, detail=exc
+            )
+        ) from None
     if locked:
         raise NotSignable(
-            f"{path} is locked by its signature {locked[-1]!r} (no changes allowed): another "
-            "signature would invalidate it (既存の署名が変更を禁止しています)"
+            _(
+                "{path} is locked by its signature '{field}' (no changes allowed): another "
+                "signature would invalidate it."
+            ).format(path=path, field=locked[-1])
         )
     return writer
+
+
+def damaged(path: Path, exc: Exception) -> NotSignable:
+    """The error for a PDF that cannot be read well enough to sign it."""
+    return NotSignable(
+        _(
+            "{path} is damaged and cannot be signed ({detail}): make the PDF again with the "
+            "program that made it."
+        ).format(path=path, detail=exc)
+    )
 
 
 def free_field_name(writer: IncrementalPdfFileWriter) -> str:
@@ -136,13 +154,15 @@ async def sign_pdf(
                 try:
                     await pdf_signer.async_sign_pdf(writer, output=out)
                 except SigningError as exc:
-                    raise NotSignable(f"{source} cannot be signed: {exc}") from None
+                    raise NotSignable(
+                        _("{path} cannot be signed ({detail}).").format(path=source, detail=exc)
+                    ) from None
                 except PdfError as exc:
-                    raise NotSignable(f"{source} is damaged and cannot be signed: {exc}") from None
+                    raise damaged(source, exc) from None
 
         _, certificate, check = await sign_once(card, build, pin or PinOptions(), signing_time)
     if not written:
-        raise DocumentError("nothing was signed")
+        raise DocumentError(_("Nothing was signed."))
     return PdfSignature(
         output=output,
         certificate=certificate,

@@ -26,6 +26,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from mncd.client import MyNumberCard, Status
 from mncd.documents.errors import CertificateUnusable, DocumentError
+from mncd.documents.text import N_, _, japan_date
 from mncd.jpki import calendar, certificates
 from mncd.jpki.summary import generation_for
 
@@ -48,26 +49,28 @@ class CertificateCheck:
 
 
 def renewal_warning(not_after: dt.datetime) -> str:
-    day = not_after.astimezone(JST).date().isoformat()
-    return (
-        f"the signing certificate expires on {day}: renew it at your municipal office "
-        f"(署名用電子証明書の有効期限は{day}です。市区町村の窓口で更新してください)"
-    )
+    return _(
+        "the signing certificate expires on {date}: renew it at your municipal office (bring "
+        "your My Number Card)"
+    ).format(date=japan_date(not_after))
 
 
 def expired_text(not_after: dt.datetime | None) -> str:
-    day = f" on {not_after.astimezone(JST).date().isoformat()}" if not_after else ""
-    return (
-        f"the signing certificate expired{day}: a document signed with it is not accepted; "
-        "renew it at your municipal office "
-        "(署名用電子証明書の有効期限が切れています。市区町村の窓口で更新してください)"
-    )
+    if not_after is None:
+        return _(
+            "The signing certificate has expired: documents signed with it are not accepted. "
+            "Get a new one issued at your municipal office (bring your My Number Card)."
+        )
+    return _(
+        "The signing certificate expired on {date}: documents signed with it are not accepted. "
+        "Get a new one issued at your municipal office (bring your My Number Card)."
+    ).format(date=japan_date(not_after))
 
 
-INVALIDATED_TEXT = (
-    "the signing certificate has been invalidated (revoked): its personal data no longer match "
-    "the card, or the card refuses the key; get a new one at your municipal office "
-    "(署名用電子証明書は失効しています。市区町村の窓口で再発行してください)"
+INVALIDATED_TEXT = N_(
+    "The signing certificate has been invalidated (revoked): its personal data no longer match "
+    "the card, or the card refuses its key. Get a new one issued at your municipal office "
+    "(bring your My Number Card)."
 )
 
 
@@ -76,7 +79,7 @@ def check_status(status: Status) -> CertificateCheck:
     invalidated (:class:`CertificateUnusable`); warn when it is in its renewal window."""
     sign = status.sign
     if sign.state == "invalidated":
-        raise CertificateUnusable("invalidated", INVALIDATED_TEXT)
+        raise CertificateUnusable("invalidated", _(INVALIDATED_TEXT))
     if sign.state == "expired":
         raise CertificateUnusable("expired", expired_text(sign.not_after))
     if sign.state == "expiring" and sign.not_after is not None:
@@ -94,7 +97,7 @@ def check_certificate(der: bytes, now: dt.datetime) -> CertificateCheck:
     if now < summary.not_before:
         raise CertificateUnusable(
             "not-yet-valid",
-            "the signing certificate is not valid yet (署名用電子証明書の有効期間前です)",
+            _("The signing certificate is not valid yet: check your computer's clock."),
         )
     if state == calendar.EXPIRING:
         return CertificateCheck(renewal_warning(summary.not_after))
@@ -107,7 +110,7 @@ def holder_name(der: bytes) -> str:
         return certificates.personal_data(der).name
     except certificates.CertificateError as exc:
         raise DocumentError(
-            "the signing certificate carries no holder name; give one with --name"
+            _("The signing certificate carries no holder name: give one with --name.")
         ) from exc
 
 
@@ -118,7 +121,7 @@ def _placeholder_size(der: bytes) -> int:
         return (key.key_size + 7) // 8
     if isinstance(key, ec.EllipticCurvePublicKey):
         return 2 * ((key.curve.key_size + 7) // 8) + 9  # DER SEQUENCE of two INTEGERs
-    raise DocumentError("the signing certificate's key type is not supported")
+    raise DocumentError(_("The signing certificate's key type is not supported."))
 
 
 class CardSigner(Signer):
@@ -150,9 +153,13 @@ class CardSigner(Signer):
         if dry_run:  # pyHanko's size estimate: never the card
             return bytes(self._size)
         if self.digest.done():
-            raise DocumentError("one card signature per document")
+            raise DocumentError(_("A document is signed by the card only once."))
         if digest_algorithm != "sha256":
-            raise DocumentError(f"documents are signed with SHA-256, not {digest_algorithm}")
+            raise DocumentError(
+                _("Documents are signed with SHA-256, not {algorithm}.").format(
+                    algorithm=digest_algorithm
+                )
+            )
         self.digest.set_result(hashlib.sha256(data).digest())
         return await self.signature
 
@@ -192,7 +199,7 @@ async def sign_once(
         await asyncio.wait({signer.digest, task}, return_when=asyncio.FIRST_COMPLETED)
         if not signer.digest.done():
             task.result()  # the build's own error
-            raise DocumentError("the document asked for no signature")
+            raise DocumentError(_("The document asked for no signature; nothing was signed."))
         return signer.digest.result()
 
     try:

@@ -33,14 +33,15 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
 from mncd.documents.errors import DocumentError
-from mncd.documents.files import open_input
+from mncd.documents.files import open_input, unreadable
 from mncd.documents.signer import JST
+from mncd.documents.text import N_, _, japan_date, ngettext
 from mncd.jpki import certificates, trust
 
-REVOCATION_NOTE = (
+#: The msgid of :func:`revocation_note` (English).
+REVOCATION_NOTE = N_(
     "Revocation was not checked: J-LIS gives revocation data only to registered verifiers, so "
-    "an invalidated certificate cannot be recognised offline "
-    "(失効確認は行っていません: 失効情報は署名検証者として登録した事業者のみが取得できます)"
+    "an invalidated certificate cannot be recognised offline."
 )
 #: What a signing certificate must allow (real JPKI signing certificates carry both).
 KEY_USAGE = KeyUsageConstraints(
@@ -52,6 +53,11 @@ ALLOWED_LATER_CHANGES = (
     ModificationLevel.LTA_UPDATES,
     ModificationLevel.FORM_FILLING,
 )
+
+
+def revocation_note() -> str:
+    """What a verification cannot tell offline, in the user's language."""
+    return _(REVOCATION_NOTE)
 
 
 class Verdict(enum.Enum):
@@ -75,7 +81,7 @@ class TrustAnchor:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise DocumentError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise unreadable(path, exc) from exc
         try:
             cert = (
                 x509.load_pem_x509_certificate(data)
@@ -83,18 +89,23 @@ class TrustAnchor:
                 else x509.load_der_x509_certificate(data)
             )
         except ValueError:
-            raise DocumentError(f"{path} is not a certificate (PEM or DER)") from None
-        return cls(cert.public_bytes(serialization.Encoding.DER), f"the CA given in {path}")
+            raise DocumentError(
+                _("{path} is not a certificate: give a CA certificate in PEM or DER.").format(
+                    path=path
+                )
+            ) from None
+        description = _("the CA given with --ca ({path})").format(path=path)
+        return cls(cert.public_bytes(serialization.Encoding.DER), description)
 
 
 def jlis_trust_anchors() -> list[TrustAnchor]:
     """J-LIS's CAs, bundled with mncd and checked against the published fingerprints."""
     names = {
-        "sign": "signing CA (署名用認証局)",
-        "auth": "user-authentication CA (利用者証明用認証局)",
+        "sign": N_("J-LIS signing CA ({generation})"),
+        "auth": N_("J-LIS user-authentication CA ({generation})"),
     }
     return [
-        TrustAnchor(anchor.der, f"J-LIS {names[anchor.purpose]} {anchor.generation}")
+        TrustAnchor(anchor.der, _(names[anchor.purpose]).format(generation=anchor.generation))
         for anchor in trust.jlis_anchors()
     ]
 
@@ -149,9 +160,9 @@ def signer_name(der: bytes) -> str:
         return certificates.personal_data(der).name
     except certificates.CertificateError:
         try:
-            return certificates.load(der).subject.rfc4514_string() or "(no name)"
+            return certificates.load(der).subject.rfc4514_string() or _("(no name)")
         except (certificates.CertificateError, ValueError):
-            return "(unreadable certificate)"
+            return _("(unreadable certificate)")
 
 
 def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
@@ -182,25 +193,31 @@ def check_certificate(
         cert = certificates.load(der)
         cert.extensions  # noqa: B018  (parsed lazily: a mangled one shows here)
     except (certificates.CertificateError, ValueError):
-        check.problems.append("the signer's certificate cannot be read")
+        check.problems.append(_("the signer's certificate cannot be read"))
         return
     check.serial = f"{cert.serial_number:x}"
     check.issuer = cert.issuer.rfc4514_string()
     day = when.astimezone(JST).strftime("%Y-%m-%d %H:%M %Z")
     if not _valid_at(cert, when):
         check.problems.append(
-            f"the certificate was not valid at the signing time {day} (valid "
-            f"{cert.not_valid_before_utc.astimezone(JST):%Y-%m-%d} to "
-            f"{cert.not_valid_after_utc.astimezone(JST):%Y-%m-%d}) (署名時点で有効期間外です)"
+            _(
+                "the certificate was not valid at the signing time {time} (valid {start} to {end})"
+            ).format(
+                time=day,
+                start=japan_date(cert.not_valid_before_utc),
+                end=japan_date(cert.not_valid_after_utc),
+            )
         )
     usage = _key_usage(cert)
     if usage is None or not (usage.digital_signature and usage.content_commitment):
         check.problems.append(
-            "the certificate's keyUsage does not allow signing documents "
-            "(digitalSignature and nonRepudiation)"
+            _(
+                "the certificate's keyUsage does not allow signing documents (it needs "
+                "digitalSignature and nonRepudiation)"
+            )
         )
     if _is_ca(cert):
-        check.problems.append("the signer's certificate is a CA certificate")
+        check.problems.append(_("the signer's certificate is a CA certificate"))
     for anchor in anchors:
         ca = x509.load_der_x509_certificate(anchor.der)
         if ca.subject != cert.issuer:
@@ -210,16 +227,21 @@ def check_certificate(
         except (ValueError, TypeError, InvalidSignature):
             continue
         if not _is_ca(ca):
-            check.problems.append(f"{anchor.description} is not a CA (basicConstraints)")
+            check.problems.append(
+                _("{anchor} is not a CA (basicConstraints)").format(anchor=anchor.description)
+            )
         elif not _valid_at(ca, when):
-            check.problems.append(f"{anchor.description} was not valid at the signing time")
+            check.problems.append(
+                _("{anchor} was not valid at the signing time").format(anchor=anchor.description)
+            )
         else:
             check.anchor = anchor.description
         return
     check.notes.append(
-        "the certificate does not chain to a CA mncd knows: not one of J-LIS's bundled CAs "
-        "(an unknown CA generation, or not a JPKI certificate) nor one given with --ca "
-        "(信頼できる認証局につながりません)"
+        _(
+            "the certificate does not chain to a CA mncd knows: not one of J-LIS's bundled CAs "
+            "(an unknown CA generation, or not a JPKI certificate) nor one given with --ca"
+        )
     )
 
 
@@ -246,17 +268,15 @@ def _context(anchors: list[TrustAnchor], when: dt.datetime | None) -> Validation
 def _integrity(check: SignatureCheck, status: Any, signer_info: cms.SignerInfo) -> bytes | None:
     """Digest, signature and signer identifier; the signing certificate (DER) when readable."""
     if not status.intact:
-        check.problems.append(
-            "the signed bytes were changed: the digest does not match (改ざんされています)"
-        )
+        check.problems.append(_("the signed bytes were changed: the digest does not match"))
     elif not status.valid:
-        check.problems.append("the signature value does not verify (署名値が一致しません)")
+        check.problems.append(_("the signature value does not verify"))
     cert = status.signing_cert
     if cert is None:
-        check.problems.append("the signature carries no signer certificate")
+        check.problems.append(_("the signature carries no signer certificate"))
         return None
     if not _signer_identified(signer_info, cert):
-        check.problems.append("the signer identifier does not name the certificate inside")
+        check.problems.append(_("the signer identifier does not name the certificate inside"))
     return cert.dump()
 
 
@@ -266,24 +286,22 @@ def _integrity(check: SignatureCheck, status: Any, signer_info: cms.SignerInfo) 
 def _covers(check: SignatureCheck, status: Any, revision: int, revisions: int, last: bool) -> None:
     coverage = status.coverage
     if coverage == SignatureCoverageLevel.ENTIRE_FILE:
-        check.covers = "the whole file (ファイル全体)"
+        check.covers = _("the whole file")
         return
     if coverage != SignatureCoverageLevel.ENTIRE_REVISION:
-        check.covers = "part of the file"
-        check.problems.append("the signature does not cover its whole revision of the file")
+        check.covers = _("part of the file")
+        check.problems.append(_("the signature does not cover its whole revision of the file"))
         return
-    check.covers = f"revision {revision} of {revisions}"
+    check.covers = _("revision {revision} of {revisions}").format(
+        revision=revision, revisions=revisions
+    )
     level = status.modification_level
     if last or level not in ALLOWED_LATER_CHANGES:
-        check.problems.append(
-            "the document was changed after this signature (署名後に文書が変更されています)"
-        )
+        check.problems.append(_("the document was changed after this signature"))
     else:
-        check.notes.append(
-            "later revisions only add signatures or fill in form fields (後の版は署名の追加のみ)"
-        )
+        check.notes.append(_("later revisions only add signatures or fill in form fields"))
     if status.docmdp_ok is False:
-        check.problems.append("later changes break what this signature allows (DocMDP)")
+        check.problems.append(_("later changes break what this signature allows (DocMDP)"))
 
 
 async def verify_pdf(path: Path, extra_anchors: Iterable[TrustAnchor] = ()) -> Verification:
@@ -292,7 +310,11 @@ async def verify_pdf(path: Path, extra_anchors: Iterable[TrustAnchor] = ()) -> V
     result = Verification(path, "pdf")
     with open_input(path) as stream:
         if b"%PDF-" not in stream.read(1024):
-            raise DocumentError(f"{path} is not a PDF file (PDFファイルではありません)")
+            raise DocumentError(
+                _("{file} is not a PDF: give its detached signature with --signature").format(
+                    file=path
+                )
+            )
         stream.seek(0)
         try:
             reader = PdfFileReader(stream, strict=False)
@@ -300,13 +322,14 @@ async def verify_pdf(path: Path, extra_anchors: Iterable[TrustAnchor] = ()) -> V
             revisions = reader.xrefs.total_revisions
         except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
             result.problems.append(
-                f"the file is damaged and cannot be read (破損しています): {exc}"
+                _("the file is damaged and cannot be read ({detail})").format(detail=exc)
             )
             return result
         if not embedded:
-            result.problems.append("the file has no signature (署名がありません)")
+            result.problems.append(_("the file has no signature"))
         for index, signature in enumerate(embedded):
-            check = SignatureCheck(label=str(signature.field_name or f"signature {index + 1}"))
+            unnamed = _("signature {number}").format(number=index + 1)
+            check = SignatureCheck(label=str(signature.field_name or unnamed))
             result.signatures.append(check)
             when = signature.self_reported_timestamp
             check.signed_at = when
@@ -317,7 +340,9 @@ async def verify_pdf(path: Path, extra_anchors: Iterable[TrustAnchor] = ()) -> V
                     key_usage_settings=KEY_USAGE,
                 )
             except Exception as exc:  # pyHanko raises many kinds for a mangled signature
-                check.problems.append(f"the signature cannot be checked: {exc}")
+                check.problems.append(
+                    _("the signature cannot be checked ({detail})").format(detail=exc)
+                )
                 continue
             der = _integrity(check, status, signature.signer_info)
             _covers(
@@ -328,7 +353,7 @@ async def verify_pdf(path: Path, extra_anchors: Iterable[TrustAnchor] = ()) -> V
                 check.signer = signer_name(der)
                 check_certificate(check, der, when or dt.datetime.now(dt.UTC), anchors)
             if when is None:
-                check.notes.append("the signature gives no signing time")
+                check.notes.append(_("the signature gives no signing time"))
     return result
 
 
@@ -360,10 +385,12 @@ async def verify_cms(
         signer_info = signed_data["signer_infos"][0]
         when = _claimed_time(signer_info)
     except (ValueError, TypeError, KeyError, IndexError):
-        check.problems.append(f"{signature} is not a CMS signature (DER SignedData)")
+        check.problems.append(
+            _("{path} is not a CMS signature (DER SignedData)").format(path=signature)
+        )
         return result
     if signed_data["encap_content_info"]["content"].native is not None:
-        check.notes.append("the signature also holds the content (not detached)")
+        check.notes.append(_("the signature also holds the content (not detached)"))
     check.signed_at = when
     with open_input(path) as content:
         size = path.stat().st_size
@@ -375,13 +402,17 @@ async def verify_cms(
                 key_usage_settings=KEY_USAGE,
             )
         except Exception as exc:
-            check.problems.append(f"the signature cannot be checked: {exc}")
+            check.problems.append(
+                _("the signature cannot be checked ({detail})").format(detail=exc)
+            )
             return result
-    check.covers = f"the whole file {path} ({size} bytes)"
+    check.covers = ngettext(
+        "the whole file {path} ({size} byte)", "the whole file {path} ({size} bytes)", size
+    ).format(path=path, size=size)
     der = _integrity(check, status, signer_info)
     if der is not None:
         check.signer = signer_name(der)
         check_certificate(check, der, when or dt.datetime.now(dt.UTC), anchors)
     if when is None:
-        check.notes.append("the signature gives no signing time")
+        check.notes.append(_("the signature gives no signing time"))
     return result
