@@ -139,3 +139,22 @@ def test_verify_exit_codes_are_distinct():
     assert cli_errors.error_lines(DocumentError("x.pdf is not a PDF file")) == [
         "x.pdf is not a PDF file"
     ]
+
+
+@pytest.mark.parametrize("lang", ["C.UTF-8", "ja_JP.UTF-8"])
+def test_an_unreadable_certificate_from_the_card_is_a_document_error(monkeypatch, lang):
+    from mncd.documents import signer
+
+    monkeypatch.setenv("LANG", lang)
+    monkeypatch.delenv("LANGUAGE", raising=False)
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    with pytest.raises(DocumentError) as raised:
+        signer.check_certificate(b"\x30\x03\x02\x01\x01", dt.datetime.now(dt.UTC))
+    expected = {
+        "C.UTF-8": "The signing certificate from the card cannot be read: nothing was signed.",
+        "ja_JP.UTF-8": "カードから受け取った署名用電子証明書を読み取れません。"
+        "何も署名していません。",
+    }
+    assert str(raised.value) == expected[lang]
+    assert cli_errors.exit_code(raised.value) == ExitCode.FAILED

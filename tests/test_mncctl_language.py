@@ -116,7 +116,7 @@ VERIFY = {
     JAPANESE: {
         "intact": [
             ": PDF、署名1件", "署名1(Signature1): 有効", "  署名日時:   ",
-            "(署名者のコンピューターの時刻)", "  対象:       ファイル全体",
+            "+09:00(署名者のコンピューターの時刻)", "  対象:       ファイル全体",
             "  認証経路:   --ca で指定した認証局(",
             "失効の確認はしていません。失効情報はJ-LISから署名検証者として登録された事業者"
             "にのみ提供されるため、失効した電子証明書をオフラインで見分けることはできません。",
@@ -131,7 +131,8 @@ VERIFY = {
     ENGLISH: {
         "intact": [
             ": PDF, 1 signature", "signature 1 (Signature1): valid", "  signed at:  ",
-            "(as the signer's computer says)", "  covers:     the whole file",
+            "+09:00 (as the signer's computer says)",  # Japan's time, as the PDF gives it
+            "  covers:     the whole file",
             "  chain:      the CA given with --ca (",
             "Revocation was not checked: J-LIS gives revocation data only to registered "
             "verifiers, so an invalidated certificate cannot be recognised offline.",

@@ -40,8 +40,8 @@ def desktop(tmp_path):
     bus.stop()
 
 
-def mncctl(address: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8", "LANGUAGE": ""}
+def mncctl(address: str, *args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess:
+    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": lang, "LANGUAGE": ""}
     return subprocess.run(
         [sys.executable, "-m", "mncd.cli.main", *args],
         capture_output=True, text=True, timeout=60, env=env,
@@ -90,9 +90,18 @@ def test_a_family_then_one_renewal_gives_each_person_their_reminders(
         assert listing.returncode == 0, listing.stderr
         assert f"Card:             {alice_new}" in listing.stdout and bob_id in listing.stdout
         refused = mncctl(bus.address, "forget", alice_new)  # in the reader
-        assert refused.returncode == 1 and "take it out first" in refused.stderr
+        assert refused.returncode == 1
+        assert refused.stderr == f"mncctl: Card {alice_new} is in the reader: take it out first.\n"
         unknown = mncctl(bus.address, "forget", "0123456789abcdef")
-        assert unknown.returncode == 1 and "no card 0123456789abcdef is known" in unknown.stderr
+        assert unknown.returncode == 1
+        assert "No card 0123456789abcdef is known: 'mncctl status' lists" in unknown.stderr
+        malformed = mncctl(bus.address, "forget", "abc")
+        assert malformed.returncode == 2 and "8 to 32 digits of 0-9 and a-f" in malformed.stderr
+        japanese = mncctl(bus.address, "forget", alice_new, lang="ja_JP.UTF-8")
+        assert japanese.stderr == (
+            f"mncctl: カード {alice_new} はリーダーに挿さっています。"
+            "取り出してから実行してください。\n"
+        )
         forgot = mncctl(bus.address, "forget", bob_id[:10])
         assert forgot.returncode == 0, forgot.stderr
         assert forgot.stdout == (

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from mncd.cli.errors import ExitCode
+from mncd import errors
+from mncd.cli.errors import ExitCode, UsageError, local
 from mncd.cli.session import session
 from mncd.cli.text import _, subcommand
+from mncd.client import Status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +25,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     command.set_defaults(func=run)
 
 
+#: Fewest digits of a card id mncctl accepts (the daemon's rule too).
+MIN_DIGITS = 8
+
+
 def run(args: argparse.Namespace) -> int:
+    wanted = args.card.strip().lower()
+    if not MIN_DIGITS <= len(wanted) <= 32 or any(c not in "0123456789abcdef" for c in wanted):
+        raise UsageError(
+            _("A card id is {min} to 32 digits of 0-9 and a-f, as 'mncctl status' lists it.")
+            .format(min=MIN_DIGITS)
+        )  # fmt: skip
     with session() as (call, card):
-        card_id = call(card.forget_card(args.card.strip().lower()))
+        status = call(card.get_status())
+        card_id = call(card.forget_card(known_card(status, wanted)))
     print(_("Forgot card {card}: its certificates and reminders are removed.").format(card=card_id))
     return ExitCode.OK
+
+
+def known_card(status: Status, wanted: str) -> str:
+    """The one card the daemon remembers whose id starts with ``wanted``, if it may be
+    forgotten; otherwise the reason, in the user's words (the daemon checks again)."""
+    matches = [known.card_id for known in status.cards if known.card_id.startswith(wanted)]
+    if not matches:
+        raise local(errors.InvalidArgument(
+            _("No card {card} is known: 'mncctl status' lists the cards mncd remembers.")
+            .format(card=wanted)
+        ))  # fmt: skip
+    if len(matches) > 1:
+        raise local(errors.InvalidArgument(
+            _("{card} is the start of more than one card id: give more digits.").format(card=wanted)
+        ))  # fmt: skip
+    if matches[0] == status.card_id and status.state in ("card-present", "reading"):
+        raise local(errors.InvalidArgument(
+            _("Card {card} is in the reader: take it out first.").format(card=matches[0])
+        ))  # fmt: skip
+    return matches[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mncd.cli.errors import ExitCode, UsageError
 from mncd.cli.text import N_, Texts, _, ngettext, subcommand
+from mncd.jpki.calendar import japan
 
 VERDICT_TEXT = Texts(
     {
@@ -110,7 +111,7 @@ def print_report(result: object) -> None:
         if check.signed_at is not None:
             print(
                 _("  signed at:  {time} (as the signer's computer says)").format(
-                    time=check.signed_at.isoformat()
+                    time=check.signed_at.astimezone(japan()).isoformat()
                 )
             )
         if check.covers:

@@ -89,7 +89,12 @@ def check_status(status: Status) -> CertificateCheck:
 
 def check_certificate(der: bytes, now: dt.datetime) -> CertificateCheck:
     """The same for the certificate itself, as the card gave it (``now``: the signing time)."""
-    summary = certificates.summarize(der)
+    try:
+        summary = certificates.summarize(der)
+    except certificates.CertificateError as exc:
+        raise DocumentError(
+            _("The signing certificate from the card cannot be read: nothing was signed.")
+        ) from exc
     months = generation_for(summary.algorithm).renewal_months
     state = calendar.state(summary.not_after, months, now)
     if state == calendar.EXPIRED:
