@@ -374,3 +374,20 @@ def test_show_never_raises_on_a_closed_connection(bus) -> None:
         return await notifier.show(notice())
 
     assert asyncio.run(main()) is False
+
+
+def test_kept_ids_belong_to_one_server_on_one_bus(tmp_path):
+    """A restarted daemon adopts the ids only from the same server on the same bus: another
+    server (or a new session reusing unique names) may have given the same numbers to others."""
+    from mncd.desktop.notifications import NotificationIds
+
+    kept = NotificationIds(tmp_path / "mncd" / "notifications.json")
+    assert kept.load("bus-a", ":1.7") == {}
+    kept.save("bus-a", ":1.7", {"card:auth:expiry": 4, "card:sign:expiry": 5})
+    assert (tmp_path / "mncd" / "notifications.json").stat().st_mode & 0o777 == 0o600
+    assert kept.load("bus-a", ":1.7") == {"card:auth:expiry": 4, "card:sign:expiry": 5}
+    assert kept.load("bus-a", ":1.9") == {}  # the server restarted
+    assert kept.load("bus-b", ":1.7") == {}  # another session bus
+    for garbage in ("[]", '{"bus": "bus-a", "server": ":1.7", "ids": {"x": -1, "y": "3"}}', "{"):
+        (tmp_path / "mncd" / "notifications.json").write_text(garbage)
+        assert kept.load("bus-a", ":1.7") == {}

@@ -153,6 +153,18 @@ def test_a_card_whose_number_cannot_be_read_is_never_linked_by_a_guess(
         assert set(cards) == {old_id, new_id} and cards[old_id]["renewed_to"] == ""
         assert RENEWED not in summaries(server)
         assert server.live_count() == 1  # the old card's reminder stays: forget it to stop it
+        # Forgotten after a restart: the new daemon withdraws what its predecessor showed.
+        daemon.stop()
+        checks = daemon.log.count("notices checked")
+        daemon.start()
+        wait_for(lambda: daemon.log.count("notices checked") > checks, "a check after restart")
+        assert server.live_count() == 1 and summaries(server).count(ALICE) == 1
+        forgot = mncctl(bus.address, "forget", old_id)
+        assert forgot.returncode == 0, forgot.stderr
+        wait_for(lambda: server.live_count() == 0, "the predecessor's reminder taken back")
+        ids = json.loads((tmp_path / "state" / "mncd" / "notifications.json").read_text())
+        assert ids["ids"] == {}
+        assert (tmp_path / "state" / "mncd" / "notifications.json").stat().st_mode & 0o777 == 0o600
     finally:
         daemon.stop()
 

@@ -135,7 +135,8 @@ async def run(state_dir: Path | None = None) -> int:
     udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
     if udev.start():
         manager.usb_readers.update(udev.present)
-    notice_center = NoticeCenter(manager, DesktopNotifier(bus), config, cache.root / "notices.json")
+    notifier = DesktopNotifier(bus, ids_path=cache.root / "notifications.json")
+    notice_center = NoticeCenter(manager, notifier, config, cache.root / "notices.json")
     pkcs11 = await _pkcs11_server(manager, config)
 
     stop = asyncio.Event()

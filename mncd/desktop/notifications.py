@@ -5,6 +5,10 @@
 capabilities (actions, body markup), and never raises when no server is running: notices wait
 as pending and are sent when a server takes the name (``NameOwnerChanged``, no polling). Calls
 keep D-Bus auto-start, so an activatable server is started by the first notice.
+
+The ids of live notifications are kept in the state directory (:class:`NotificationIds`), so a
+restarted daemon can still replace or withdraw what its predecessor showed, as long as the same
+server on the same bus holds them (ids mean nothing to another server).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ import asyncio
 import contextlib
 import html
 import inspect
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 
+from mncd.daemon.cache import atomic_write
 from mncd.dbus.bus import CallError, call
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,47 @@ class Notice:
 #: ``on_action(subject, action_key)``; may return an awaitable, which is run as a task.
 ActionCallback = Callable[[str, str], Any]
 
+#: Most live notification ids kept on disk (one per subject; a few dozen at most in practice).
+MAX_KEPT_IDS = 256
+
+
+class NotificationIds:
+    """The ids of live notifications by subject, on disk (0600), with the server that gave them:
+    the bus's id (a new session bus reuses unique names) and the server's unique name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, bus_id: str, server: str) -> dict[str, int]:
+        """The ids ``server`` on the bus ``bus_id`` gave, or nothing when they came from another
+        server (or the file is unreadable)."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("notification ids unreadable (%s); starting afresh", exc)
+            return {}
+        if not isinstance(raw, dict) or raw.get("bus") != bus_id or raw.get("server") != server:
+            return {}
+        ids = raw.get("ids")
+        if not isinstance(ids, dict):
+            return {}
+        return {
+            subject: value
+            for subject, value in list(ids.items())[:MAX_KEPT_IDS]
+            if isinstance(subject, str) and isinstance(value, int) and 0 < value < 2**32
+        }
+
+    def save(self, bus_id: str, server: str | None, ids: dict[str, int]) -> None:
+        kept = dict(list(ids.items())[:MAX_KEPT_IDS])
+        data = {"bus": bus_id, "server": server or "", "ids": kept}
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+        except OSError as exc:
+            log.warning("cannot keep the notification ids (%s)", exc)
+
 
 class DesktopNotifier:
     """Shows :class:`Notice` s on the bus's notification server."""
@@ -77,6 +125,7 @@ class DesktopNotifier:
         app_name: str = "mncd",
         desktop_entry: str = "io.github.mncd",
         on_action: ActionCallback | None = None,
+        ids_path: Path | None = None,
     ) -> None:
         self._bus = bus
         self.app_name = app_name
@@ -94,6 +143,8 @@ class DesktopNotifier:
         self._started = False
         self._warned = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._kept = NotificationIds(ids_path) if ids_path is not None else None
+        self._bus_id = ""
 
     @property
     def pending(self) -> list[Notice]:
@@ -126,6 +177,15 @@ class DesktopNotifier:
             self._owner = reply.body[0]
         except CallError:
             self._owner = None
+        if self._kept is not None:
+            try:
+                self._bus_id = (await self._call(_DBUS, "/org/freedesktop/DBus", _DBUS, "GetId",
+                                                 "", [])).body[0]  # fmt: skip
+            except CallError as exc:
+                log.warning("cannot tell this bus from another (%s)", exc)
+            if self._bus_id and self._owner:
+                # What a predecessor showed on this server can still be replaced or withdrawn.
+                self._ids.update(self._kept.load(self._bus_id, self._owner))
 
     async def stop(self) -> None:
         """Stop watching and drop pending notices; live notifications stay on screen."""
@@ -149,11 +209,13 @@ class DesktopNotifier:
     async def withdraw(self, subject: str) -> None:
         """Close the notification for ``subject`` and forget any pending notice for it."""
         async with self._lock:
+            await self._start()
             self._pending.pop(subject, None)
             notification_id = self._ids.pop(subject, None)
             if notification_id is None:
                 return
             self._live.pop(notification_id, None)
+            self._keep_ids()
             try:
                 await self._call(
                     BUS_NAME, OBJECT_PATH, INTERFACE, "CloseNotification", "u", [notification_id]
@@ -181,6 +243,7 @@ class DesktopNotifier:
             self._live.pop(previous, None)
         self._ids[notice.subject] = notification_id
         self._live[notification_id] = notice
+        self._keep_ids()
         if self.on_shown is not None:
             try:
                 self.on_shown(notice.subject)
@@ -237,9 +300,16 @@ class DesktopNotifier:
         )
 
     def _forget(self, notification_id: int) -> None:
-        notice = self._live.pop(notification_id, None)
-        if notice is not None and self._ids.get(notice.subject) == notification_id:
-            del self._ids[notice.subject]
+        self._live.pop(notification_id, None)
+        subjects = [subject for subject, known in self._ids.items() if known == notification_id]
+        for subject in subjects:  # also ids a predecessor showed (no notice in memory)
+            del self._ids[subject]
+        if subjects:
+            self._keep_ids()
+
+    def _keep_ids(self) -> None:
+        if self._kept is not None and self._bus_id:
+            self._kept.save(self._bus_id, self._owner, self._ids)
 
     def _on_message(self, msg: Message) -> None:
         if msg.message_type != MessageType.SIGNAL:
@@ -263,6 +333,7 @@ class DesktopNotifier:
         self._caps = None
         self._ids.clear()
         self._live.clear()
+        self._keep_ids()
         if owner is not None and self._pending:
             log.info("notification server appeared; showing %d notice(s)", len(self._pending))
             self._spawn(self._flush())
