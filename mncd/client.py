@@ -159,6 +159,9 @@ class CertificateStatus(NamedTuple):
     pin_tries_left: int | None = None  #: None when not known
     previous_fingerprint: str = ""  #: the signing certificate the card held before, if revoked
     previous_state: str = ""
+    #: mncd holds the certificate itself, read from the card in the reader since it was inserted
+    #: (for ``sign``: CheckPersonalData then needs no signing password)
+    certificate_held: bool = False
 
     @classmethod
     def from_plain(cls, data: Mapping[str, Any]) -> CertificateStatus:
@@ -178,6 +181,7 @@ class CertificateStatus(NamedTuple):
             pin_tries_left=tries if tries >= 0 else None,
             previous_fingerprint=_str(data.get("previous_fingerprint")),
             previous_state=_str(data.get("previous_state")),
+            certificate_held=data.get("certificate_held") is True,
         )
 
 

@@ -63,6 +63,7 @@ def test_differing_data_says_what_kind_and_what_to_do(daemon, insert_card):
 def test_on_a_terminal_the_signing_password_is_asked_only_when_needed(daemon, card, terminals):
     address = daemon.bus.address
     wait_state(address, "card-present")
+    assert status(address)["sign"]["certificate_held"] is False  # GetStatus, read by busctl
     term = terminals(address, "check")
     term.wait(CARD_INFO_PROMPT)
     term.type("1234", "Enter")
@@ -72,6 +73,7 @@ def test_on_a_terminal_the_signing_password_is_asked_only_when_needed(daemon, ca
     assert "[exit 0]" in screen and "matches" in screen, screen
     assert "1234" not in screen and "ABC123" not in screen
     # Now the daemon holds the certificate (read with the password): only the card-info PIN.
+    assert status(address)["sign"]["certificate_held"] is True
     card.commands(clear=True)
     second = terminals(address, "check")
     second.wait(CARD_INFO_PROMPT)
@@ -121,3 +123,24 @@ def test_in_a_desktop_session_the_daemons_dialog_asks(tmp_path, sandbox, card):
         "signing password",
         "card-info PIN",
     ]
+
+
+def test_a_card_inserted_again_needs_the_password_again(daemon, insert_card):
+    """The signing certificate is held only while the card stays in: after it was taken out,
+    --pin-stdin without the second line is refused before any PIN reaches the card."""
+    card = insert_card()
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    assert mncctl(address, "check", "--pin-stdin", stdin="1234\nABC123\n").returncode == 0
+    assert status(address)["sign"]["certificate_held"] is True
+    assert mncctl(address, "check", "--pin-stdin", stdin="1234\n").returncode == 0
+    card.remove()
+    wait_state(address, "no-card")
+    card = insert_card()
+    wait_state(address, "card-present")
+    assert status(address)["sign"]["certificate_held"] is False
+    card.commands(clear=True)
+    result = mncctl(address, "check", "--pin-stdin", stdin="1234\n")
+    assert result.returncode == 4
+    assert "give it on the second line of standard input" in result.stderr
+    assert verifies_with_pin(card.commands()) == 0  # no PIN reached the card

@@ -22,7 +22,6 @@ from mncd.cli.errors import (
     local,
 )
 from mncd.cli.pin import (
-    POLICIES,
     ask_on_terminal,
     fallback_line,
     in_desktop_session,
@@ -109,9 +108,10 @@ def usable_tries(status: PinStatus, which: str) -> int | None:
     return counter.tries_left
 
 
-def needs_signing_password(exc: errors.PinRequired) -> bool:
-    """Whether the daemon refused only because it needs the signing password and may not ask."""
-    return POLICIES["sign"].label_en in exc.text and "interactive" in exc.text
+def password_needed(run: Run[Any], card: MyNumberCard) -> bool:
+    """Whether the daemon needs the signing password to compare: it does not hold the signing
+    certificate (read from the card since it was inserted)."""
+    return not run(card.get_status()).sign.certificate_held
 
 
 def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> PersonalDataCheck:
@@ -123,7 +123,7 @@ def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> Person
     tries = {which: usable_tries(counters, which) for which in ("card-info", "sign")}
     allow = args.allow_last_try
     if args.pin_stdin:
-        return run_with_stdin(run, card, tries, allow)
+        return run_with_stdin(run, card, tries, allow, not status.sign.certificate_held)
     terminal = stdin_is_tty()
     if in_desktop_session():
         print(TEXT["waiting"], file=sys.stderr, flush=True)
@@ -138,15 +138,21 @@ def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> Person
     elif not terminal:
         return run(card.check_personal_data(allow_last_try=allow))
     pin, allow_card_info = ask_on_terminal("card-info", tries["card-info"], allow)
+    if password_needed(run, card):
+        # Each PIN at its last try was confirmed on its own; the call carries one consent.
+        sign_pin, allow_sign = ask_on_terminal("sign", tries["sign"], allow)
+        return run(
+            card.check_personal_data(
+                pin=pin, sign_pin=sign_pin, allow_last_try=allow_card_info or allow_sign
+            )
+        )
     try:
-        # Without the signing password first: the daemon may have read the certificate already.
         return run(
             card.check_personal_data(pin=pin, interactive=False, allow_last_try=allow_card_info)
         )
-    except errors.PinRequired as exc:
-        if not needs_signing_password(exc):
+    except errors.PinRequired:
+        if not password_needed(run, card):  # the card was taken out and inserted meanwhile
             raise
-    # Each PIN at its last try was confirmed on its own; the call carries one consent for both.
     sign_pin, allow_sign = ask_on_terminal("sign", tries["sign"], allow)
     return run(
         card.check_personal_data(
@@ -156,14 +162,21 @@ def check(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> Person
 
 
 def run_with_stdin(
-    run: Run[Any], card: MyNumberCard, tries: dict[str, int | None], allow: bool
+    run: Run[Any],
+    card: MyNumberCard,
+    tries: dict[str, int | None],
+    allow: bool,
+    password_wanted: bool,
 ) -> PersonalDataCheck:
     """``--pin-stdin``: the card-info PIN on the first line, the signing password on the
-    second (needed only when the daemon has not read the certificate since the insertion)."""
+    second (needed only when the daemon has not read the certificate since the insertion:
+    ``password_wanted``). Nothing is sent when a needed line is missing."""
     if tries["card-info"] == 1 and not allow:
         raise LastTryRefused(last_try_text("card-info"))
     pin = read_stdin_pin()
     sign_pin = sys.stdin.readline().rstrip("\r\n") or None
+    if sign_pin is None and password_wanted:
+        raise PinInputError(TEXT["no-sign-line"])
     if sign_pin is not None and tries["sign"] == 1 and not allow:
         raise LastTryRefused(last_try_text("sign"))
     try:
@@ -172,8 +185,8 @@ def run_with_stdin(
                 pin=pin, sign_pin=sign_pin, interactive=False, allow_last_try=allow
             )
         )
-    except errors.PinRequired as exc:
-        if sign_pin is None and needs_signing_password(exc):
+    except errors.PinRequired:
+        if sign_pin is None and password_needed(run, card):  # taken out and inserted meanwhile
             raise PinInputError(TEXT["no-sign-line"]) from None
         raise
 

@@ -146,6 +146,9 @@ class CertificateView:
     invalidated: bool = False
     #: The signing certificate the card held before, when it was found revoked and replaced.
     previous_invalidated: str = ""
+    #: The daemon holds the certificate itself: read from the card in reader since it was
+    #: inserted (the signing certificate, after the signing password; never kept on disk).
+    held: bool = False
 
     def state(self, now: dt.datetime | None = None) -> str:
         """invalidated, unknown, or by Japan's calendar: valid, expiring, expired."""
@@ -607,7 +610,8 @@ class CardManager:
         if which == "auth":
             if record.auth is None:
                 return CertificateView(source=source, pin_tries_left=tries)
-            return CertificateView(True, source, record.auth.summary, tries)
+            held = source == "card" and record.auth.der is not None
+            return CertificateView(True, source, record.auth.summary, tries, held=held)
         summary = record.sign.summary if record.sign else None
         invalid = record.sign_invalidated
         invalidated = bool(invalid) and (
@@ -616,7 +620,9 @@ class CardManager:
         previous = invalid["fingerprint"] if invalid and not invalidated else ""
         if not record.sign_present:
             return CertificateView(False, source, summary, -1, invalidated, previous)
-        return CertificateView(True, source, summary, tries, invalidated, previous)
+        live = self.current()
+        held = source == "card" and live is not None and live.sign_der is not None
+        return CertificateView(True, source, summary, tries, invalidated, previous, held)
 
     def certificate_states(self) -> dict[str, str]:
         """The state of ``auth`` and ``sign`` now, by the daemon's clock: of the card present
@@ -809,16 +815,24 @@ class CardManager:
                 await self._save(record)
                 self._changed()
         elif verified.certificate is not None:
-            live.sign_der = verified.certificate
+            self._hold_sign_certificate(live, verified.certificate)
         return verified
 
     def _changed(self) -> None:
         self.listener.state_changed()
         self._publish_certificate_states()
 
+    def _hold_sign_certificate(self, live: LiveCard, der: bytes) -> None:
+        """Keep the signing certificate read from the card in memory while the card stays in;
+        GetStatus tells so (``certificate_held``)."""
+        newly = live.sign_der is None
+        live.sign_der = der
+        if newly:
+            self.listener.state_changed()
+
     def _learn_sign_certificate(self, live: LiveCard, record: CardRecord, der: bytes) -> bool:
         """Remember the signing certificate read from the card (summary only on disk)."""
-        live.sign_der = der
+        self._hold_sign_certificate(live, der)
         summary = summarize(der)
         if record.sign is not None and record.sign.summary == summary:
             return False
@@ -857,7 +871,7 @@ class CardManager:
                 record.pin_tries[SIGN_KEY.name] = SIGN_KEY.pin.max_tries
                 self._learn_sign_certificate(live, record, der)
             else:
-                live.sign_der = der
+                self._hold_sign_certificate(live, der)
         sign_der = live.sign_der
         assert sign_der is not None
         card = self._card_for(live, card_info.policy)
@@ -932,7 +946,7 @@ class CardManager:
             await self._save(record)
             self._changed()
         else:
-            live.sign_der = der
+            self._hold_sign_certificate(live, der)
         return der
 
     def certificate(self, which: str) -> bytes:

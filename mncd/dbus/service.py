@@ -195,6 +195,7 @@ def _view_to_dbus(view: CertificateView, now: dt.datetime) -> dict[str, Variant]
         "pin_tries_left": Variant("i", view.pin_tries_left),
         "previous_fingerprint": Variant("s", view.previous_invalidated),
         "previous_state": Variant("s", "invalidated" if view.previous_invalidated else ""),
+        "certificate_held": Variant("b", view.held),
     }
 
 
