@@ -315,6 +315,24 @@ def test_pcscd_gone_and_back(daemon, sandbox, card):
     verify(bytes(cert), bytes(signature), b"x")
 
 
+def test_a_hung_pcscd_at_start_is_told_not_guessed(bus, sandbox, card, tmp_path):
+    """pcscd accepts connections and never answers: the daemon takes its name after the scan
+    timeout saying pcsc-unavailable (not no-reader), and reads the card once pcscd answers."""
+    sandbox.pcscd("freeze")
+    daemon = None
+    try:
+        env = {**sandbox.env, "MNCD_SCAN_TIMEOUT": "1"}
+        daemon = Daemon(bus, env, tmp_path / "state").start()
+        assert status(bus.address)["state"] == "pcsc-unavailable"
+    finally:
+        sandbox.pcscd("thaw")
+    try:
+        wait_state(bus.address, "card-present")
+    finally:
+        daemon.stop()
+    assert "pcscd did not answer within 1 s" in daemon.log
+
+
 def test_dbus_activation_starts_the_daemon(tmp_path, sandbox, repo_root):
     shipped = (repo_root / "dbus" / f"{BUS_NAME}.service").read_text()
     assert f"Name={BUS_NAME}" in shipped and "SystemdService=mncd.service" in shipped

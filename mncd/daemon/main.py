@@ -29,7 +29,7 @@ from mncd import __version__
 from mncd.daemon.cache import CardCache
 from mncd.daemon.clock import Clock, watch_dates
 from mncd.daemon.manager import CARD_TIMEOUT, CardManager, Listener
-from mncd.daemon.monitor import PcscMonitor
+from mncd.daemon.monitor import PcscMonitor, PcscUnavailable
 from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
 from mncd.dbus.api import BUS_NAME, OBJECT_PATH
 from mncd.dbus.bus import NameWatcher, SafeMessageBus
@@ -108,10 +108,13 @@ async def run(state_dir: Path | None = None) -> int:
     monitor = PcscMonitor(loop, manager.handle_event)
     monitor.start()
     manager.rescan = monitor.rescan
+    scan_timeout = _scan_timeout()
     try:
-        await asyncio.wait_for(manager.scanned.wait(), SCAN_TIMEOUT)
+        await asyncio.wait_for(manager.scanned.wait(), scan_timeout)
     except TimeoutError:
-        log.warning("pcscd did not list the readers within %g s; starting without", SCAN_TIMEOUT)
+        # A pcscd that accepts and never answers: told as unavailable until it does.
+        log.warning("pcscd did not answer within %g s; starting without it", scan_timeout)
+        manager.handle_event(PcscUnavailable())
 
     reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
@@ -192,6 +195,14 @@ async def _pkcs11_server(manager: CardManager, config: Config) -> Pkcs11Server |
         log.warning("PKCS#11 is not served: %s", exc)
         return None
     return server
+
+
+def _scan_timeout() -> float:
+    """Seconds to wait for pcscd's first report (``$MNCD_SCAN_TIMEOUT``, for tests)."""
+    try:
+        return max(0.1, float(os.environ["MNCD_SCAN_TIMEOUT"]))
+    except (KeyError, ValueError):
+        return SCAN_TIMEOUT
 
 
 def _card_timeout() -> float:

@@ -8,7 +8,7 @@ Driving a running sandbox (its control socket from --control or $MNCD_VCARD_CONT
 mncd-vcard insert [--slot N] [--set key=value ...]   put a card in (the same one, or a new one)
 mncd-vcard remove [--slot N]                         take the card out
 mncd-vcard pull --on HEX [--slot N]                  take it out when such a command arrives
-mncd-vcard pcscd stop|start|kill|status              the sandbox's pcscd
+mncd-vcard pcscd stop|start|kill|freeze|thaw|status  the sandbox's pcscd
 mncd-vcard tries [--card NAME]                       the card's PIN counters
 mncd-vcard renew-sign [--card NAME]                  a new signing certificate on the card
 """
@@ -254,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     pull = driving("pull", "take the card out as soon as a given command arrives", cmd_pull,
                    slot=True)  # fmt: skip
     pull.add_argument("--on", required=True, metavar="HEX", help="command prefix, e.g. 802A")
-    pcscd = driving("pcscd", "stop, start or kill the sandbox's pcscd", cmd_pcscd)
-    pcscd.add_argument("action", choices=("stop", "start", "kill", "status"))
+    pcscd = driving(
+        "pcscd", "stop, start, kill or freeze (hang) and thaw the sandbox's pcscd", cmd_pcscd
+    )
+    pcscd.add_argument("action", choices=("stop", "start", "kill", "freeze", "thaw", "status"))
     driving("tries", "the card's PIN counters", cmd_tries, card=True)
     driving("renew-sign", "the municipal office issues a new signing certificate onto the card",
             cmd_renew_sign, card=True)  # fmt: skip

@@ -125,8 +125,9 @@ class PcscSandbox:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def pcscd(self, action: str) -> dict[str, Any]:
-        """``stop``, ``kill`` (SIGKILL, cards left as they are), ``start`` or ``status`` of the
-        sandbox's pcscd (to test how clients cope)."""
+        """``stop``, ``kill`` (SIGKILL, cards left as they are), ``freeze`` (SIGSTOP: a pcscd
+        that hangs), ``thaw``, ``start`` or ``status`` of the sandbox's pcscd (to test how
+        clients cope)."""
         return self.control.call("pcscd", action=action)
 
     def __enter__(self) -> PcscSandbox:
@@ -181,9 +182,15 @@ class _Inside:
                 self.pcscd.wait()
             self.pcscd = None
 
+    def signal_pcscd(self, signum: int) -> None:
+        with self.lock:
+            if self.pcscd is not None and self.pcscd.poll() is None:
+                self.pcscd.send_signal(signum)
+
     def stop_pcscd(self) -> None:
         with self.lock:
             if self.pcscd is not None and self.pcscd.poll() is None:
+                self.pcscd.send_signal(signal.SIGCONT)  # a frozen pcscd cannot end otherwise
                 self.pcscd.terminate()
                 try:
                     self.pcscd.wait(timeout=10)
@@ -206,10 +213,12 @@ class _Inside:
                 self.stop_pcscd()
             elif action == "kill":
                 self.kill_pcscd()
+            elif action in ("freeze", "thaw"):
+                self.signal_pcscd(signal.SIGSTOP if action == "freeze" else signal.SIGCONT)
             elif action == "start":
                 self.start_pcscd()
             elif action != "status":
-                raise ValueError("action must be stop, kill, start or status")
+                raise ValueError("action must be stop, kill, freeze, thaw, start or status")
             return {"running": self.pcscd is not None and self.pcscd.poll() is None}
 
         host.extra_commands["pcscd"] = pcscd_command
