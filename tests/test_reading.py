@@ -166,3 +166,16 @@ def test_a_card_held_by_another_program_at_insertion_is_read_once_released(
         daemon.stop()
     assert "another program holds the card" in daemon.log
     assert "Traceback" not in daemon.log
+
+
+def test_mncctl_status_describes_a_card_being_read_once_it_has_been_read(daemon, insert_card):
+    """A person who runs mncctl status right after inserting the card (or starting mncd) gets
+    the card read, not "reading the card": status waits a few seconds for the read."""
+    from test_mncctl_pin_change import mncctl
+
+    address = daemon.bus.address
+    insert_card(name="slow-status-card", apdu_delay_ms=30)
+    wait_state(address, "reading")
+    shown = mncctl(address, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("State:            My Number Card present\n"), shown.stdout

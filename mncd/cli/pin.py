@@ -8,7 +8,6 @@ blocked) is never asked for, and the last try is used only when the user says so
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import shutil
@@ -38,7 +37,7 @@ from mncd.cli.errors import (
     unreadable_card_text,
 )
 from mncd.cli.output import MAX_PIN_TRIES, token_text
-from mncd.cli.session import Run
+from mncd.cli.session import Run, being_read, settled_status
 from mncd.cli.text import _, capitalized, ngettext, pin_label, pin_rule
 from mncd.client import MyNumberCard, Status
 
@@ -53,9 +52,6 @@ POLICIES: dict[str, PinPolicy] = {
 YES = frozenset({"y", "yes", "はい", "ｙ"})
 #: How often mncctl asks again after an entry of the wrong shape (no try is spent on those).
 SHAPE_ROUNDS = 3
-
-#: How long to wait for a card that was just inserted to be read before its status counts.
-READ_WAIT = 10.0
 
 #: ``operation(pin, allow_last_try)``: the call that uses the PIN (None: the daemon asks).
 Operation = Callable[[str | None, bool], Coroutine[Any, Any, T]]
@@ -172,25 +168,6 @@ class PinRequest:
             stdin_is_tty=stdin_is_tty(),
             desktop=in_desktop_session(),
         )
-
-
-def being_read(status: Status) -> bool:
-    """Whether a card is in the reader but not read yet (its certificates are not known); an
-    older daemon said card-present with the certificates not from the card."""
-    return status.state == "reading" or (
-        status.state == "card-present" and status.auth.source != "card"
-    )
-
-
-async def settled_status(card: MyNumberCard, wait: float = READ_WAIT) -> Status:
-    """GetStatus, once a card that was just inserted has been read (or ``wait`` is over)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    status = await card.get_status()
-    while being_read(status) and loop.time() < deadline:
-        await asyncio.sleep(0.1)
-        status = await card.get_status()
-    return status
 
 
 def usable_tries(status: Status, which: str) -> int | None:

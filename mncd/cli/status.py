@@ -6,7 +6,7 @@ import argparse
 
 from mncd.cli.errors import ExitCode
 from mncd.cli.output import format_status, status_json
-from mncd.cli.session import session
+from mncd.cli.session import STATUS_WAIT, session, settled_status
 from mncd.cli.text import _, subcommand
 
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with session() as (call, card):
-        status = call(card.get_status())
+        # A card inserted a moment ago (or present when mncd started) is described once read.
+        status = call(settled_status(card, STATUS_WAIT))
     print(status_json(status) if args.json else format_status(status))
     return ExitCode.OK
