@@ -32,3 +32,18 @@ def translator(languages: list[str] | None = None) -> gettext.NullTranslations:
         catalog = gettext.translation(DOMAIN, LOCALE_DIR, languages=languages, fallback=True)
         _catalogs[key] = catalog
     return catalog
+
+
+def gettext(message: str) -> str:
+    """``message`` in the user's language (the environment's locale at this moment)."""
+    return translator().gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """The form of ``singular``/``plural`` for ``n``, in the user's language."""
+    return translator().ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for the catalog; it is translated where it is used."""
+    return message

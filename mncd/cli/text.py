@@ -11,22 +11,10 @@ import sys
 import unicodedata
 from typing import Any
 
-from mncd.i18n import DOMAIN, LOCALE_DIR, translator
-
-
-def _(message: str) -> str:
-    """``message`` in the user's language."""
-    return translator().gettext(message)
-
-
-def ngettext(singular: str, plural: str, n: int) -> str:
-    """The form of ``singular``/``plural`` for ``n``, in the user's language."""
-    return translator().ngettext(singular, plural, n)
-
-
-def N_(message: str) -> str:
-    """Marks ``message`` for the catalog; it is translated where it is printed."""
-    return message
+from mncd.i18n import DOMAIN, LOCALE_DIR
+from mncd.i18n import N_ as N_  # mncctl's words: these three, and the helpers below
+from mncd.i18n import gettext as _
+from mncd.i18n import ngettext as ngettext
 
 
 def use_catalog_for_argparse() -> None:

@@ -401,6 +401,24 @@ class CardCache:
             log.warning("could not move %s aside: %s", path.name, exc)
 
 
+def read_state_file(path: Path, what: str) -> Any:
+    """The JSON in one of the daemon's small state files, or None when there is none or it
+    cannot be read (the caller starts afresh; ``what`` names the file in the log)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s unreadable (%s); starting afresh", what, exc)
+        return None
+
+
+def write_state_file(path: Path, data: Any) -> None:
+    """``data`` as JSON in one of the daemon's small state files: private and atomic."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+
+
 def _temporary_beside(path: Path) -> tuple[int, Path]:
     """A new private file ``.<name>.<random>`` in ``path``'s directory, open for writing (what
     tempfile.mkstemp does; tempfile itself would load shutil and random before the daemon is

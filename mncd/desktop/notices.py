@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mncd.daemon.cache import atomic_write
+from mncd.daemon.cache import read_state_file, write_state_file
 from mncd.i18n import translator
 from mncd.jpki import calendar
 from mncd.jpki.summary import CertificateSummary
@@ -231,13 +229,7 @@ class NoticeLog:
         self._data: dict[str, list[str]] = self._load()
 
     def _load(self) -> dict[str, list[str]]:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("notice log unreadable (%s); starting afresh", exc)
-            return {}
+        raw = read_state_file(self.path, "notice log")
         if not isinstance(raw, dict):
             return {}
         return {str(k): [str(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
@@ -268,6 +260,4 @@ class NoticeLog:
             self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data: Any = self._data
-        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+        write_state_file(self.path, self._data)

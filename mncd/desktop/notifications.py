@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import html
 import inspect
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from typing import Any
 from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 
-from mncd.daemon.cache import atomic_write
+from mncd.daemon.cache import read_state_file, write_state_file
 from mncd.dbus.bus import CallError, call
 
 log = logging.getLogger(__name__)
@@ -88,13 +87,7 @@ class NotificationIds:
     def load(self, bus_id: str, server: str) -> dict[str, int]:
         """The ids ``server`` on the bus ``bus_id`` gave, or nothing when they came from another
         server (or the file is unreadable)."""
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("notification ids unreadable (%s); starting afresh", exc)
-            return {}
+        raw = read_state_file(self.path, "notification ids")
         if not isinstance(raw, dict) or raw.get("bus") != bus_id or raw.get("server") != server:
             return {}
         ids = raw.get("ids")
@@ -110,8 +103,7 @@ class NotificationIds:
         kept = dict(list(ids.items())[:MAX_KEPT_IDS])
         data = {"bus": bus_id, "server": server or "", "ids": kept}
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+            write_state_file(self.path, data)
         except OSError as exc:
             log.warning("cannot keep the notification ids (%s)", exc)
 

@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mncd.i18n import translator
+from mncd.i18n import N_ as N_
+from mncd.i18n import gettext as _
+from mncd.i18n import ngettext as ngettext
 from mncd.jpki import calendar
-
-
-def _(message: str) -> str:
-    """``message`` in the user's language."""
-    return translator().gettext(message)
-
-
-def ngettext(singular: str, plural: str, n: int) -> str:
-    """The form of ``singular``/``plural`` for ``n``, in the user's language."""
-    return translator().ngettext(singular, plural, n)
-
-
-def N_(message: str) -> str:
-    """Marks ``message`` for the catalog; it is translated where it is used."""
-    return message
 
 
 def japan_date(moment: dt.datetime) -> str:
