@@ -12,14 +12,9 @@ from dataclasses import dataclass
 from .errors import InvalidResponseError
 from .jpki import (
     ApplicationSession,
-    change_reference_data,
-    raise_for_change_status,
-    raise_for_verify_status,
     read_binary,
-    tries_left_from_status,
-    verify,
 )
-from .pin import CARD_INFO_PIN, wipe
+from .pin import CARD_INFO_PIN
 
 CARD_INFO_AID = bytes.fromhex("D3921000310001010408")
 PIN_FID = 0x0011
@@ -130,30 +125,16 @@ class CardInfoSession(ApplicationSession):
 
     def pin_tries_left(self) -> int:
         """Tries left on the card-info PIN, without spending one."""
-        self._select_ef(PIN_FID)
-        _, sw = self.protocol.exchange(verify(b""))
-        return tries_left_from_status(sw, CARD_INFO_PIN)
+        return self._tries_left(PIN_FID, CARD_INFO_PIN)
 
     def verify_pin(self, pin: str | bytes | bytearray) -> None:
         """VERIFY the card-info PIN. Its format is checked first; a malformed PIN is never sent."""
-        encoded = CARD_INFO_PIN.check(pin)
-        try:
-            self._select_ef(PIN_FID)
-            _, sw = self.protocol.exchange(verify(encoded))
-        finally:
-            wipe(encoded)
-        raise_for_verify_status(sw, CARD_INFO_PIN)
+        self._verify(PIN_FID, CARD_INFO_PIN, pin)
 
     def change_pin(self, new_pin: str | bytes | bytearray) -> None:
         """Replace the card-info PIN by ``new_pin``; the current one must have been verified in
         this session. The new PIN's shape is checked first: a malformed one is never sent."""
-        encoded = CARD_INFO_PIN.check(new_pin)
-        try:
-            self._select_ef(PIN_FID)
-            _, sw = self.protocol.exchange(change_reference_data(encoded))
-        finally:
-            wipe(encoded)
-        raise_for_change_status(sw)
+        self._change(PIN_FID, CARD_INFO_PIN, new_pin)
 
     def read_basic_info(self) -> BasicInfo:
         """Name, address, birth date and sex; the card-info PIN must be verified."""

@@ -7,6 +7,7 @@ selected again, so VERIFY and the operation that needs it must run in the same s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import ClassVar, NamedTuple
 
@@ -172,6 +173,33 @@ class ApplicationSession:
         self.protocol.send(select_ef(fid))
         self._current_ef = fid
 
+    # -- a PIN of this AP: its EF and its policy -------------------------------------------
+
+    def _tries_left(self, fid: int, policy: PinPolicy) -> int:
+        self._select_ef(fid)
+        _, sw = self.protocol.exchange(verify(b""))
+        return tries_left_from_status(sw, policy)
+
+    def _pin_command(
+        self, fid: int, policy: PinPolicy, pin: str | bytes | bytearray,
+        command: Callable[[bytes], Apdu],
+    ) -> int:  # fmt: skip
+        """``command`` carrying ``pin`` to the PIN EF ``fid``, its status word. The PIN's shape
+        is checked first (a malformed one is never sent) and its bytes wiped afterwards."""
+        encoded = policy.check(pin)
+        try:
+            self._select_ef(fid)
+            _, sw = self.protocol.exchange(command(encoded))
+        finally:
+            wipe(encoded)
+        return sw
+
+    def _verify(self, fid: int, policy: PinPolicy, pin: str | bytes | bytearray) -> None:
+        raise_for_verify_status(self._pin_command(fid, policy, pin, verify), policy)
+
+    def _change(self, fid: int, policy: PinPolicy, new_pin: str | bytes | bytearray) -> None:
+        raise_for_change_status(self._pin_command(fid, policy, new_pin, change_reference_data))
+
 
 class JpkiSession(ApplicationSession):
     """Commands of the JPKI AP on one card session."""
@@ -226,30 +254,16 @@ class JpkiSession(ApplicationSession):
 
     def pin_tries_left(self, key: KeySlot) -> int:
         """Tries left on ``key``'s PIN, asked without spending one."""
-        self._select_ef(key.pin_fid)
-        _, sw = self.protocol.exchange(verify(b""))
-        return tries_left_from_status(sw, key.pin)
+        return self._tries_left(key.pin_fid, key.pin)
 
     def verify_pin(self, key: KeySlot, pin: str | bytes | bytearray) -> None:
         """Verify ``key``'s PIN. Its format is checked first; a malformed PIN is never sent."""
-        encoded = key.pin.check(pin)
-        try:
-            self._select_ef(key.pin_fid)
-            _, sw = self.protocol.exchange(verify(encoded))
-        finally:
-            wipe(encoded)
-        raise_for_verify_status(sw, key.pin)
+        self._verify(key.pin_fid, key.pin, pin)
 
     def change_pin(self, key: KeySlot, new_pin: str | bytes | bytearray) -> None:
         """Replace ``key``'s PIN by ``new_pin``; the current PIN must have been verified in this
         session. The new PIN's shape is checked first: a malformed one is never sent."""
-        encoded = key.pin.check(new_pin)
-        try:
-            self._select_ef(key.pin_fid)
-            _, sw = self.protocol.exchange(change_reference_data(encoded))
-        finally:
-            wipe(encoded)
-        raise_for_change_status(sw)
+        self._change(key.pin_fid, key.pin, new_pin)
 
     # -- keys ------------------------------------------------------------------------------
 
