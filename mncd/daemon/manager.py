@@ -854,26 +854,13 @@ class CardManager:
         live = await self._usable_card()
         if not live.snapshot or not live.snapshot.sign_present:
             raise errors.CertificateMissing("the card has no signing certificate")
-        record = live.record
         if live.sign_der is None:
             if sign is None:
                 raise errors.PinRequired("the signing password is needed to read the certificate")
-            card = self._card_for(live, sign.policy)
-            issuer = live.snapshot.sign_ca_der
-
-            async def read_certificate(ticket: PinTicket) -> bytes:
-                return await self._gated(
-                    card, sign.policy, operations.read_sign_certificate, ticket, issuer
-                )
-
-            der = await self.gate.use(sign, card, read_certificate)
-            if record is not None:
-                record.pin_tries[SIGN_KEY.name] = SIGN_KEY.pin.max_tries
-                self._learn_sign_certificate(live, record, der)
-            else:
-                self._hold_sign_certificate(live, der)
+            await self._read_sign_certificate(live, sign)
         sign_der = live.sign_der
         assert sign_der is not None
+        record = live.record
         card = self._card_for(live, card_info.policy)
 
         async def read_personal_data(ticket: PinTicket) -> BasicInfo:
@@ -930,6 +917,17 @@ class CardManager:
         live = await self._usable_card()
         if not live.snapshot or not live.snapshot.sign_present:
             raise errors.CertificateMissing("the card has no signing certificate")
+        der = await self._read_sign_certificate(live, request)
+        if live.record is not None:
+            await self._save(live.record)
+            self._changed()
+        return der
+
+    async def _read_sign_certificate(self, live: LiveCard, request: PinRequest) -> bytes:
+        """The signing certificate of ``live``, read after the signing password (through the
+        gate) and checked against the card's signing CA; held while the card stays in, its
+        summary in the record (the caller saves it), the password's counter noted as full."""
+        assert live.snapshot is not None
         card = self._card_for(live, request.policy)
         issuer = live.snapshot.sign_ca_der
 
@@ -943,8 +941,6 @@ class CardManager:
         if record is not None:
             record.pin_tries[SIGN_KEY.name] = SIGN_KEY.pin.max_tries
             self._learn_sign_certificate(live, record, der)
-            await self._save(record)
-            self._changed()
         else:
             self._hold_sign_certificate(live, der)
         return der
