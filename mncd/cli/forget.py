@@ -9,6 +9,7 @@ from mncd.cli.errors import ExitCode, UsageError, local
 from mncd.cli.session import session
 from mncd.cli.text import _, subcommand
 from mncd.client import Status
+from mncd.dbus.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,16 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     command.set_defaults(func=run)
 
 
-#: Fewest digits of a card id mncctl accepts (the daemon's rule too).
-MIN_DIGITS = 8
-
-
 def run(args: argparse.Namespace) -> int:
     wanted = args.card.strip().lower()
-    if not MIN_DIGITS <= len(wanted) <= 32 or any(c not in "0123456789abcdef" for c in wanted):
+    shaped = CARD_ID_MIN_DIGITS <= len(wanted) <= CARD_ID_DIGITS
+    if not shaped or any(c not in "0123456789abcdef" for c in wanted):
         raise UsageError(
             _("A card id is {min} to 32 digits of 0-9 and a-f, as 'mncctl status' lists it.")
-            .format(min=MIN_DIGITS)
+            .format(min=CARD_ID_MIN_DIGITS)
         )  # fmt: skip
     with session() as (call, card):
         status = call(card.get_status())

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mncd.dbus.api import CARD_ID_DIGITS
 from mncd.jpki.summary import CertificateSummary
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def _invalidation(value: Any) -> dict[str, Any] | None:
 def card_id_for(auth_der: bytes) -> str:
     """A card's cache key: derived from its (public) authentication certificate (the first half
     of its fingerprint)."""
-    return hashlib.sha256(auth_der).hexdigest()[:32]
+    return hashlib.sha256(auth_der).hexdigest()[:CARD_ID_DIGITS]
 
 
 def manufacture_hash(salt: bytes, number: str) -> str:

@@ -56,7 +56,7 @@ from mncd.daemon.monitor import (
     Scanned,
 )
 from mncd.daemon.pingate import CardChangedError, CardRef, PinGate, PinRequest, PinTicket
-from mncd.dbus.api import DIGEST_TIMEOUT
+from mncd.dbus.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS, DIGEST_TIMEOUT
 from mncd.jpki.errors import CertificateError
 from mncd.jpki.summary import CertificateSummary
 
@@ -65,8 +65,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: Shortest card-id prefix ForgetCard accepts.
-MIN_ID_PREFIX = 8
 #: Longest a caller waits for one card operation. Real cards answer in seconds; a card or reader
 #: that never answers must not hold callers forever (the operation itself cannot be interrupted:
 #: it ends when the reader gives up or the card is pulled).
@@ -525,12 +523,12 @@ class CardManager:
         """Remove a card the user no longer has: its cache record (and so its reminders).
 
         ``card_id`` is a card id as GetStatus shows it, or an unambiguous prefix of at least
-        :data:`MIN_ID_PREFIX` characters. A card in a reader is not forgotten.
+        :data:`~mncd.dbus.api.CARD_ID_MIN_DIGITS` characters. A card in a reader is not forgotten.
         """
-        if not is_card_id(card_id) or len(card_id) < MIN_ID_PREFIX:
+        if not is_card_id(card_id) or len(card_id) < CARD_ID_MIN_DIGITS:
             raise errors.InvalidArgument(
-                f"a card id is {MIN_ID_PREFIX} to 32 lower-case hex digits, as mncctl status "
-                "shows it (カードIDが正しくありません)"
+                f"a card id is {CARD_ID_MIN_DIGITS} to {CARD_ID_DIGITS} lower-case hex digits, as "
+                "mncctl status shows it (カードIDが正しくありません)"
             )
         matches = [r for r in self.known.values() if r.card_id.startswith(card_id)]
         if not matches:

@@ -11,3 +11,7 @@ MAX_DATA = 1024 * 1024
 DIGEST_INTERFACE = "io.github.mncd.DigestSource1"
 #: Longest the daemon waits for that digest (the card stays verified meanwhile).
 DIGEST_TIMEOUT = 30.0
+#: A card id, as GetStatus shows it: this many lower-case hex digits; ForgetCard also takes its
+#: first CARD_ID_MIN_DIGITS or more.
+CARD_ID_DIGITS = 32
+CARD_ID_MIN_DIGITS = 8
