@@ -259,14 +259,21 @@ def ask_shaped(which: str, text: str) -> str:
 
 def ask_on_terminal(which: str, tries: int | None, allow_last_try: bool) -> tuple[str, bool]:
     """A PIN typed on the terminal (no echo), and whether it may use the last try."""
+    allow_last_try = before_asking(which, tries, allow_last_try)
+    return ask_shaped(which, prompt(which)), allow_last_try
+
+
+def before_asking(which: str, tries: int | None, allow_last_try: bool) -> bool:
+    """Before ``which`` is typed on the terminal: at its last try, the user's confirmation
+    (declined: the command ends), otherwise a note of the tries left. Whether the last try may
+    be used."""
     if tries == 1 and not allow_last_try:
         confirm_last_try(which)
-        allow_last_try = True
-    else:
-        note = tries_note(which, tries)
-        if note:
-            print(note, file=sys.stderr)
-    return ask_shaped(which, prompt(which)), allow_last_try
+        return True
+    note = tries_note(which, tries)
+    if note:
+        print(note, file=sys.stderr)
+    return allow_last_try
 
 
 def labelled(which: str, run: Run[T], coroutine: Coroutine[Any, Any, T]) -> T:

@@ -31,14 +31,13 @@ from mncd.cli.errors import (
 from mncd.cli.output import format_pin_tries
 from mncd.cli.pin import (
     POLICIES,
-    confirm_last_try,
+    before_asking,
     fallback_line,
     in_desktop_session,
     labelled,
     read_stdin_pin,
     settled_status,
     stdin_is_tty,
-    tries_note,
     usable_card,
 )
 from mncd.cli.session import Run, session
@@ -194,13 +193,7 @@ def ask_change_on_terminal(
     which: str, tries: int | None, allow_last_try: bool
 ) -> tuple[str, str, bool]:
     """The current PIN and the new one typed on the terminal, and the last-try consent."""
-    if tries == 1 and not allow_last_try:
-        confirm_last_try(which)
-        allow_last_try = True
-    else:
-        note = tries_note(which, tries)
-        if note:
-            print(note, file=sys.stderr)
+    allow_last_try = before_asking(which, tries, allow_last_try)
     current = ask_secret(TEXT["current-prompt"][which])
     return current, ask_new_pin(which, current), allow_last_try
 
