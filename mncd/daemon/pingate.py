@@ -239,14 +239,10 @@ class PinGate:
                         if not await dialog.confirm_last_try():
                             raise PromptCancelledError("the last try was not confirmed")
                         consent = True
-                    entered = await dialog.ask(tries, error)
-                    try:
-                        checked = policy.check(entered)
-                    except PinFormatError:
+                    checked = _shaped(policy, await dialog.ask(tries, error))
+                    if checked is None:
                         error = dialog.malformed_text()
                         continue
-                    finally:
-                        wipe(entered)
                     ticket = PinTicket(policy, checked, card, consent)
                     try:
                         if request.changes_pin:
@@ -272,6 +268,17 @@ class PinGate:
                     wipe(new_pin)
 
 
+def _shaped(policy: PinPolicy, entered: bytearray) -> bytearray | None:
+    """``entered`` as the card takes it, or None when it is malformed (it is never sent); the
+    entry itself is wiped either way."""
+    try:
+        return policy.check(entered)
+    except PinFormatError:
+        return None
+    finally:
+        wipe(entered)
+
+
 async def _ask_new_pin(dialog: PinDialog, current: bytearray) -> bytearray:
     """The new PIN for a PIN change, entered twice in the same dialog: asked again (nothing
     sent to the card) while it is malformed, the two entries differ, or it is the current one."""
@@ -279,13 +286,10 @@ async def _ask_new_pin(dialog: PinDialog, current: bytearray) -> bytearray:
     error = ""
     while True:
         entered, repeated = await dialog.ask_new(error)
-        try:
-            checked = policy.check(entered)
-        except PinFormatError:
+        checked = _shaped(policy, entered)
+        if checked is None:
             error = dialog.malformed_text()
             continue
-        finally:
-            wipe(entered)
         if not repeated:
             # The pinentry did not compare the two entries itself (no SETREPEAT): ask again.
             again = await dialog.ask_repeat()
