@@ -123,3 +123,30 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = faultstats.summary_line()
     if line:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def daemon(tmp_path, sandbox):
+    """mncd on a private bus of the test's own, over the session's PC/SC sandbox; its log shows
+    no traceback. (Tests that need another daemon define their own.)"""
+    from busstack import daemon_on_private_bus
+
+    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
+        yield process
+    assert "Traceback" not in process.log
+
+
+@pytest.fixture
+def terminals():
+    """Factory of mncctl terminals (tmux), all closed afterwards."""
+    from test_mncctl_pin import run_in_terminal
+
+    opened = []
+
+    def open_terminal(address: str, *args: str, desktop: bool = False, **extra: str):
+        opened.append(run_in_terminal(address, *args, desktop=desktop, **extra))
+        return opened[-1]
+
+    yield open_terminal
+    for term in opened:
+        term.close()

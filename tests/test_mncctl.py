@@ -9,8 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-from busstack import PrivateBus, daemon_on_private_bus, wait_for
+from busstack import PrivateBus, wait_for
 from test_daemon_dbus import wait_state
 
 MNCCTL = str(Path(sys.executable).with_name("mncctl"))
@@ -21,12 +20,6 @@ def mncctl(address: str, *args: str, stdin: str | None = None) -> subprocess.Com
     return subprocess.run(
         [MNCCTL, *args], input=stdin, capture_output=True, text=True, timeout=60, env=env
     )
-
-
-@pytest.fixture
-def daemon(tmp_path, sandbox):
-    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
-        yield process
 
 
 def test_status_for_people_and_as_json(daemon, card):

@@ -10,7 +10,6 @@ import json
 import stat
 
 import pytest
-from busstack import daemon_on_private_bus
 from cryptography import x509
 from faultkit import verifies_with_pin
 from test_daemon_dbus import wait_state
@@ -18,13 +17,6 @@ from test_mncctl_pin import run_in_terminal
 from test_mncctl_pin_change import mncctl
 
 ADDRESS = "東京都千代田区千代田一丁目一番地"
-
-
-@pytest.fixture
-def daemon(tmp_path, sandbox):
-    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
-        yield process
-    assert "Traceback" not in process.log
 
 
 def test_show_the_public_certificates_as_json(daemon, card):

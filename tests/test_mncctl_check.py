@@ -4,36 +4,14 @@ says which kinds of data differ (never their values) and what to do."""
 
 from __future__ import annotations
 
-import pytest
 from busstack import daemon_on_private_bus, status
 from faultkit import verifies_with_pin
 from pinentry_script import ScriptedPinentry, config_with
 from test_daemon_dbus import wait_state
-from test_mncctl_pin import run_in_terminal
 from test_mncctl_pin_change import mncctl
 
 CARD_INFO_PROMPT = "Card-info PIN (4 digits):"
 SIGN_PROMPT = "Signing password (6 to 16 characters"
-
-
-@pytest.fixture
-def daemon(tmp_path, sandbox):
-    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
-        yield process
-    assert "Traceback" not in process.log
-
-
-@pytest.fixture
-def terminals():
-    opened = []
-
-    def open_terminal(address: str, *args: str):
-        opened.append(run_in_terminal(address, *args))
-        return opened[-1]
-
-    yield open_terminal
-    for term in opened:
-        term.close()
 
 
 def test_matching_data(daemon, card):

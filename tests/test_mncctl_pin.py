@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from busstack import daemon_on_private_bus
 from faultkit import verifies_with_pin
 from test_daemon_dbus import wait_state
 from test_pinentry import Terminal, start_daemon
@@ -33,27 +32,6 @@ def run_in_terminal(
         env.append("DISPLAY=:99")
     command = shlex.join([*env, MNCCTL, *args])
     return Terminal(f'{command}; echo "[exit $?]"; sleep 3600')
-
-
-@pytest.fixture
-def terminals():
-    """Factory of mncctl terminals, all closed afterwards."""
-    opened: list[Terminal] = []
-
-    def open_terminal(address: str, *args: str, desktop: bool = False, **extra: str) -> Terminal:
-        opened.append(run_in_terminal(address, *args, desktop=desktop, **extra))
-        return opened[-1]
-
-    yield open_terminal
-    for term in opened:
-        term.close()
-
-
-@pytest.fixture
-def daemon(tmp_path, sandbox):
-    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
-        yield process
-    assert "Traceback" not in process.log
 
 
 def test_last_try_answered_no_sends_nothing(daemon, insert_card, terminals):

@@ -10,12 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from busstack import daemon_on_private_bus, wait_for
 from faultkit import verifies_with_pin
 from pinentry_script import ScriptedPinentry, config_with
 from test_daemon_dbus import wait_state
-from test_mncctl_pin import run_in_terminal
 from test_pin_change import spend_card_info_try, spend_sign_tries
 from test_pingate import spend_tries
 
@@ -34,26 +32,6 @@ def mncctl(address: str, *args: str, stdin: str | None = None, **env: str):
     return subprocess.run(
         [MNCCTL, *args], input=stdin, capture_output=True, text=True, timeout=90, env=environment
     )
-
-
-@pytest.fixture
-def daemon(tmp_path, sandbox):
-    with daemon_on_private_bus(tmp_path, sandbox.env) as process:
-        yield process
-    assert "Traceback" not in process.log
-
-
-@pytest.fixture
-def terminals():
-    opened = []
-
-    def open_terminal(address: str, *args: str):
-        opened.append(run_in_terminal(address, *args))
-        return opened[-1]
-
-    yield open_terminal
-    for term in opened:
-        term.close()
 
 
 def shown(term, text: str, count: int) -> str:
