@@ -150,3 +150,16 @@ def terminals():
     yield open_terminal
     for term in opened:
         term.close()
+
+
+@pytest.fixture
+def desktop(tmp_path):
+    """A private session bus with a real notification server (dunst under Xvfb) on it."""
+    from busstack import PrivateBus
+    from notifyserver import NotifyServer
+
+    bus = PrivateBus(tmp_path)
+    server = NotifyServer(tmp_path, bus.address).start()
+    yield bus, server
+    server.stop()
+    bus.stop()

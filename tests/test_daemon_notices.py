@@ -13,15 +13,6 @@ from test_daemon_dbus import ERR, auth_call, wait_state
 from mncd.vcard.profile import CardProfile
 
 
-@pytest.fixture
-def desktop(tmp_path):
-    bus = PrivateBus(tmp_path)
-    server = NotifyServer(tmp_path, bus.address).start()
-    yield bus, server
-    server.stop()
-    bus.stop()
-
-
 def start_daemon(bus, sandbox, tmp_path, lang: str = "ja_JP.UTF-8") -> Daemon:
     env = {**sandbox.env, "LANG": lang, "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""}
     return Daemon(bus, env, tmp_path / "state").start()

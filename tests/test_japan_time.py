@@ -12,9 +12,7 @@ import os
 import re
 import subprocess
 
-import pytest
-from busstack import BUS_NAME, Daemon, PrivateBus, status, wait_for
-from notifyserver import NotifyServer
+from busstack import BUS_NAME, Daemon, status, wait_for
 from test_daemon_dbus import wait_state
 from test_daemon_notices import summaries
 
@@ -33,15 +31,6 @@ STEPS = [
     ("2031-03-10T23:58:00+09:00", None, "expiring", 0),  # still valid: its last day
     ("2031-03-11T00:00:05+09:00", f"{LABEL} has expired", "expired", -1),
 ]
-
-
-@pytest.fixture
-def desktop(tmp_path):
-    bus = PrivateBus(tmp_path)
-    server = NotifyServer(tmp_path, bus.address).start()
-    yield bus, server
-    server.stop()
-    bus.stop()
 
 
 def monitor(address: str, path) -> subprocess.Popen:

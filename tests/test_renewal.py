@@ -16,7 +16,6 @@ import sys
 
 import pytest
 from busstack import CallError, Daemon, PrivateBus, gdbus_call, status, wait_for
-from notifyserver import NotifyServer
 from test_daemon_dbus import ERR, wait_state
 from test_daemon_notices import start_daemon, summaries
 
@@ -29,15 +28,6 @@ from mncd.vcard.profile import CardProfile, stable_manufacture_number
 ALICE = "Your user-authentication certificate expires in 20 days"
 BOB = "Your user-authentication certificate expires in 5 days"
 RENEWED = "Your certificates have been renewed"
-
-
-@pytest.fixture
-def desktop(tmp_path):
-    bus = PrivateBus(tmp_path)
-    server = NotifyServer(tmp_path, bus.address).start()
-    yield bus, server
-    server.stop()
-    bus.stop()
 
 
 def mncctl(address: str, *args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess:
