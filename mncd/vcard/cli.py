@@ -89,6 +89,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     profile = _profile(args)
     with PcscSandbox(debug=args.debug) as sandbox:
         atr = sandbox.control.insert(profile)
+        # "Inserted" once pcscd sees the card (vpcd is polled), as mncd-vcard insert says it:
+        # a daemon started right after the exports below finds the card in the reader.
+        os.environ.update(sandbox.env)
+        _wait_for_reader(0, present=True)
         print(f"isolated pcscd running; card inserted (ATR {atr})")
         print("# for PC/SC programs (mncd, OpenSC) and for the mncd-vcard commands, in a shell:")
         print(f"export PCSCLITE_CSOCK_NAME={sandbox.socket_path}")
