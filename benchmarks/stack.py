@@ -18,8 +18,8 @@ from typing import Any
 
 from dbus_next import Message, MessageType
 
+from mncd.api import BUS_NAME
 from mncd.client import Event, MyNumberCard, Status
-from mncd.dbus.api import BUS_NAME
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 from mncd.vcard.sessionbus import PrivateSessionBus

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
-from mncd.dbus.api import INTERFACE, OBJECT_PATH
+from mncd.api import INTERFACE, OBJECT_PATH
 from mncd.vcard.sessionbus import PrivateSessionBus
 
 from .stack import BUS_NAME, NameWatch, Stack, connect

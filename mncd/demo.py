@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mncd.api import BUS_NAME
 from mncd.card.digestinfo import digest
 from mncd.client import MyNumberCard, Status
-from mncd.dbus.api import BUS_NAME
 from mncd.jpki import signatures
 from mncd.jpki.calendar import JAPAN
 from mncd.vcard.profile import CardProfile

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from mncd.dbus.api import ERROR_PREFIX
+from mncd.api import ERROR_PREFIX
 
 
 class MncdError(Exception):

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from mncd.card.cardinfo import CARD_INFO_AID, INDIVIDUAL_NUMBER_FID
 from mncd.card.jpki import JPKI_AID
 from mncd.client import MyNumberCard
-from mncd.daemon.cache import CardCache
+from mncd.core.cache import CardCache
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 

@@ -103,8 +103,9 @@ CKR_NAMES = {
     0x101: "CKR_USER_NOT_LOGGED_IN", 0x150: "CKR_BUFFER_TOO_SMALL",
     0x190: "CKR_CRYPTOKI_NOT_INITIALIZED",
 }  # fmt: skip
-MECHANISMS = {"RSA-PKCS": 0x1, "SHA256-RSA-PKCS": 0x40, "SHA384-RSA-PKCS": 0x41,
-              "SHA512-RSA-PKCS": 0x42, "ECDSA": 0x1041, "ECDSA-SHA384": 0x1045}  # fmt: skip
+MECHANISMS = {"RSA-PKCS": 0x1, "SHA1-RSA-PKCS": 0x6, "SHA256-RSA-PKCS": 0x40,
+              "SHA384-RSA-PKCS": 0x41, "SHA512-RSA-PKCS": 0x42, "ECDSA": 0x1041,
+              "ECDSA-SHA384": 0x1045}  # fmt: skip
 CKA_CLASS, CKA_ID, CKA_VALUE, CKA_LABEL = 0x0, 0x102, 0x11, 0x3
 CKO_CERTIFICATE, CKO_PRIVATE_KEY = 1, 3
 CKU_USER, CKU_CONTEXT_SPECIFIC = 1, 2
@@ -254,9 +255,10 @@ class Cryptoki:
 def run_steps(p11: Cryptoki, steps: list[list[Any]], results: list[Any]) -> None:
     """Steps: ``open`` {slot, rw}, ``login`` {pin (null: the daemon asks)}, ``logout``,
     ``find`` {class, id}, ``cert`` {id}, ``sign`` {id, mechanism, data (hex), context_login,
-    context_pin}, ``close``, ``token`` {slot}, ``wait`` {flags}, ``slots`` {present},
-    ``pause`` (until a line on standard input); ``results`` receives each step's result."""
-    session = 0
+    context_pin, same_key (the key handle of the last signature)}, ``close``, ``token``
+    {slot}, ``wait`` {flags}, ``slots`` {present}, ``pause`` (until a line on standard input);
+    ``results`` receives each step's result."""
+    session = key = 0
     for name, args in steps:
         if name == "open":
             session = p11.open(args["slot"], args.get("rw", False))
@@ -274,7 +276,8 @@ def run_steps(p11: Cryptoki, steps: list[list[Any]], results: list[Any]) -> None
             (handle,) = p11.find(session, CKO_CERTIFICATE, bytes.fromhex(args["id"]))
             results.append(p11.attribute(session, handle, CKA_VALUE).hex())
         elif name == "sign":
-            (key,) = p11.find(session, CKO_PRIVATE_KEY, bytes.fromhex(args["id"]))
+            if not (args.get("same_key") and key):  # as applications keep the handle they found
+                (key,) = p11.find(session, CKO_PRIVATE_KEY, bytes.fromhex(args["id"]))
             if args.get("tolerate"):  # the step's error is its result
                 try:
                     signature = p11.sign(session, key, args["mechanism"],

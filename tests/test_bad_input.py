@@ -18,8 +18,8 @@ from conftest import READERS, wait_for_card
 from dbus_next import Variant
 from faultkit import ERR, ERROR_TEXTS, SECRET_CARD, Stack, authenticate, verify_rsa
 
+from mncd.api import MAX_DATA
 from mncd.client import BusError, BusUnavailable, MyNumberCard
-from mncd.dbus.api import MAX_DATA
 from mncd.errors import MncdError
 from mncd.vcard.control import CardControl
 from mncd.vcard.profile import CardProfile

@@ -20,7 +20,7 @@ from faultkit import SECRET_CARD, Stack, check_cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.core.cache import CardCache, CardRecord, CertificateRecord, card_id_for
 from mncd.jpki import certificates
 from mncd.vcard import pki
 from mncd.vcard.profile import CardProfile
@@ -161,7 +161,7 @@ def test_loading_the_cache_parses_no_certificate(tmp_path, card_pki):
     probe = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from mncd.daemon.cache import CardCache\n"
+        "from mncd.core.cache import CardCache\n"
         f"records = CardCache(Path({str(cache.root)!r})).all()\n"
         "print(len(records), records[0].auth.der is not None, 'cryptography' in sys.modules)\n"
     )
@@ -214,7 +214,7 @@ def test_arbitrary_json_is_never_trusted_blindly(
 WRITER = """
 import sys
 from pathlib import Path
-from mncd.daemon.cache import atomic_write
+from mncd.core.state import atomic_write
 path = Path(sys.argv[1])
 versions = [Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()]
 atomic_write(path, versions[0])

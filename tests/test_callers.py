@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import errno
 import os
 import shutil
 import stat
@@ -10,34 +13,43 @@ import subprocess
 import sys
 import sysconfig
 import unicodedata
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from busstack import daemon_on_private_bus
-from dbus_next import Message, MessageType, Variant
+from dbus_next import Message, Variant
+from fakebus import Answer, FakeBus, pipe_held
+from fakebus import reply as fake_reply
 from hypothesis import given
 from hypothesis import strategies as st
 from pinentry_script import ScriptedPinentry, config_with
 from test_daemon_dbus import wait_state
 
 from mncd.card.pin import AUTH_PIN
-from mncd.daemon.callers import (
+from mncd.core.callers import (
     MAX_SHOWN,
     PYTHON,
     SHELL,
     Caller,
     Script,
     flatpak_app_id,
-    identify,
     installed_by_system,
     interpreter_syntax,
+    pid_of,
     read_process,
     sanitise,
     script_of,
     shorten,
     split_cmdline,
 )
+from mncd.dbus import service
+from mncd.dbus.bus import _CALL, CallInfo, SafeMessageBus
+from mncd.dbus.callers import identify, lookup
 from mncd.desktop.prompts import dialog, last_try_dialog
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON_EXE = os.path.realpath(sys.executable)
@@ -390,64 +402,121 @@ def test_this_process_reads_as_itself():
 
 # -- asking the bus (a stand-in bus answering GetConnectionCredentials) -----------------------
 
-
-class CredentialsBus:
-    """Answers every call with ``credentials`` (and ``fds`` passed with it), or an error."""
-
-    def __init__(self, credentials: dict[str, Variant] | None, fds: list[int] = ()) -> None:
-        self.credentials = credentials
-        self.fds = list(fds)
-        self.calls: list[Message] = []
-
-    async def call(self, message: Message) -> Message:
-        self.calls.append(message)
-        if self.credentials is None:
-            return Message(message_type=MessageType.ERROR, error_name=NAME_HAS_NO_OWNER,
-                           reply_serial=1, signature="s", body=["gone"])  # fmt: skip
-        return Message(message_type=MessageType.METHOD_RETURN, reply_serial=1,
-                       signature="a{sv}", body=[self.credentials], unix_fds=self.fds)  # fmt: skip
-
-
 NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
 
 
-def closed(fd: int) -> bool:
+def credentials_bus(
+    tmp_path: Path, credentials: dict[str, Variant] | None, fds: list[int] = (), **options
+) -> FakeBus:
+    """A stand-in bus answering GetConnectionCredentials with ``credentials`` and ``fds``
+    (closed once sent), or with an error when ``credentials`` is None."""
+
+    def answer(call: Message) -> Answer:
+        if call.member != "GetConnectionCredentials":
+            return []
+        if credentials is None:
+            error = Message.new_error(call, NAME_HAS_NO_OWNER, "gone")
+            return [(error, [])]
+        return [(fake_reply(call, "a{sv}", [credentials], unix_fds=list(fds)), list(fds))]
+
+    return FakeBus(tmp_path, answer, **options)
+
+
+def on_fake_bus(fake: FakeBus, body: Callable[[SafeMessageBus], Awaitable[T]]) -> T:
+    """Run ``body`` with the daemon's bus connected to ``fake``; the bus is gone afterwards."""
+
+    async def main() -> T:
+        bus = await SafeMessageBus(bus_address=fake.address).connect()
+        try:
+            return await body(bus)
+        finally:
+            bus.disconnect()
+            await bus.wait_for_disconnect()
+
     try:
-        os.fstat(fd)
-    except OSError:
-        return True
-    return False
+        return asyncio.run(main())
+    finally:
+        fake.close()
 
 
-def test_identify_asks_the_bus_for_the_senders_credentials():
-    bus = CredentialsBus({"ProcessID": Variant("u", os.getpid())})
-    caller = asyncio.run(identify(bus, ":1.42"))
+def pidfds() -> int:
+    """How many pidfds this process holds."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the directory's own descriptor, gone by now
+            count += "pidfd" in os.readlink(f"/proc/self/fd/{fd}")
+    return count
+
+
+def test_identify_asks_the_bus_for_the_senders_credentials(tmp_path):
+    fake = credentials_bus(tmp_path, {"ProcessID": Variant("u", os.getpid())})
+    caller = on_fake_bus(fake, lambda bus: identify(bus, ":1.42"))
     assert caller == read_process(os.getpid()) and caller.executable
-    (call,) = bus.calls
+    (call,) = fake.calls
     assert (call.member, call.signature, call.body) == ("GetConnectionCredentials", "s", [":1.42"])
 
 
-def test_identify_uses_the_pidfd_the_bus_passes_and_closes_it():
+def test_the_pidfd_the_bus_passes_pins_the_caller_and_is_closed(tmp_path, monkeypatch):
+    before = pidfds()
     pidfd = os.pidfd_open(os.getpid())
-    bus = CredentialsBus(
-        {"ProcessID": Variant("u", os.getpid()), "ProcessFD": Variant("h", 0)}, [pidfd]
+    fake = credentials_bus(
+        tmp_path, {"ProcessID": Variant("u", os.getpid()), "ProcessFD": Variant("h", 0)}, [pidfd]
     )
-    assert asyncio.run(identify(bus, ":1.42")) == read_process(os.getpid())
-    assert closed(pidfd)
+
+    def refuse(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "the daemon must use the bus's pidfd, not open its own")
+
+    async def look_up(bus: SafeMessageBus) -> tuple[bool, int | None, Caller]:
+        monkeypatch.setattr(os, "pidfd_open", refuse)
+        process = await lookup(bus, ":1.42")
+        try:
+            return bus.unix_fds, pid_of(process.pidfd), process.read()
+        finally:
+            process.close()
+
+    negotiated, pinned, caller = on_fake_bus(fake, look_up)
+    assert negotiated and "NEGOTIATE_UNIX_FD" in fake.auth
+    assert pinned == os.getpid() and caller == read_process(os.getpid())
+    assert pidfds() == before  # the fake's copy, the daemon's copy and its duplicate: closed
 
 
-def test_a_pidfd_of_another_process_makes_an_unknown_program():
+def test_a_pidfd_of_another_process_makes_an_unknown_program(tmp_path):
+    before = pidfds()
     child = subprocess.Popen(["sleep", "30"])
     try:
-        pidfd = os.pidfd_open(child.pid)
-        bus = CredentialsBus(
-            {"ProcessID": Variant("u", os.getpid()), "ProcessFD": Variant("h", 0)}, [pidfd]
+        fake = credentials_bus(
+            tmp_path,
+            {"ProcessID": Variant("u", os.getpid()), "ProcessFD": Variant("h", 0)},
+            [os.pidfd_open(child.pid)],
         )
-        assert asyncio.run(identify(bus, ":1.42")) == Caller(os.getpid())
-        assert closed(pidfd)
+        assert on_fake_bus(fake, lambda bus: identify(bus, ":1.42")) == Caller(os.getpid())
     finally:
         child.kill()
         child.wait()
+    assert pidfds() == before
+
+
+def test_descriptors_besides_the_pidfd_are_closed(tmp_path):
+    read_end, write_end = os.pipe()
+    fake = credentials_bus(
+        tmp_path,
+        {"ProcessID": Variant("u", os.getpid()), "ProcessFD": Variant("h", 1)},
+        [write_end, os.pidfd_open(os.getpid())],
+    )
+    assert on_fake_bus(fake, lambda bus: identify(bus, ":1.42")) == read_process(os.getpid())
+    assert not pipe_held(read_end)
+    os.close(read_end)
+
+
+def test_a_bus_that_passes_no_descriptors_still_names_the_caller(tmp_path):
+    fake = credentials_bus(tmp_path, {"ProcessID": Variant("u", os.getpid())}, agree_fds=False)
+
+    async def look_up(bus: SafeMessageBus) -> tuple[bool, Caller]:
+        return bus.unix_fds, await identify(bus, ":1.42")
+
+    negotiated, caller = on_fake_bus(fake, look_up)
+    assert "NEGOTIATE_UNIX_FD" in fake.auth and not negotiated
+    assert caller == read_process(os.getpid())
 
 
 def test_a_process_that_exited_is_an_unknown_program():
@@ -466,8 +535,50 @@ def test_a_process_that_exited_is_an_unknown_program():
     "credentials",
     [None, {}, {"ProcessID": Variant("s", "1")}, {"ProcessID": Variant("u", 0)}],
 )
-def test_no_usable_credentials_make_an_unknown_program(credentials):
-    assert asyncio.run(identify(CredentialsBus(credentials), ":1.42")) == Caller(0)
+def test_no_usable_credentials_make_an_unknown_program(tmp_path, credentials):
+    fake = credentials_bus(tmp_path, credentials)
+    assert on_fake_bus(fake, lambda bus: identify(bus, ":1.42")) == Caller(0)
+
+
+# -- a caller read at each call ----------------------------------------------------------------
+
+
+async def in_call(sender: str, handler: Callable[[], Awaitable[T]]) -> T:
+    """Run ``handler`` as the daemon runs a method of a call from ``sender``."""
+    context = contextvars.copy_context()
+    context.run(_CALL.set, CallInfo(sender))
+    return await asyncio.get_running_loop().create_task(handler(), context=context)
+
+
+def test_the_daemon_asks_the_bus_once_per_recent_sender_and_closes_the_pidfds_it_drops(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(service, "CALLER_CACHE_SIZE", 2)
+    before = pidfds()
+
+    def answer(call: Message) -> Answer:
+        if call.member != "GetConnectionCredentials":
+            return []
+        credentials = {"ProcessID": Variant("u", os.getpid()), "ProcessFD": Variant("h", 0)}
+        pidfd = os.pidfd_open(os.getpid())
+        return [(fake_reply(call, "a{sv}", [credentials], unix_fds=[pidfd]), [pidfd])]
+
+    async def calls(bus: SafeMessageBus) -> tuple[list[Caller], dict[str, int | None]]:
+        interface = service.MyNumberCardInterface(None, bus)  # type: ignore[arg-type]
+        senders = [":1.1", ":1.2", ":1.1", ":1.3", ":1.1"]
+        callers = [await in_call(sender, interface._caller) for sender in senders]
+        kept = {sender: pid_of(process.pidfd) for sender, process in interface._callers.items()}
+        for process in interface._callers.values():
+            process.close()
+        return callers, kept
+
+    fake = FakeBus(tmp_path, answer)
+    callers, kept = on_fake_bus(fake, calls)
+    assert callers == [read_process(os.getpid())] * 5
+    # The least recently calling sender is dropped (:1.2), its pidfd closed.
+    assert [call.body[0] for call in fake.calls] == [":1.1", ":1.2", ":1.3"]
+    assert kept == {":1.1": os.getpid(), ":1.3": os.getpid()}
+    assert pidfds() == before
 
 
 # -- callers on the real stack ----------------------------------------------------------------
@@ -598,3 +709,75 @@ def test_a_process_that_is_not_dumpable_is_never_named_by_its_comm(tmp_path, sta
         assert requested_by(daemon.log) == f"unknown program, process {pid}"
     else:  # root reads it anyway: still the verified executable, not the comm
         assert str(script) in line or PYTHON_EXE in line
+
+
+EXEC_CALLER = """\
+import os, socket, sys
+from dbus_next import Message
+from dbus_next._private.unmarshaller import Unmarshaller
+
+bus_socket, stage = sys.argv[1], sys.argv[2]
+
+
+def call(sock, serial, member, signature="", body=(), destination="io.github.mncd.MyNumberCard1",
+         path="/io/github/mncd/MyNumberCard1", interface="io.github.mncd.MyNumberCard1"):
+    message = Message(destination=destination, path=path, interface=interface, member=member,
+                      signature=signature, body=list(body), serial=serial)
+    sock.sendall(message._marshall())
+    stream = sock.makefile("rb", buffering=0)  # reads no byte beyond the messages it returns
+    while True:
+        reader = Unmarshaller(stream)
+        while reader.unmarshall() is None:
+            pass
+        if reader.message.reply_serial == serial:
+            return reader.message
+
+
+if stage == "first":
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(bus_socket)
+    sock.sendall(b"\\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\\r\\n")
+    answer = b""
+    while not answer.endswith(b"\\r\\n"):
+        answer += sock.recv(1)
+    sock.sendall(b"BEGIN\\r\\n")
+    call(sock, 1, "Hello", destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+         interface="org.freedesktop.DBus")
+else:
+    sock = socket.socket(fileno=int(sys.argv[3]))
+serial = 2 if stage == "first" else 3
+reply = call(sock, serial, "Authenticate", "aya{sv}", [b"challenge", {}])
+print(reply.error_name, flush=True)
+if stage == "first":  # the same process and connection go on as another program
+    os.set_inheritable(sock.fileno(), True)
+    second = sys.argv[3]
+    os.execv(second, [second, sys.argv[0], bus_socket, "second", str(sock.fileno())])
+"""
+
+
+def test_a_caller_that_execs_another_program_is_named_by_the_program_it_runs(tmp_path, stack):
+    """One process, one bus connection: it calls, execs another program that keeps the
+    connection, and calls again. The second dialog and log line name the second program."""
+    daemon, pinentry = stack
+    first, env = python_copy(tmp_path / "bin" / "first-program")
+    second, _ = python_copy(tmp_path / "bin" / "second-program")
+    script = tmp_path / "exec-caller.py"
+    script.write_text(EXEC_CALLER)
+    process = subprocess.Popen(
+        [*first, str(script), str(daemon.bus.socket), "first", *second],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, err = process.communicate(timeout=120)
+    cancelled = "io.github.mncd.MyNumberCard1.Error.Cancelled"
+    assert out.split() == [cancelled, cancelled], err
+    pid = process.pid  # the same process throughout: execv keeps the pid
+    purpose = "wants to prove who you are (log in)."
+    assert [text.splitlines()[0] for text in pinentry.descriptions()] == [
+        f"The program {first[0]} (process {pid}) {purpose}",
+        f"The program {second[0]} (process {pid}) {purpose}",
+    ]
+    assert [
+        line.split("Authenticate requested by ", 1)[1]
+        for line in daemon.log.splitlines()
+        if "Authenticate requested by" in line
+    ] == [f"{first[0]}, process {pid}", f"{second[0]}, process {pid}"]

@@ -17,7 +17,7 @@ from mncd.cli.errors import CancelledByUserError, UsageError
 from mncd.cli.main import build_parser
 from mncd.cli.output import display_width
 from mncd.client import PersonalDataCheck, PinStatus
-from mncd.daemon.udev import ReaderDevice
+from mncd.core.events import ReaderDevice
 from mncd.jpki.calendar import JAPAN
 from mncd.jpki.details import describe, japan_days_left, personal_data
 from mncd.vcard import pki

@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 from dbus_next import Variant
 
-from mncd import __version__, client, errors
+from mncd import __version__, api, client, errors
 from mncd.cli import errors as cli_errors
 from mncd.cli import files, output
 from mncd.cli import main as cli
 from mncd.cli import pin as cli_pin
 from mncd.cli import status as status_command
 from mncd.cli.errors import ExitCode
-from mncd.client import Event, Status, error_for_reply
+from mncd.client import Event, Status, connection, error_for_reply
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -344,13 +344,25 @@ def test_status_serials_are_upper_case_hex_as_sign_prints_them() -> None:
 
 
 def test_status_of_an_invalidated_certificate_has_no_expiry_and_says_what_to_do() -> None:
-    status = daemon_status(sign=cert_status(state=Variant("s", "invalidated")))
-    sign = section(table(status, tz=JST), "Signing certificate")
+    held = cert_status(state=Variant("s", "invalidated"), certificate_held=Variant("b", True))
+    sign = section(table(daemon_status(sign=held), tz=JST), "Signing certificate")
     assert "  State:          invalidated (revoked)" in sign
     assert "Expires:" not in sign and "days left" not in sign
     assert (
         "  Next step:      It can no longer be used. Get a new one issued at your municipal "
         "office (bring your My Number Card)." in sign
+    )
+
+
+def test_status_of_an_invalidated_certificate_not_read_again_says_how_a_new_one_is_read() -> None:
+    """The office may have written a new certificate since mncd read the invalidated one."""
+    status = daemon_status(sign=cert_status(state=Variant("s", "invalidated")))
+    sign = section(table(status, tz=JST), "Signing certificate")
+    assert "  State:          invalidated (revoked)" in sign
+    assert (
+        "  Next step:      Get a new one issued at your municipal office (bring your My Number "
+        "Card). If you already have, sign something or run 'mncctl cert show sign': mncd reads "
+        "the new one after your signing password." in sign
     )
 
 
@@ -1009,12 +1021,12 @@ WHEN = dt.datetime(2025, 11, 25, 13, 0, 1, tzinfo=JST)
 
 
 def signal(interface: str, member: str, body: list) -> Event | None:
-    path = "/org/freedesktop/DBus" if interface == "org.freedesktop.DBus" else client.OBJECT_PATH
+    path = "/org/freedesktop/DBus" if interface == "org.freedesktop.DBus" else api.OBJECT_PATH
     return client.event_from_signal(interface, path, member, body)
 
 
 def test_signal_line() -> None:
-    event = signal(client.INTERFACE, "CardInserted", ["ACS ACR39U 00 00"])
+    event = signal(api.INTERFACE, "CardInserted", ["ACS ACR39U 00 00"])
     assert event == Event("CardInserted", ["ACS ACR39U 00 00"])
     assert (
         output.format_event(WHEN, event)
@@ -1023,18 +1035,18 @@ def test_signal_line() -> None:
 
 
 def test_certificate_status_line() -> None:
-    event = signal(client.INTERFACE, "CertificateStatusChanged", ["sign", "expiring"])
+    event = signal(api.INTERFACE, "CertificateStatusChanged", ["sign", "expiring"])
     assert event is not None
     assert output.format_event(WHEN, event).endswith(' CertificateStatusChanged "sign" "expiring"')
 
 
 def test_properties_changed_line() -> None:
     body = [
-        client.INTERFACE,
+        api.INTERFACE,
         {"State": Variant("s", "no-card"), "CardPresent": Variant("b", False)},
         ["Readers"],
     ]
-    event = signal(client.PROPERTIES_INTERFACE, "PropertiesChanged", body)
+    event = signal(connection.PROPERTIES_INTERFACE, "PropertiesChanged", body)
     assert event is not None
     line = output.format_event(WHEN, event)
     assert line == (
@@ -1045,12 +1057,12 @@ def test_properties_changed_line() -> None:
 
 def test_properties_of_other_interfaces_are_skipped() -> None:
     body = ["org.example.Other", {"X": Variant("i", 1)}, []]
-    assert signal(client.PROPERTIES_INTERFACE, "PropertiesChanged", body) is None
+    assert signal(connection.PROPERTIES_INTERFACE, "PropertiesChanged", body) is None
 
 
 def test_daemon_start_and_stop() -> None:
-    started = signal("org.freedesktop.DBus", "NameOwnerChanged", [client.BUS_NAME, "", ":1.5"])
-    stopped = signal("org.freedesktop.DBus", "NameOwnerChanged", [client.BUS_NAME, ":1.5", ""])
+    started = signal("org.freedesktop.DBus", "NameOwnerChanged", [api.BUS_NAME, "", ":1.5"])
+    stopped = signal("org.freedesktop.DBus", "NameOwnerChanged", [api.BUS_NAME, ":1.5", ""])
     assert started == Event("DaemonStarted", [])
     assert stopped == Event("DaemonStopped", [])
 

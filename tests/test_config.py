@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mncd.daemon.config import Config
+from mncd.config import Config
 
 
 def load(tmp_path: Path, text: str) -> Config:
@@ -64,6 +64,6 @@ def test_a_file_that_is_not_toml_gives_the_defaults_and_one_problem(tmp_path):
 
 
 def test_problems_are_logged(tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="mncd.daemon.config"):
+    with caplog.at_level("WARNING", logger="mncd.config"):
         load(tmp_path, "[notifications]\nsound = true\n")
     assert "settings: unknown setting notifications.sound ignored" in caplog.text

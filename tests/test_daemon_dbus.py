@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +18,8 @@ from xml.etree import ElementTree
 import pytest
 from busstack import (
     BUS_NAME,
+    INTERFACE,
+    OBJECT_PATH,
     CallError,
     Daemon,
     PrivateBus,
@@ -32,8 +36,12 @@ from busstack import (
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from dbus_next import Message, Variant
+from dbus_next.aio import MessageBus
+from faultkit import verifies_with_pin
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
+PROPERTIES = "org.freedesktop.DBus.Properties"
 
 
 @pytest.fixture
@@ -237,8 +245,14 @@ def test_wrong_pin_then_blocked(daemon, card):
         auth_call(daemon, "9999")
     assert ERR + "PinIncorrect" in err.value.message and "2 tries left" in err.value.message
     assert status(daemon.bus.address)["auth"]["pin_tries_left"] == 2
-    with pytest.raises(CallError):
+    # The same wrong PIN again (a script that retries): refused without reaching the card.
+    card.commands(clear=True)
+    with pytest.raises(CallError) as err:
         auth_call(daemon, "9999")
+    assert ERR + "PinIncorrect" in err.value.message and "2 tries left" in err.value.message
+    assert verifies_with_pin(card.commands()) == 0 and card.tries()["auth"] == 2
+    with pytest.raises(CallError):
+        auth_call(daemon, "9998")
     # One try left: refused unless the caller explicitly allows using it.
     card.commands(clear=True)
     with pytest.raises(CallError) as err:
@@ -247,7 +261,7 @@ def test_wrong_pin_then_blocked(daemon, card):
     # The gate read the live counter (an empty VERIFY) and sent no PIN.
     assert card.commands() == ["00A4040C0AD392F000260100000001", "00A4020C020018", "00200080"]
     with pytest.raises(CallError) as err:
-        auth_call(daemon, "9999", allow_last_try=True)
+        auth_call(daemon, "9997", allow_last_try=True)
     assert ERR + "PinBlocked" in err.value.message and "municipal office" in err.value.message
     assert status(daemon.bus.address)["auth"]["pin_tries_left"] == 0
     # Blocked: refused at once, the card is not asked again.
@@ -406,3 +420,87 @@ def test_sd_notify_ready_status_and_watchdog(bus, sandbox, tmp_path):
     finally:
         receiver.close()
         daemon.stop()
+
+
+def held_by(pid: int, fd: int) -> bool:
+    """Whether process ``pid`` holds the file that our ``fd`` is open on."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(f"/proc/{pid}/fd/{name}") == target:
+                return True
+    return False
+
+
+def test_calls_carrying_descriptors_are_answered_and_the_descriptors_closed(daemon):
+    """The daemon takes file descriptors (dbus-daemon refuses to pass them to a connection that
+    did not ask for them), answers each call, and keeps none of them."""
+    wait_state(daemon.bus.address, "no-card")
+    read_end, write_end = os.pipe()
+    calls = [
+        ("GetStatus", "", []),  # descriptors that no argument names
+        ("Authenticate", "aya{sv}", [b"challenge", {"pin": Variant("s", "1234")}]),
+        ("Sign", "ayhsa{sv}", [b"document", 0, "sha256", {}]),  # of the wrong type
+        ("Get", "ss", [INTERFACE, "State"]),
+    ]
+
+    async def send() -> list[tuple[str | None, bool]]:
+        client = await MessageBus(bus_address=daemon.bus.address, negotiate_unix_fd=True).connect()
+        answers = []
+        try:
+            for member, signature, body in calls:
+                properties = member == "Get"
+                answer = await client.call(
+                    Message(destination=BUS_NAME, path=OBJECT_PATH, member=member,
+                            interface=PROPERTIES if properties else INTERFACE,
+                            signature=signature, body=body, unix_fds=[write_end])
+                )  # fmt: skip
+                answers.append((answer.error_name, held_by(daemon.process.pid, write_end)))
+        finally:
+            client.disconnect()
+        return answers
+
+    try:
+        assert asyncio.run(send()) == [
+            (None, False), (ERR + "NoCard", False), (ERR + "InvalidArgument", False), (None, False)
+        ]  # fmt: skip
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert daemon.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["Sign", "ays", "1", "65", "sha256"], "Sign takes arguments (aysa{sv}), not (ays)"),
+        (["Sign", "aysa{sv}", "1", "65", "sha256", "1", "pin", "u", "1234"],
+         "option 'pin' must have type 's'"),
+        (["GetStatus", "s", "now"], "GetStatus takes arguments (), not (s)"),
+        (["Reset"], f'{INTERFACE}.Reset with signature "" could not be found'),
+        ([PROPERTIES, "Get", "i", "5"],
+         'properties interface doesn\'t have method "Get" with signature "i"'),
+        ([PROPERTIES, "Set", "ssv", INTERFACE, "State", "s", "no-card"],
+         "the property is readonly"),
+        ([PROPERTIES, "GetAll", "s", ""], "empty interface string is not supported"),
+        (["org.freedesktop.DBus.Introspectable", "Introspect", "s", "x"],
+         'Introspect with signature "s" could not be found'),
+        (["org.freedesktop.DBus.Peer", "Ping", "u", "1"],
+         'Ping with signature "u" could not be found'),
+    ],
+)  # fmt: skip
+def test_malformed_calls_are_answered_and_the_daemon_stays_up(daemon, args, error):
+    """busctl sends exactly the types it is given; each call gets its error within busctl's
+    timeout, no traceback is logged, and the daemon goes on answering."""
+    wait_state(daemon.bus.address, "no-card")
+    if not args[0].startswith("org."):
+        args = [INTERFACE, *args]
+    result = subprocess.run(
+        ["busctl", f"--address={daemon.bus.address}", "--timeout=10", "call", BUS_NAME,
+         OBJECT_PATH, *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0 and error in result.stderr, result.stderr
+    assert "Timeout" not in result.stderr and "Traceback" not in result.stderr
+    assert "Traceback" not in daemon.log
+    assert status(daemon.bus.address)["state"] == "no-card"

@@ -137,11 +137,14 @@ def test_replaced_signing_certificate(desktop, sandbox, insert_card, tmp_path):
         wait_state(bus.address, "card-present")
         gdbus_call(bus.address, *sign, f"{{'pin': <'{card.profile.sign_password}'>}}")
         notice = wait_for(
-            lambda: next((n for n in server.received() if "no longer valid" in n["summary"]), None),
+            lambda: next((n for n in server.received() if "new signing" in n["summary"]), None),
             "the replacement notice",
         )
-        assert notice["urgency"] == "CRITICAL"
-        assert "different signing certificate" in notice["body"]
+        # A renewal that worked is good news first: not a red notice about revocation.
+        assert notice["summary"] == "A new signing certificate was found on your card"
+        assert notice["urgency"] != "CRITICAL"
+        assert notice["body"].startswith("The signing certificate used before is no longer valid")
+        assert not [n for n in server.received() if "no longer valid" in n["summary"]]
         now = status(bus.address)["sign"]
         assert now["fingerprint"] != old and now["state"] == "valid"
         assert now["previous_fingerprint"] == old and now["previous_state"] == "invalidated"

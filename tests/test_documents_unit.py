@@ -66,11 +66,10 @@ def test_an_output_that_appears_meanwhile_is_kept(tmp_path):
     assert target.read_bytes() == b"theirs"
 
 
-def _status(state: str, days: int = 100) -> Status:
+def _status(state: str, days: int = 100, held: bool = False) -> Status:
     not_after = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
-    return Status(
-        state="card-present", sign=CertificateStatus(True, "card", state, not_after=not_after)
-    )
+    sign = CertificateStatus(True, "card", state, not_after=not_after, certificate_held=held)
+    return Status(state="card-present", sign=sign)
 
 
 def japan_day(days: int) -> dt.date:
@@ -84,7 +83,7 @@ def test_status_refuses_expired_and_invalidated_and_warns_in_the_renewal_window(
     assert old.value.state == "expired"
     assert f"expired on {japan_day(-2).isoformat()}: documents" in str(old.value)
     with pytest.raises(CertificateUnusable, match=r"^The signing certificate has been invalid"):
-        check_status(_status("invalidated"))
+        check_status(_status("invalidated", held=True))
     warning = check_status(_status("expiring", 20)).warning
     assert warning.startswith(f"the signing certificate expires on {japan_day(20).isoformat()}")
     assert check_status(_status("valid")).warning == ""
@@ -102,7 +101,7 @@ def test_certificate_texts_follow_the_locale_when_they_are_made(monkeypatch):
         f"署名用電子証明書の有効期限({day.year}年{day.month}月{day.day}日)が切れています。"
     )
     with pytest.raises(CertificateUnusable) as invalidated:
-        check_status(_status("invalidated"))
+        check_status(_status("invalidated", held=True))
     assert invalidated.value.state == "invalidated"
     assert str(invalidated.value).startswith("署名用電子証明書は失効しています。")
     assert cli_errors.exit_code(invalidated.value) == ExitCode.CERTIFICATE == 6
@@ -139,6 +138,26 @@ def test_verify_exit_codes_are_distinct():
     assert cli_errors.error_lines(DocumentError("x.pdf is not a PDF file")) == [
         "x.pdf is not a PDF file"
     ]
+
+
+def test_an_invalidated_certificate_not_read_since_insertion_is_checked_after_the_password(
+    monkeypatch,
+):
+    """The office may have written a new certificate since mncd read the invalidated one: the
+    password is asked, and the certificate the card gives is refused only if it is the same."""
+    from mncd.documents import signer
+
+    monkeypatch.setenv("LANGUAGE", "en")
+    warning = check_status(_status("invalidated")).warning
+    assert "if your municipal office has issued a new one" in warning
+    _key, cert = software_key()
+    der = cert.public_bytes(serialization.Encoding.DER)
+    now = dt.datetime.now(dt.UTC)
+    with pytest.raises(CertificateUnusable) as same:
+        signer.check_certificate(der, now, invalidated=hashlib.sha256(der).hexdigest())
+    assert same.value.state == "invalidated"
+    assert cli_errors.exit_code(same.value) == ExitCode.CERTIFICATE
+    assert signer.check_certificate(der, now, invalidated="ab" * 32).warning == ""
 
 
 @pytest.mark.parametrize("lang", ["C.UTF-8", "ja_JP.UTF-8"])

@@ -33,9 +33,9 @@ from faultkit import (
 )
 
 from mncd.card.errors import CardTimeoutError, PcscUnavailableError
-from mncd.daemon.cache import CardCache
+from mncd.core.cache import CardCache
+from mncd.core.manager import CardManager
 from mncd.daemon.main import BUS_LOST
-from mncd.daemon.manager import CardManager
 
 AUTH_PIN = SECRET_CARD["auth_pin"]
 PASSWORD = SECRET_CARD["sign_password"]
@@ -237,7 +237,7 @@ def test_pcscd_gone_and_back_retries_nothing(monkeypatch):
         def release(self) -> None:
             pass
 
-    monkeypatch.setattr("mncd.daemon.manager.PcscContext", Context)
+    monkeypatch.setattr("mncd.core.cardthread.PcscContext", Context)
     manager = CardManager(CardCache(Path("/nonexistent")))
     calls: list[Context] = []
 
@@ -395,7 +395,7 @@ def test_timed_out_operations_never_run_later(monkeypatch):
         release.set()
         assert await manager.run_card(operation, "next") == "next"
 
-    monkeypatch.setattr("mncd.daemon.manager.PcscContext", Context)
+    monkeypatch.setattr("mncd.core.cardthread.PcscContext", Context)
     asyncio.run(run())
     manager.close()
     assert ran == ["stuck", "next"]

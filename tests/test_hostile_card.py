@@ -25,10 +25,11 @@ from hypothesis import strategies as st
 from mncd.card.errors import CardError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY
 from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD
-from mncd.daemon import operations
-from mncd.daemon.cache import card_id_for
-from mncd.daemon.errors import LastTryError
-from mncd.daemon.pingate import CardRef, PinTicket
+from mncd.core import operations
+from mncd.core.cache import card_id_for
+from mncd.core.errors import LastTryError
+from mncd.core.events import CardRef
+from mncd.core.pingate import PinTicket
 from mncd.jpki import certificates, signatures
 from mncd.jpki.signatures import SignatureMismatch
 from mncd.vcard import pki

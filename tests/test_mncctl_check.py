@@ -122,3 +122,61 @@ def test_a_card_inserted_again_needs_the_password_again(daemon, insert_card):
     assert result.returncode == 4
     assert "give it on the second line of standard input" in result.stderr
     assert verifies_with_pin(card.commands()) == 0  # no PIN reached the card
+
+
+def test_a_signing_certificate_renewed_after_a_move_is_read_and_used(daemon, insert_card, tmp_path):
+    """After a move the office writes a new signing certificate: the first signature reads it
+    (after the password) and signs with it; before, only the certificate known to be on the
+    card was refused without asking."""
+    from cryptography import x509
+    from pdfkit import make_pdf
+    from test_documents import ca_file, pdfsig
+
+    address = daemon.bus.address
+    card = insert_card(cert_address="大阪府大阪市北区梅田一丁目二番三号")
+    wait_state(address, "card-present")
+    assert mncctl(address, "check", "--pin-stdin", stdin="1234\nABC123\n").returncode == 1
+    old = status(address)["sign"]
+    assert old["state"] == "invalidated" and old["certificate_held"]
+    source = make_pdf(tmp_path / "申請書.pdf")
+    output = tmp_path / "申請書-signed.pdf"
+    # The invalidated certificate was read in this insertion: refused before any password.
+    refused = mncctl(address, "sign", "--pdf", str(source), "-o", str(output), "--pin-stdin",
+                     stdin="")  # fmt: skip
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert "invalidated" in refused.stderr and not output.exists()
+
+    revoked = x509.load_der_x509_certificate(card.certificates()["sign"])
+    card.remove()
+    card.control.renew_signing_certificate(card.name)
+    card.reinsert()
+    wait_state(address, "card-present")
+    before = status(address)["sign"]
+    assert before["state"] == "invalidated" and not before["certificate_held"]
+    shown = mncctl(address, "status").stdout
+    assert "mncctl cert show sign" in shown and "reads the new one" in shown
+
+    signed = mncctl(address, "sign", "--pdf", str(source), "-o", str(output), "--pin-stdin",
+                    stdin="ABC123\n")  # fmt: skip
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    report = pdfsig(output)
+    assert "Signature Validation: Signature is Valid." in report, report
+    new = x509.load_der_x509_certificate(card.certificates()["sign"])
+    assert common_name(new) != common_name(revoked)
+    assert common_name(new) in report and common_name(revoked) not in report
+    verified = mncctl(address, "verify", str(output), "--ca", str(ca_file(card, tmp_path)))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"serial {new.serial_number:X}," in verified.stdout, verified.stdout
+    assert f"{revoked.serial_number:X}" not in verified.stdout
+    now = status(address)["sign"]
+    assert now["state"] == "valid" and now["fingerprint"] != old["fingerprint"]
+    assert (
+        now["previous_state"] == "invalidated" and now["previous_fingerprint"] == old["fingerprint"]
+    )
+    assert now["serial"] != old["serial"]
+
+
+def common_name(certificate) -> str:
+    from cryptography.x509.oid import NameOID
+
+    return certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value

@@ -128,6 +128,55 @@ def test_both_tokens_sign_and_openssl_verifies(served, card, tmp_path):
     assert card.tries()["auth"] == 3 and card.tries()["sign"] == 5
 
 
+def test_sha1_is_signed_as_legacy_by_the_authentication_key_only(served, card, tmp_path):
+    """Legacy peers (ssh-rsa, TLS 1.2 servers) and ``pkcs11-tool --test`` ask for SHA-1: the
+    authentication key signs it, logged as legacy; the signing key refuses it as before."""
+    wait_for_token(served)
+    assert "SHA1-RSA-PKCS" in served.tool("--slot", str(AUTH_SLOT), "-M").stdout
+    assert "SHA1-RSA-PKCS" not in served.tool("--slot", str(SIGN_SLOT), "-M").stdout
+    tested = served.tool("--slot", str(AUTH_SLOT), "--login", "--pin", card.profile.auth_pin,
+                         "--test")  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    for line in ("RNG not available", "all 4 signature functions seem to work",
+                 "    RSA-PKCS: OK", "    SHA1-RSA-PKCS: OK", "    SHA256-RSA-PKCS: OK",
+                 "No errors"):  # fmt: skip
+        assert line in tested.stdout, tested.stdout
+
+    card.commands(clear=True)
+    sha1 = hashlib.sha1(DATA).digest()
+    answer = served.application([
+        ["open", {"slot": AUTH_SLOT}], ["login", {"pin": card.profile.auth_pin}],
+        ["sign", {"id": "01", "mechanism": "SHA1-RSA-PKCS", "data": DATA.hex()}],
+        ["sign", {"id": "01", "mechanism": "RSA-PKCS", "data": digest_info("sha1", sha1).hex()}],
+    ])  # fmt: skip
+    assert "error" not in answer, answer
+    for signature in answer["results"][2:]:
+        verify(card.certificates()["auth"], bytes.fromhex(signature), DATA, hashes.SHA1())
+    # The same card operation as any signature: 6 APDUs each.
+    assert operations(card.commands()) == [LOGIN_AUTH, AUTHENTICATE_APDUS, AUTHENTICATE_APDUS]
+    legacy = [line for line in served.daemon.log.splitlines()
+              if "SHA-1, signed as legacy" in line]  # fmt: skip
+    assert len([line for line in legacy if "pkcs11_client.py" in line]) == 2, legacy
+    assert all(line.startswith("INFO ") and "the auth key" in line for line in legacy), legacy
+    assert sha1.hex() not in served.daemon.log
+
+    # The signing key: a SHA-1 DigestInfo is invalid data, CKM_SHA1_RSA_PKCS no mechanism of
+    # it; neither reaches the card.
+    password = card.profile.sign_password
+    card.commands(clear=True)
+    answer = served.application([
+        ["open", {"slot": SIGN_SLOT}], ["login", {"pin": password}],
+        ["sign", {"id": "02", "mechanism": "RSA-PKCS", "data": digest_info("sha1", sha1).hex(),
+                  "context_login": True, "context_pin": password, "tolerate": True}],
+        ["sign", {"id": "02", "mechanism": "SHA1-RSA-PKCS", "data": DATA.hex(),
+                  "context_login": True, "context_pin": password, "tolerate": True}],
+    ])  # fmt: skip
+    assert answer["results"][2:] == ["CKR_DATA_INVALID", "CKR_MECHANISM_INVALID"], answer
+    assert verifies_with_pin(card.commands()) == 1  # the login alone
+    refused = served.tool("--slot", str(SIGN_SLOT), "--login", "--pin", password, "--test")
+    assert refused.returncode != 0 and "CKR_DATA_INVALID" in refused.stderr, refused.stderr
+
+
 def test_the_auth_pin_is_held_for_the_login_only(served, card):
     wait_for_token(served)
     card.commands(clear=True)
@@ -286,3 +335,69 @@ def test_the_next_generation_ec_card_signs_ecdsa(served, insert_card):
                                      int.from_bytes(raw[48:], "big"))  # fmt: skip
     key = x509.load_der_x509_certificate(card.certificates()["auth"]).public_key()
     key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA384())))
+
+
+def test_a_pin_changed_over_d_bus_ends_every_login_without_spending_a_try(served, card):
+    """Two applications logged in (a browser and an ssh-agent, say); the PIN is changed with
+    mncctl over D-Bus: the next C_Sign of each finds itself logged out instead of sending the
+    old PIN, and the card's counter stays full; logged in with the new PIN, they sign."""
+    from test_mncctl_pin_change import mncctl
+
+    wait_for_token(served)
+    sign = {"id": "01", "mechanism": "SHA256-RSA-PKCS", "data": DATA.hex(), "tolerate": True}
+    steps = [["open", {"slot": AUTH_SLOT}], ["login", {"pin": card.profile.auth_pin}],
+             ["sign", sign], ["pause", {}], ["sign", {**sign, "same_key": True}]]  # fmt: skip
+    applications = [served.start_application(steps) for _ in range(2)]
+    signed = "PKCS#11 C_Sign with the auth key"
+    wait_for(lambda: served.daemon.log.count(signed) == 2, "both applications to sign")
+    changed = mncctl(served.daemon.bus.address, "pin", "change", "auth", "--pin-stdin",
+                     stdin=f"{card.profile.auth_pin}\n9753\n")  # fmt: skip
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    card.commands(clear=True)
+    for application in applications:
+        out, err = application.communicate("\n", timeout=60)
+        assert out, err
+        answer = json.loads(out)
+        assert "error" not in answer, (out, err)
+        assert answer["results"][2] != "CKR_PIN_INCORRECT"
+        assert answer["results"][4] == "CKR_USER_NOT_LOGGED_IN", answer
+    assert verifies_with_pin(card.commands()) == 0
+    assert card.tries()["auth"] == 3
+    assert served.daemon.log.count("PKCS#11 login of") >= 2
+    again = served.application([
+        ["open", {"slot": AUTH_SLOT}], ["login", {"pin": "9753"}], ["sign", sign],
+    ])  # fmt: skip
+    assert "error" not in answer and len(bytes.fromhex(again["results"][2])) == 256, again
+
+
+def test_a_pin_changed_behind_mncds_back_costs_one_try_not_one_per_application(served, card):
+    """Another program changed the PIN: the first application's C_Sign sends the PIN it holds
+    and the card refuses it; every other login holding that PIN ends without sending it."""
+    from mncd.card.errors import CardResetError
+    from mncd.card.jpki import AUTH_KEY, JpkiSession
+    from mncd.card.pcsc import PcscContext
+
+    wait_for_token(served)
+    sign = {"id": "01", "mechanism": "SHA256-RSA-PKCS", "data": DATA.hex(), "tolerate": True}
+    steps = [["open", {"slot": AUTH_SLOT}], ["login", {"pin": card.profile.auth_pin}],
+             ["sign", sign], ["pause", {}], ["sign", {**sign, "same_key": True}]]  # fmt: skip
+    first, second = (served.start_application(steps) for _ in range(2))
+    signed = "PKCS#11 C_Sign with the auth key"
+    wait_for(lambda: served.daemon.log.count(signed) == 2, "both applications to sign")
+    with PcscContext() as context:
+        for _ in range(3):  # the daemon just reset the card: a new connection may be told once
+            try:
+                with context.connect(card.reader) as conn, conn.transaction(reset_after=True):
+                    session = JpkiSession(conn)
+                    session.verify_pin(AUTH_KEY, card.profile.auth_pin)
+                    session.change_pin(AUTH_KEY, "9753")
+                break
+            except CardResetError:
+                continue
+    answers = []
+    for application in (first, second):  # one after the other
+        out, err = application.communicate("\n", timeout=60)
+        assert out, err
+        answers.append(json.loads(out)["results"][4])
+    assert answers == ["CKR_PIN_INCORRECT", "CKR_USER_NOT_LOGGED_IN"], served.daemon.log[-3000:]
+    assert card.tries()["auth"] == 2

@@ -81,9 +81,9 @@ def test_main_flows(daemon, insert_card, settings):
         auth_call(daemon, "0000")
     assert ERR + "PinIncorrect" in wrong.value.message and "2 tries left" in wrong.value.message
     with pytest.raises(CallError):
-        auth_call(daemon, "0000")
+        auth_call(daemon, "0001")  # another wrong PIN: one the card refused is not sent again
     with pytest.raises(CallError) as blocked:
-        auth_call(daemon, "0000", allow_last_try=True)
+        auth_call(daemon, "0002", allow_last_try=True)
     assert ERR + "PinBlocked" in blocked.value.message
     assert status(address)["auth"]["pin_tries_left"] == 0
     # The right PIN on a blocked card: still blocked, and nothing reaches the card.

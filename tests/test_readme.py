@@ -18,7 +18,7 @@ from pdfkit import make_pdf
 from pinentry_script import ScriptedPinentry, config_with
 from test_daemon_dbus import wait_state
 
-from mncd.daemon.config import Config
+from mncd.config import Config
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 

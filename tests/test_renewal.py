@@ -19,8 +19,8 @@ from busstack import CallError, Daemon, PrivateBus, gdbus_call, status, wait_for
 from test_daemon_dbus import ERR, wait_state
 from test_daemon_notices import start_daemon, summaries
 
-from mncd.daemon.cache import CardCache, CardRecord, CertificateRecord, card_id_for
-from mncd.daemon.manager import CardManager
+from mncd.core.cache import CardCache, CardRecord, CertificateRecord, card_id_for
+from mncd.core.manager import CardManager
 from mncd.jpki import certificates
 from mncd.vcard import pki
 from mncd.vcard.profile import CardProfile, stable_manufacture_number

@@ -22,7 +22,7 @@ LATER = ("pyudev", "mncd.desktop.notifications", "mncd.desktop.alerts", "mncd.pk
 #: dialogs and the pinentry client, the caller lookup, the settings, the tz database, argparse.
 BEFORE_READY_NOT_NEEDED = (
     "cryptography", "mncd.jpki.certificates", "mncd.desktop.prompts", "mncd.desktop.pinentry",
-    "mncd.daemon.callers", "mncd.daemon.config", "tomllib", "zoneinfo", "argparse", "tempfile",
+    "mncd.core.callers", "mncd.config", "tomllib", "zoneinfo", "argparse", "tempfile",
 )  # fmt: skip
 
 

@@ -1,4 +1,9 @@
-"""DER DigestInfo (PKCS#1 v1.5, RFC 8017 §9.2) for the hashes the card signs with."""
+"""DER DigestInfo (PKCS#1 v1.5, RFC 8017 §9.2) for the hashes the card signs with.
+
+:data:`HASHES` are signed for every caller. SHA-1 (:data:`LEGACY_HASHES`) is known here for the
+one caller that accepts it: PKCS#11 on the user-authentication key, for legacy peers (ssh-rsa,
+TLS 1.2 servers); the signing key never signs it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ _PREFIXES: dict[str, bytes] = {
     "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
     "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
     "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+    "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
 }
 
-HASHES: tuple[str, ...] = tuple(_PREFIXES)
+HASHES: tuple[str, ...] = ("sha256", "sha384", "sha512")
+LEGACY_HASHES: tuple[str, ...] = ("sha1",)
 
 
 def digest_size(hash_name: str) -> int:

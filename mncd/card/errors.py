@@ -54,6 +54,9 @@ class ApduError(CardError):
 class KeyUnusableError(ApduError):
     """The card refuses to use the key: its certificate can no longer be used."""
 
+    #: The key's certificate, when the operation had read it from the card.
+    certificate: bytes | None = None
+
 
 class PinChangeRefusedError(ApduError):
     """The card answered CHANGE REFERENCE DATA with an error: the PIN was not changed."""

@@ -19,15 +19,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mncd.api import BUS_NAME
 from mncd.card.errors import CardError, NoCardError, NotJpkiCardError, PcscUnavailableError
 from mncd.card.jpki import JpkiSession, TokenKind
 from mncd.card.pcsc import PcscContext
 from mncd.cli.errors import ExitCode
 from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import BusError, BusUnavailable, CallTimeout, MyNumberCard
+from mncd.config import Config, default_path
 from mncd.daemon import udev
-from mncd.daemon.config import Config, default_path
-from mncd.dbus.api import BUS_NAME
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 NOTIFICATIONS = "org.freedesktop.Notifications"

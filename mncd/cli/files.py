@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mncd.api import MAX_DATA
 from mncd.cli.errors import UsageError, VerificationError
 from mncd.cli.text import _
-from mncd.dbus.api import MAX_DATA
 
 #: Files larger than the daemon accepts are hashed here and only the digest is sent.
 MAX_SIGN_DATA = MAX_DATA

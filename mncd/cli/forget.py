@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from mncd import errors
+from mncd.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS
 from mncd.cli.errors import ExitCode, UsageError, local
 from mncd.cli.session import session
 from mncd.cli.text import _, subcommand
 from mncd.client import Status
-from mncd.dbus.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

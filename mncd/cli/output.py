@@ -99,6 +99,14 @@ def next_step(which: str, cert: CertificateStatus) -> str:
                 "issued at your municipal office (bring your My Number Card)."
             )
         return _("One can be issued at your municipal office (bring your My Number Card).")
+    if cert.state == "invalidated" and which == "sign" and not cert.certificate_held:
+        # What was invalidated is the certificate mncd read last; the office may have written a
+        # new one since, which the card gives only after the signing password.
+        return _(
+            "Get a new one issued at your municipal office (bring your My Number Card). If you "
+            "already have, sign something or run 'mncctl cert show sign': mncd reads the new "
+            "one after your signing password."
+        )
     if cert.state == "invalidated":
         return _(
             "It can no longer be used. Get a new one issued at your municipal office (bring your "

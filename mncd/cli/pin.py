@@ -122,7 +122,7 @@ def fallback_line(exc: errors.PinRequired) -> str:
 
 def missing_pinentry() -> str | None:
     """The pinentry program of the settings when it is not installed, else None."""
-    from mncd.daemon.config import Config
+    from mncd.config import Config
 
     program = Config.load(quiet=True).pinentry
     return program if shutil.which(program) is None else None

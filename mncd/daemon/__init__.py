@@ -1,1 +1,1 @@
-"""The long-running service: live state, the card thread, cache, monitors, systemd."""
+"""The long-running service's process wiring: main loop, monitors, udev, systemd, install."""

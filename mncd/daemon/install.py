@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mncd.dbus.api import BUS_NAME
+from mncd.api import BUS_NAME
 
 __all__ = ["InstallError", "ServicePaths", "find_executable", "install", "uninstall"]
 

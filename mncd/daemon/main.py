@@ -26,12 +26,21 @@ from dbus_next import BusType
 from dbus_next.constants import NameFlag, RequestNameReply
 
 from mncd import __version__
-from mncd.daemon.cache import CardCache
+from mncd.api import BUS_NAME, OBJECT_PATH
+from mncd.core.cache import CardCache
+from mncd.core.cardthread import CARD_TIMEOUT
+from mncd.core.events import (
+    CardInserted,
+    CardRemoved,
+    CertificateStateChanged,
+    CoreEvent,
+    PcscUnavailable,
+    StateChanged,
+)
+from mncd.core.manager import CardManager
 from mncd.daemon.clock import Clock, watch_dates
-from mncd.daemon.manager import CARD_TIMEOUT, CardManager, Listener
-from mncd.daemon.monitor import PcscMonitor, PcscUnavailable
+from mncd.daemon.monitor import PcscMonitor
 from mncd.daemon.systemd import notify, setup_logging, watchdog_interval
-from mncd.dbus.api import BUS_NAME, OBJECT_PATH
 from mncd.dbus.bus import NameWatcher, SafeMessageBus
 from mncd.dbus.service import MyNumberCardInterface
 from mncd.pkcs11.location import socket_path
@@ -39,8 +48,7 @@ from mncd.pkcs11.location import socket_path
 if TYPE_CHECKING:
     import argparse
 
-    from mncd.daemon.config import Config
-    from mncd.desktop.alerts import NoticeCenter
+    from mncd.config import Config
     from mncd.pkcs11.server import Pkcs11Server
 
 log = logging.getLogger("mncd")
@@ -78,31 +86,30 @@ async def run(state_dir: Path | None = None) -> int:
     manager.clock = clock.now
     manager.gate.watch_caller = NameWatcher(bus).watch
     interface = MyNumberCardInterface(manager, bus)
-    # Started once the daemon is ready (below): state changes before that reach them at start.
-    notice_center: NoticeCenter | None = None
-    pkcs11: Pkcs11Server | None = None
     last_status = ""
 
     def state_changed() -> None:
         nonlocal last_status
         interface.refresh_properties()
-        if pkcs11 is not None:
-            pkcs11.refresh()
-        if notice_center is not None:
-            notice_center.schedule()
         state = manager.state()
         if state != last_status:
             last_status = state
             log.info("state: %s", state)
             notify(f"STATUS={STATUS_TEXT.get(state, state)}")
 
-    manager.listener = Listener(
-        state_changed=state_changed,
-        card_inserted=interface.CardInserted,
-        card_removed=interface.CardRemoved,
-        certificate_status=interface.CertificateStatusChanged,
-        card_forgotten=lambda card_id: notice_center.forget(card_id) if notice_center else None,
-    )
+    def tell(event: CoreEvent) -> None:
+        """The core's events as the D-Bus interface and systemd hear them (the PKCS#11 server
+        and the desktop notices subscribe on their own once started)."""
+        if isinstance(event, StateChanged):
+            state_changed()
+        elif isinstance(event, CardInserted):
+            interface.CardInserted(event.reader)
+        elif isinstance(event, CardRemoved):
+            interface.CardRemoved(event.reader)
+        elif isinstance(event, CertificateStateChanged):
+            interface.CertificateStatusChanged(event.which, event.state)
+
+    manager.events.subscribe(tell)
     bus.export(OBJECT_PATH, interface)
     await manager.start()
     monitor = PcscMonitor(loop, manager.handle_event)
@@ -128,13 +135,14 @@ async def run(state_dir: Path | None = None) -> int:
 
     # Later work, imported only now. Nothing above awaits between READY=1 and here, so no call
     # is answered before udev's readers are known and the notice center listens.
-    from mncd.daemon.config import Config
+    from mncd.config import Config
     from mncd.daemon.udev import UdevReaderWatcher
     from mncd.desktop.alerts import NoticeCenter
     from mncd.desktop.notifications import DesktopNotifier
+    from mncd.desktop.prompts import pin_dialogs
 
     config = Config.load()
-    manager.gate.pinentry = config.pinentry
+    manager.gate.dialogs = pin_dialogs(config.pinentry)
     udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
     if udev.start():
         manager.usb_readers.update(udev.present)

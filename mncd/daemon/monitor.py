@@ -11,53 +11,23 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
 
 from smartcard import scard
+
+from mncd.core.events import (
+    CardAbsent,
+    CardPresent,
+    MonitorEvent,
+    PcscUnavailable,
+    ReadersChanged,
+    Scanned,
+)
 
 log = logging.getLogger(__name__)
 
 PNP_READER = "\\\\?PnP?\\Notification"
 WAIT_MS = 60_000
 RETRY_SECONDS = 1.0
-
-
-# The events are plain immutable messages: NamedTuples (quicker to define at start-up than frozen
-# dataclasses), and classes of their own for those that carry nothing.
-
-
-class ReadersChanged(NamedTuple):
-    """The readers pcscd lists now."""
-
-    readers: tuple[str, ...]
-
-
-class CardPresent(NamedTuple):
-    """A card is in ``reader`` (powered or not), answering to reset with ``atr``."""
-
-    reader: str
-    atr: bytes
-
-
-class CardAbsent(NamedTuple):
-    """The card in ``reader`` is gone."""
-
-    reader: str
-
-
-class PcscUnavailable:
-    """pcscd cannot be reached (not running, or it stopped)."""
-
-    __slots__ = ()
-
-
-class Scanned:
-    """Every reader and card present when the monitor (re)connected to pcscd has been reported."""
-
-    __slots__ = ()
-
-
-MonitorEvent = ReadersChanged | CardPresent | CardAbsent | PcscUnavailable | Scanned
 
 
 class PcscMonitor:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import pyudev
 
+from mncd.core.events import ReaderDevice
+
 log = logging.getLogger(__name__)
 
 CCID_CLASS = 0x0B
@@ -43,17 +45,6 @@ KNOWN_READERS: dict[tuple[int, int], KnownReader] = {
     # Speaks PC/SC through pcscd's CCID driver (with its own pseudo-APDUs).
     (0x072F, 0x2200): KnownReader("ACS ACR122U", ccid=True),
 }
-
-
-@dataclass(frozen=True)
-class ReaderDevice:
-    """A USB smart-card or NFC reader as udev describes it."""
-
-    sys_path: str
-    vendor_id: int
-    product_id: int
-    name: str
-    ccid: bool  # has a smart-card (class 0x0B) interface, so pcscd's CCID driver can serve it
 
 
 def _hex(value: str | bytes | None) -> int | None:

@@ -1,1 +1,1 @@
-"""The D-Bus front door: API names, the exported interface, its errors, dbus-next workarounds."""
+"""The D-Bus front door: the exported interface, its option parsing, dbus-next workarounds."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import contextvars
+import itertools
 import logging
 import os
 import socket
@@ -16,12 +18,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from dbus_next import DBusError, Message, MessageFlag, Variant
+from dbus_next import BusType, DBusError, Message, MessageFlag, Variant
 
 # Private: the header layout constants and the marshaller, for a reply marshalled in advance.
 from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
 from dbus_next._private.marshaller import Marshaller
 from dbus_next.aio import MessageBus
+from dbus_next.auth import Authenticator, AuthExternal
 from dbus_next.constants import MessageType
 from dbus_next.service import ServiceInterface
 
@@ -54,13 +57,17 @@ def current_call() -> CallInfo:
     return _CALL.get() or CallInfo()
 
 
+#: The error of a call whose own error could not be made (no traceback, path or secret).
+INTERNAL_ERROR = DBusError("org.freedesktop.DBus.Error.Failed", "internal error")
+
+
 class ExportedInterface(ServiceInterface):
     """A ServiceInterface served by :class:`SafeMessageBus`: it says how errors reach callers
     and which replies it marshals in advance."""
 
     def error_reply(self, method: str, exc: BaseException) -> DBusError:
         """The D-Bus error a caller gets for ``exc`` (no traceback, path or secret)."""
-        return DBusError("org.freedesktop.DBus.Error.Failed", "internal error")
+        return INTERNAL_ERROR
 
     def wrong_arguments(self, method: str, expected: str, given: str) -> DBusError:
         """The error for a call of ``method`` with arguments of the wrong types."""
@@ -123,7 +130,7 @@ class BusWriter:
             return
         # Private: Message._marshall() gives a message's bytes (what dbus-next's writer sends).
         data = msg._marshall(negotiate_unix_fd=self.negotiate_unix_fd)
-        fds = list(msg.unix_fds) if self.negotiate_unix_fd else []
+        fds = list(msg.unix_fds or ()) if self.negotiate_unix_fd else []
         self.messages.append((memoryview(data), fds, future))
         self.queued += len(data)
         if self.stall and self.queued > self.stall[1]:
@@ -223,12 +230,83 @@ def _fail(future: asyncio.Future[None] | None, error: Exception) -> None:
         future.exception()
 
 
-class SafeMessageBus(MessageBus):
-    """dbus-next's asyncio bus, with method handlers that never leak or mis-log errors and a
-    writer that waits for a full socket instead of dropping the connection."""
+def close_fds(fds: Sequence[int]) -> None:
+    """Close file descriptors received from the bus."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+
+class UnixFdAuth(AuthExternal):
+    """EXTERNAL authentication that asks for Unix fd passing and goes on without it when the bus
+    declines (dbus-next's raises AuthError then, and the bus could not be used at all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.agreed = False  #: whether the bus agreed to pass file descriptors
+
+    # Private: Authenticator._receive_line(line) answers each line of the bus's side of the
+    # authentication; AuthExternal.negotiating_fds is set once it has sent NEGOTIATE_UNIX_FD.
+    def _receive_line(self, line: str) -> str:
+        response = line.split(" ", 1)[0]
+        if response == "ERROR" and self.negotiating_fds:
+            return "BEGIN"
+        if response == "AGREE_UNIX_FD":
+            self.agreed = True
+        return super()._receive_line(line)
+
+
+class _CloexecSocket:
+    """The bus socket as dbus-next's unmarshaller reads it (``recvmsg``), with the descriptors
+    received close-on-exec: a program the daemon starts (pinentry) never inherits one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def recvmsg(self, bufsize: int, ancbufsize: int) -> tuple[bytes, list[Any], int, Any]:
+        return self.sock.recvmsg(bufsize, ancbufsize, socket.MSG_CMSG_CLOEXEC)
+
+
+class _Replier:
+    """The ``send_reply`` a handler gets: it records that the call was answered, and answers an
+    exception with a typed error. It stands in for dbus-next's private SendReply, whose
+    ``send_error(exc)`` dbus-next's property handlers call, and which puts the traceback in the
+    reply."""
+
+    def __init__(self, bus: SafeMessageBus, msg: Message, send_reply: Any) -> None:
+        self.bus = bus
+        self.msg = msg
+        self.send_reply = send_reply
+        self.sent = False
+
+    def __call__(self, reply: Message) -> None:
+        self.send_reply(reply)
+        self.sent = True
+
+    def send_error(self, exc: BaseException) -> None:
+        if not self.sent:
+            error = exc if isinstance(exc, DBusError) else self.bus.error_for(self.msg, exc)
+            self(error._as_message(self.msg))
+
+
+class SafeMessageBus(MessageBus):
+    """dbus-next's asyncio bus, with method handlers that always reply and never leak or mis-log
+    errors, a writer that waits for a full socket instead of dropping the connection, and Unix
+    fd passing where the bus offers it (every descriptor received is closed once its message
+    is handled)."""
+
+    def __init__(
+        self,
+        bus_address: str | None = None,
+        bus_type: BusType = BusType.SESSION,
+        auth: Authenticator | None = None,
+        negotiate_unix_fd: bool = True,
+    ) -> None:
+        # Fd passing lets the bus send a caller's pidfd (GetConnectionCredentials' ProcessFD);
+        # dbus-next asks for it only when told, and then fails where the bus declines.
+        if negotiate_unix_fd and auth is None:
+            auth = UnixFdAuth()
+        super().__init__(bus_address, bus_type, auth, negotiate_unix_fd)
         # Private: MessageBus._writer is dbus-next's _MessageWriter, which every send goes
         # through (schedule_write) and which takes EAGAIN for a lost connection; ours waits.
         # It reads MessageBus._loop, ._sock, ._negotiate_unix_fd, ._message_reader (the reader
@@ -240,41 +318,112 @@ class SafeMessageBus(MessageBus):
             self._finalize,
             negotiate_unix_fd=self._negotiate_unix_fd,
         )
+        #: Method handlers still running (the loop keeps only weak references to tasks).
+        self._tasks: set[asyncio.Task[Any]] = set()
         # For tests: a small kernel send buffer makes a flood fill the socket on any machine
         # (private: MessageBus._sock is the connected socket).
         send_buffer = os.environ.get("MNCD_BUS_SEND_BUFFER")
         if send_buffer and send_buffer.isdigit():
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(send_buffer))
 
+    @property
+    def unix_fds(self) -> bool:
+        """Whether the bus passes Unix file descriptors on this connection (once connected)."""
+        # Private: MessageBus._negotiate_unix_fd says whether messages carry descriptors.
+        return bool(self._negotiate_unix_fd)
+
+    # Private: MessageBus._authenticate() authenticates on connect(). Where the bus declined fd
+    # passing, nothing may be read or sent as if it had agreed: MessageBus._negotiate_unix_fd,
+    # the writer's copy of it and the unmarshaller (MessageBus._unmarshaller) follow the bus.
+    async def _authenticate(self) -> None:
+        await super()._authenticate()
+        if self._negotiate_unix_fd and not getattr(self._auth, "agreed", True):
+            log.info("the bus does not pass file descriptors")
+            self._negotiate_unix_fd = False
+            self._writer.negotiate_unix_fd = False
+            self._unmarshaller = self._create_unmarshaller()
+
+    # Private: MessageBus._create_unmarshaller() makes the reader of the next message; with fd
+    # passing it reads the socket itself with recvmsg (Unmarshaller.sock), here close-on-exec.
+    def _create_unmarshaller(self) -> Any:
+        unmarshaller = super()._create_unmarshaller()
+        if unmarshaller.sock is not None:
+            unmarshaller.sock = _CloexecSocket(unmarshaller.sock)
+        return unmarshaller
+
     # Private: MessageBus._message_reader() is the loop's reader of the bus socket; it
     # dispatches every message available at once. Ours stops as soon as the writer stops
-    # reading, so one burst of calls cannot queue much more than the high-water mark.
+    # reading, so one burst of calls cannot queue much more than the high-water mark, and
+    # closes the descriptors of each message once it is handled.
     def _message_reader(self) -> None:
         try:
             while self._writer.reading:
-                # Private: MessageBus._unmarshaller reads one message at a time from the socket.
+                # Private: MessageBus._unmarshaller reads one message at a time from the socket
+                # (the descriptors received with it in Unmarshaller.unix_fds).
                 if not self._unmarshaller.unmarshall():
                     break
-                self._on_message(self._unmarshaller.message)
+                message = self._unmarshaller.message
                 self._unmarshaller = self._create_unmarshaller()
+                self._dispatch(message)
         except Exception as exc:
             self._finalize(exc)
 
+    def _dispatch(self, message: Message) -> None:
+        """Handle ``message``, then close the descriptors it brought: a handler that keeps one
+        duplicates it while the message is handled (see :func:`call`)."""
+        # Private: MessageBus._on_message(msg) hands a message to its handlers.
+        if not message.unix_fds:
+            self._on_message(message)
+            return
+        received = list(message.unix_fds)
+        try:
+            self._on_message(message)
+        finally:
+            close_fds(received)
+
     # Private: MessageBus._finalize(err) ends the connection (dbus-next's reader calls it at
-    # EOF, our writer on a broken socket); the writer then fails what it holds and stays closed.
+    # EOF, our writer on a broken socket); the writer then fails what it holds and stays closed,
+    # and the descriptors of a message cut off by the end are closed.
     def _finalize(self, err: Exception | None = None) -> None:
         self._writer.close(err)
+        close_fds(self._unmarshaller.unix_fds)
+        self._unmarshaller.unix_fds.clear()
         super()._finalize(err)
 
-    # Private: MessageBus._find_message_handler(msg) picks the handler of an incoming call and
-    # answers UnknownMethod when the signature differs; one of our methods called with the
-    # wrong argument types gets a clear error from the interface instead.
+    # Private: MessageBus._find_message_handler(msg) picks the handler of an incoming call
+    # (dbus-next answers UnknownMethod when there is none). Each handler it gives is wrapped so
+    # that the call gets a reply whatever fails, without the traceback dbus-next would put in
+    # it (and log): the errors dbus-next's own handlers raise (unknown property, read-only
+    # property, ...) as they are, anything else as the object's internal error.
     def _find_message_handler(self, msg: Message) -> Any:
+        try:
+            handler = self._handler_for(msg)
+        except Exception as exc:
+            handler = _answer_with(self.error_for(msg, exc))
+        if handler is None:
+            return None
+
+        def always_replying(msg: Message, send_reply: Any) -> None:
+            replier = _Replier(self, msg, send_reply)
+            try:
+                handler(msg, replier)
+            except Exception as exc:
+                try:
+                    replier.send_error(exc)
+                except Exception as error:
+                    log.error("answering %s.%s failed", msg.interface, msg.member, exc_info=error)
+                    send_reply(INTERNAL_ERROR._as_message(msg))
+
+        return always_replying
+
+    def _handler_for(self, msg: Message) -> Any:
         handler = super()._find_message_handler(msg)
         if handler is not None:
             return handler
-        # Private: MessageBus._path_exports maps object paths to exported interfaces, and
-        # ServiceInterface._get_methods lists an interface's methods with their signatures.
+        # One of our methods called with the wrong argument types gets a clear error from the
+        # interface, not UnknownMethod. Private: MessageBus._path_exports maps object paths to
+        # exported interfaces, and ServiceInterface._get_methods lists an interface's methods
+        # with their signatures.
         for interface in self._path_exports.get(msg.path, []):
             if not isinstance(interface, ExportedInterface) or interface.name != msg.interface:
                 continue
@@ -285,17 +434,44 @@ class SafeMessageBus(MessageBus):
                     )
         return None
 
+    def error_for(self, msg: Message, exc: BaseException) -> DBusError:
+        """The error a call to an object of this bus gets for an exception no handler
+        answered: the exported object's own (:meth:`ExportedInterface.error_reply`)."""
+        for interface in self._path_exports.get(msg.path, []):
+            if isinstance(interface, ExportedInterface):
+                try:
+                    return interface.error_reply(msg.member or "", exc)
+                except Exception as error:
+                    exc = error
+        log.error("answering %s.%s failed", msg.interface, msg.member, exc_info=exc)
+        return INTERNAL_ERROR
+
     # Private: MessageBus._make_method_handler(interface, method) builds the function that
     # answers a call. dbus-next's own sends tracebacks to callers and logs every D-Bus error as
     # an unhandled exception; ours maps errors through the interface, runs async methods as
-    # tasks that know their caller, and sends pre-marshalled replies where the interface has one.
+    # tasks that know their caller (kept until done), and sends pre-marshalled replies where
+    # the interface has one.
     def _make_method_handler(self, interface: ServiceInterface, method: Any) -> Any:
         if not isinstance(interface, ExportedInterface):
             return super()._make_method_handler(interface, method)
 
+        def failed(msg: Message, exc: BaseException) -> Message:
+            try:
+                return interface.error_reply(method.name, exc)._as_message(msg)
+            except Exception as error:
+                log.error("answering %s failed", method.name, exc_info=error)
+                return INTERNAL_ERROR._as_message(msg)
+
         def send(msg: Message, reply: Message) -> None:
-            if self.connected and not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            if not self.connected or msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                return
+            try:
                 self.send(reply)
+            except Exception as exc:  # a reply that cannot be marshalled: an error instead
+                try:
+                    self.send(failed(msg, exc))
+                except Exception:
+                    self.send(INTERNAL_ERROR._as_message(msg))
 
         def reply_to(msg: Message, outcome: Callable[[], Any]) -> None:
             try:
@@ -306,9 +482,9 @@ class SafeMessageBus(MessageBus):
                 )
                 reply = Message.new_method_return(msg, method.out_signature, body, fds)
             except Exception as exc:
-                reply = interface.error_reply(method.name, exc)._as_message(msg)
+                reply = failed(msg, exc)
             except asyncio.CancelledError as exc:
-                reply = interface.error_reply(method.name, exc)._as_message(msg)
+                reply = failed(msg, exc)
             send(msg, reply)
 
         body_of = interface.premarshalled(method.name)
@@ -318,7 +494,7 @@ class SafeMessageBus(MessageBus):
                 try:
                     reply: Message = PreMarshalledReply(msg, method.out_signature, body_of())
                 except Exception as exc:
-                    reply = interface.error_reply(method.name, exc)._as_message(msg)
+                    reply = failed(msg, exc)
                 send(msg, reply)
 
             return premarshalled_handler
@@ -340,6 +516,8 @@ class SafeMessageBus(MessageBus):
             task = asyncio.get_running_loop().create_task(
                 method.fn(interface, *args), context=context
             )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             task.add_done_callback(lambda done: reply_to(msg, done.result))
 
         return handler
@@ -433,21 +611,69 @@ async def call(
     signature: str = "",
     body: Sequence[Any] = (),
     timeout: float = CALL_TIMEOUT,
+    keep_fds: bool = False,
 ) -> Message:
-    """Call another service's method; the reply, or :class:`CallError`."""
+    """Call another service's method; the reply, or :class:`CallError`.
+
+    The bus closes the file descriptors a reply brings once it has handled it; with
+    ``keep_fds`` the reply holds duplicates instead, which the caller closes.
+    """
     message = method_call(destination, path, interface, member, signature, body)
+    if not bus.connected:
+        raise CallError("ConnectionError", "the bus connection is closed")
+    future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+    def on_reply(reply: Message | None, error: Exception | None) -> None:
+        if future.done():
+            return  # no longer awaited: the bus closes the reply's descriptors
+        if reply is None:
+            future.set_exception(error or ConnectionError("the bus connection is closed"))
+            return
+        if keep_fds and reply.unix_fds:
+            try:
+                reply.unix_fds = _duplicates(reply.unix_fds)
+            except OSError as exc:
+                future.set_exception(exc)
+                return
+        future.set_result(reply)
+
     try:
-        reply = await asyncio.wait_for(bus.call(message), timeout)
-    except TimeoutError as exc:
-        raise CallError("Timeout", f"no reply to {member}") from exc
-    except Exception as exc:  # a broken or closed connection
-        raise CallError(type(exc).__name__, str(exc)) from exc
-    if reply is None:
-        raise CallError("NoReply", member)
+        # Private: BaseMessageBus._call(msg, callback) sends a call and keeps the callback for
+        # its reply in BaseMessageBus._method_return_handlers (by serial). Unlike
+        # MessageBus.call(), the callback sees the reply while the bus handles it, so its
+        # descriptors can be kept; and it is removed when we stop waiting (dbus-next would
+        # keep it for good after a timeout).
+        bus._call(message, on_reply)
+        async with asyncio.timeout(timeout):
+            reply = await future
+    except BaseException as exc:
+        if keep_fds and future.done() and not future.cancelled() and not future.exception():
+            close_fds(future.result().unix_fds)  # a reply that came too late to be read
+        if isinstance(exc, TimeoutError):
+            raise CallError("Timeout", f"no reply to {member}") from exc
+        if isinstance(exc, Exception):  # a broken or closed connection
+            raise CallError(type(exc).__name__, str(exc)) from exc
+        raise
+    finally:
+        bus._method_return_handlers.pop(message.serial, None)
     if reply.message_type == MessageType.ERROR:
+        if keep_fds:
+            close_fds(reply.unix_fds)
         text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
         raise CallError(reply.error_name or "Error", text)
     return reply
+
+
+def _duplicates(fds: Sequence[int]) -> list[int]:
+    """Duplicates of ``fds`` (close-on-exec), all or none."""
+    kept: list[int] = []
+    try:
+        for fd in fds:
+            kept.append(os.dup(fd))
+    except OSError:
+        close_fds(kept)
+        raise
+    return kept
 
 
 class NameWatcher:
@@ -455,19 +681,26 @@ class NameWatcher:
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
+        #: Watches by a number of their own: never by the callback's id(), as one callback may
+        #: watch twice and an id is given again once its object is gone.
         self._watches: dict[int, tuple[str, Callable[[], None]]] = {}
+        self._keys = itertools.count()
         self._rules: dict[str, int] = {}
+        #: Owner checks still running (the loop keeps only weak references to tasks).
+        self._tasks: set[asyncio.Task[None]] = set()
         bus.add_message_handler(self._on_message)
 
     def watch(self, name: str, on_gone: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_gone`` once when ``name`` has no owner (at once if it has none now);
         returns a function that stops watching."""
-        key = id(on_gone)
+        key = next(self._keys)
         self._watches[key] = (name, on_gone)
         if self._rules.get(name, 0) == 0:
             self._match("AddMatch", name)
         self._rules[name] = self._rules.get(name, 0) + 1
-        asyncio.get_running_loop().create_task(self._check_owner(key, name))
+        task = asyncio.get_running_loop().create_task(self._check_owner(key, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
         def stop() -> None:
             if self._watches.pop(key, None) is not None:

@@ -2,7 +2,7 @@
 
 Only the errors of :mod:`mncd.errors` reach callers, with short texts; no traceback, path or
 PIN ever does. Every exception from the layers below becomes one of them through
-:data:`ERROR_TABLE`.
+:data:`~mncd.dbus.errors.ERROR_TABLE`.
 """
 
 import asyncio
@@ -17,22 +17,34 @@ from dbus_next.aio import MessageBus
 from dbus_next.service import dbus_property, method, signal
 
 from mncd import errors
+from mncd.api import INTERFACE, MAX_DATA
 from mncd.card import errors as card_errors
 from mncd.card.digestinfo import HASHES, digest, digest_size
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
-from mncd.daemon.cache import CardRecord
-from mncd.daemon.errors import DigestUnavailableError, LastTryError, PinChangeUnconfirmedError
-from mncd.daemon.manager import CardManager, CertificateView
-from mncd.daemon.pingate import CardChangedError, PinRequest
-from mncd.dbus.api import DIGEST_INTERFACE, DIGEST_TIMEOUT, INTERFACE, MAX_DATA
-from mncd.dbus.bus import CallError, ExportedInterface, call, current_call, marshall_body
-from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
+from mncd.core.cache import CardRecord
+from mncd.core.errors import (
+    LastTryError,
+    PinChangeUnconfirmedError,
+    PromptCancelledError,
+    PromptUnavailableError,
+)
+from mncd.core.manager import CardManager
+from mncd.core.model import CertificateView
+from mncd.core.pingate import CardChangedError, PinRequest
+from mncd.dbus.bus import ExportedInterface, current_call, marshall_body
+from mncd.dbus.errors import (
+    pin_unchanged_text,
+    pin_unconfirmed_text,
+    to_api_error,
+    to_dbus_error,
+)
+from mncd.dbus.options import check_options, option, pin_option
 from mncd.i18n import translator
-from mncd.jpki.errors import CertificateError, SignatureMismatch
+from mncd.jpki.errors import CertificateError
 
 if TYPE_CHECKING:
-    from mncd.daemon.callers import Caller
+    from mncd.core.callers import Caller, CallerProcess
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,137 +58,10 @@ def _(text: str) -> str:
 STATUS_MAX_AGE = 1.0
 CALLER_CACHE_SIZE = 256
 
-Text = str | Callable[[Any], str]
-
-#: How exceptions from the layers below reach callers: the first entry whose types match gives
-#: the API error and its text (a string, or a function of the exception). Subclasses first.
-ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[errors.MncdError], Text], ...] = (
-    ((card_errors.PinFormatError,), errors.PinFormat, str),
-    (
-        (card_errors.PinIncorrectError,),
-        errors.PinIncorrect,
-        lambda exc: f"{exc} (暗証番号が違います。残り{exc.tries_left}回)",
-    ),
-    (
-        (card_errors.PinBlockedError,),
-        errors.PinBlocked,
-        lambda exc: (
-            f"{exc}; reset it at your municipal office "
-            "(暗証番号がロックされました。市区町村の窓口で再設定してください)"
-        ),
-    ),
-    ((PromptCancelledError,), errors.Cancelled, "the user cancelled (操作はキャンセルされました)"),
-    (
-        (DigestUnavailableError,),
-        errors.Cancelled,
-        lambda exc: f"{exc}; nothing was signed (署名していません)",
-    ),
-    (
-        (PromptUnavailableError,),
-        errors.PinRequired,
-        lambda exc: f"no PIN dialog could be shown ({exc}); pass the PIN in the pin option",
-    ),
-    (
-        (LastTryError,),
-        errors.PinRequired,
-        lambda exc: (
-            f"only one try is left for the {exc.label}: a wrong PIN would block it "
-            "until it is reset at the municipal office; set allow-last-try to send it anyway "
-            "(残り1回です。間違えるとロックされます)"
-        ),
-    ),
-    ((card_errors.SecurityStatusError,), errors.PinRequired, "the card needs the PIN for this"),
-    (
-        (card_errors.CardInUseError,),
-        errors.Busy,
-        "another program is using the card; try again when it has finished",
-    ),
-    (
-        (card_errors.PinChangeUnsupportedError,),
-        errors.NotSupported,
-        "this card does not take the PIN change command mncd sends",
-    ),
-    (
-        (card_errors.PinChangeRefusedError,),
-        errors.Failed,
-        lambda exc: f"{exc} (カードが暗証番号の変更を拒否しました)",
-    ),
-    (
-        (card_errors.CardTimeoutError,),
-        errors.Failed,
-        "the card did not answer in time; take it out and insert it again",
-    ),
-    (
-        (CardChangedError,),
-        errors.CardRemoved,
-        "the card was changed since the PIN was asked for; nothing was sent to it",
-    ),
-    (
-        (card_errors.CardRemovedError, card_errors.CardResetError),
-        errors.CardRemoved,
-        "the card was removed or reset during the operation",
-    ),
-    (
-        (card_errors.NoCardError, card_errors.NoReaderError),
-        errors.NoCard,
-        "no My Number Card is inserted (マイナンバーカードがありません)",
-    ),
-    (
-        (card_errors.PcscUnavailableError,),
-        errors.PcscUnavailable,
-        "the PC/SC service (pcscd) is not available",
-    ),
-    (
-        (card_errors.KeyUnusableError,),
-        errors.CertificateInvalid,
-        "the card refuses to use this key: its certificate can no longer be used",
-    ),
-    (
-        (SignatureMismatch, CertificateError),
-        errors.CertificateInvalid,
-        "the card's answer does not verify against its certificate; nothing was returned",
-    ),
-    ((card_errors.NotJpkiCardError,), errors.NotSupported, "this card is not a My Number Card"),
-    ((card_errors.CardError,), errors.Failed, "the card did not complete the operation"),
-)
-
-
 #: The PINs ChangePin and GetPinStatus know, by the name callers use.
 PINS: dict[str, PinPolicy] = {
     policy.name: policy for policy in (AUTH_PIN, SIGN_PASSWORD, CARD_INFO_PIN)
 }
-
-
-def pin_unchanged_text(policy: PinPolicy) -> str:
-    """What a failed ChangePin adds when the card certainly kept the current PIN."""
-    return (
-        f"your {policy.label_en} was not changed: the current one is still valid "
-        f"({policy.label_ja}は変更されていません。現在のものが引き続き有効です)"
-    )
-
-
-def pin_unconfirmed_text(policy: PinPolicy) -> str:
-    """What a failed ChangePin adds when the card got the change but never answered it."""
-    return (
-        f"the card did not confirm the change: your current {policy.label_en} should still be "
-        "valid; use the new one only if the card refuses the current one "
-        f"(カードが変更を確認できませんでした。現在の{policy.label_ja}が有効なはずです。"
-        "拒否された場合のみ新しいものを使ってください)"
-    )
-
-
-def to_api_error(exc: BaseException) -> errors.MncdError:
-    """The API error a caller gets for an exception from the layers below."""
-    if isinstance(exc, errors.MncdError):
-        return exc
-    for types, api_error, text in ERROR_TABLE:
-        if isinstance(exc, types):
-            return api_error(text if isinstance(text, str) else text(exc))
-    return errors.Failed("internal error in mncd; see its log")
-
-
-def to_dbus_error(exc: errors.MncdError) -> DBusError:
-    return DBusError(exc.dbus_name(), exc.text)
 
 
 def _view_to_dbus(view: CertificateView, now: dt.datetime) -> dict[str, Variant]:
@@ -211,15 +96,6 @@ def _card_to_dbus(record: CardRecord) -> dict[str, Variant]:
     }
 
 
-def _option(options: dict[str, Variant], name: str, signature: str, default: Any) -> Any:
-    value = options.get(name)
-    if value is None:
-        return default
-    if value.signature != signature:
-        raise errors.InvalidArgument(f"option {name!r} must have type {signature!r}")
-    return value.value
-
-
 class MyNumberCardInterface(ExportedInterface):
     """The exported object."""
 
@@ -247,7 +123,8 @@ class MyNumberCardInterface(ExportedInterface):
         self.manager = manager
         self.bus = bus
         self._status: tuple[float, bytes] | None = None
-        self._callers: dict[str, "Caller"] = {}
+        #: The process behind each recent sender, least recently calling first.
+        self._callers: dict[str, "CallerProcess"] = {}
         self._properties: dict[str, Any] = {}
 
     # -- how the bus answers (see mncd.dbus.bus.ExportedInterface) ---------------------------
@@ -366,19 +243,19 @@ class MyNumberCardInterface(ExportedInterface):
 
     @method()
     async def Sign(self, data: "ay", hash: "s", options: "a{sv}") -> "ayay":
-        _check_options(options, self.SIGN_OPTIONS)
+        check_options(options, self.SIGN_OPTIONS)
         return await self._sign(SIGN_KEY, data, hash, options)
 
     @method()
     async def Authenticate(self, challenge: "ay", options: "a{sv}") -> "ayay":
-        _check_options(options, self.AUTHENTICATE_OPTIONS)
-        hash_name = _option(options, "hash", "s", "sha256")
+        check_options(options, self.AUTHENTICATE_OPTIONS)
+        hash_name = option(options, "hash", "s", "sha256")
         return await self._sign(AUTH_KEY, challenge, hash_name, options)
 
     @method()
     async def ForgetCard(self, card_id: "s", options: "a{sv}") -> "a{sv}":
         """Remove a card the user no longer has from the cache, with its reminders."""
-        _check_options(options, {})
+        check_options(options, {})
         log.info("ForgetCard requested by %s", await self._caller())
         record = await self.manager.forget(card_id)
         return {"card_id": Variant("s", record.card_id)}
@@ -386,13 +263,13 @@ class MyNumberCardInterface(ExportedInterface):
     @method()
     async def CheckPersonalData(self, options: "a{sv}") -> "a{sv}":
         """Compare the card's basic four information with the signing certificate."""
-        _check_options(
+        check_options(
             options, {"pin": "s", "sign-pin": "s", "interactive": "b", "allow-last-try": "b"}
         )
         # Shapes first: nothing reaches the card when either PIN is malformed.
-        card_info_pin = _pin_option(options, "pin", CARD_INFO_PIN)
+        card_info_pin = pin_option(options, "pin", CARD_INFO_PIN)
         try:
-            sign_pin = _pin_option(options, "sign-pin", SIGN_PASSWORD)
+            sign_pin = pin_option(options, "sign-pin", SIGN_PASSWORD)
         except card_errors.PinFormatError:
             wipe(card_info_pin or bytearray())
             raise
@@ -424,15 +301,15 @@ class MyNumberCardInterface(ExportedInterface):
         policy = PINS.get(which)
         if policy is None:
             raise errors.InvalidArgument("which must be auth, sign or card-info")
-        _check_options(options, self.CHANGE_PIN_OPTIONS)
+        check_options(options, self.CHANGE_PIN_OPTIONS)
         if ("pin" in options) != ("new-pin" in options):
             raise errors.InvalidArgument(
                 "give both pin and new-pin, or neither (the daemon then asks the user)"
             )
         # Shapes first: nothing reaches the card when either PIN is malformed.
-        pin = _pin_option(options, "pin", policy)
+        pin = pin_option(options, "pin", policy)
         try:
-            new_pin = _pin_option(options, "new-pin", policy)
+            new_pin = pin_option(options, "new-pin", policy)
         except card_errors.PinFormatError as exc:
             wipe(pin or bytearray())
             raise card_errors.PinFormatError(f"the new {exc}") from None
@@ -470,7 +347,7 @@ class MyNumberCardInterface(ExportedInterface):
     @method()
     async def GetPinStatus(self, options: "a{sv}") -> "a{sv}":
         """Tries left on every PIN of the card, read live without spending one."""
-        _check_options(options, {})
+        check_options(options, {})
         tries = await self.manager.pin_status()
         live = self.manager.current()
         status: dict[str, Variant] = {"reader": Variant("s", live.reader if live else "")}
@@ -489,8 +366,8 @@ class MyNumberCardInterface(ExportedInterface):
     async def GetSigningCertificate(self, options: "a{sv}") -> "ay":
         """The signing certificate (personal data): read from the card after the signing
         password, every time."""
-        _check_options(options, {"pin": "s", "interactive": "b", "allow-last-try": "b"})
-        pin = _pin_option(options, "pin", SIGN_PASSWORD)
+        check_options(options, {"pin": "s", "interactive": "b", "allow-last-try": "b"})
+        pin = pin_option(options, "pin", SIGN_PASSWORD)
         try:
             caller = await self._caller()
             log.info("GetSigningCertificate requested by %s", caller)
@@ -508,7 +385,7 @@ class MyNumberCardInterface(ExportedInterface):
     ) -> list[bytes]:
         if hash_name not in HASHES:
             raise errors.InvalidArgument(f"hash must be one of {', '.join(HASHES)}")
-        source = _option(options, "digest-from", "o", None)
+        source = option(options, "digest-from", "o", None)
         if source is not None:
             return await self._sign_from_source(source, data, hash_name, options)
         if not data:
@@ -517,7 +394,7 @@ class MyNumberCardInterface(ExportedInterface):
             raise errors.InvalidArgument(
                 f"data is larger than {MAX_DATA} bytes; hash it and pass digest=true",
             )
-        if _option(options, "digest", "b", False):
+        if option(options, "digest", "b", False):
             if len(data) != digest_size(hash_name):
                 raise errors.InvalidArgument(
                     f"a {hash_name} digest is {digest_size(hash_name)} bytes"
@@ -525,7 +402,7 @@ class MyNumberCardInterface(ExportedInterface):
             digest_value = bytes(data)
         else:
             digest_value = digest(hash_name, bytes(data))
-        pin = _pin_option(options, "pin", key.pin)  # its shape, before the card
+        pin = pin_option(options, "pin", key.pin)  # its shape, before the card
         try:
             caller = await self._caller()
             log.info("%s requested by %s", "Sign" if key is SIGN_KEY else "Authenticate", caller)
@@ -549,28 +426,14 @@ class MyNumberCardInterface(ExportedInterface):
         sender = current_call().sender
         if not sender or self.bus is None:
             raise errors.InvalidArgument("digest-from needs a caller on the bus")
-        pin = _pin_option(options, "pin", SIGN_KEY.pin)  # its shape, before the card
+        pin = pin_option(options, "pin", SIGN_KEY.pin)  # its shape, before the card
         try:
             caller = await self._caller()
             log.info("Sign (digest from the caller) requested by %s", caller)
             request = self._request(options, SIGN_KEY.pin, pin, caller, _("sign a document"))
-            bus = self.bus
+            from mncd.dbus.digest_source import digest_from  # digest-from only: loaded on use
 
-            async def digest_for(certificate: bytes) -> bytes:
-                try:
-                    reply = await call(
-                        bus, sender, source, DIGEST_INTERFACE, "Digest", "ays",
-                        [certificate, hash_name], timeout=DIGEST_TIMEOUT,
-                    )  # fmt: skip
-                except CallError as exc:
-                    raise DigestUnavailableError(
-                        exc.text or "the caller did not give the digest to sign"
-                    ) from None
-                body = reply.body
-                if reply.signature != "ay" or len(body[0]) != digest_size(hash_name):
-                    raise DigestUnavailableError(f"the caller's answer is not a {hash_name} digest")
-                return bytes(body[0])
-
+            digest_for = digest_from(self.bus, sender, source, hash_name)
             result = await self.manager.sign(SIGN_KEY, hash_name, b"", request, digest_for)
         finally:
             if pin is not None:
@@ -596,25 +459,32 @@ class MyNumberCardInterface(ExportedInterface):
             caller=caller,
             sender=current_call().sender,
             pin=pin,
-            allow_last_try=_option(options, "allow-last-try", "b", False),
-            interactive=_option(options, "interactive", "b", True),
+            allow_last_try=option(options, "allow-last-try", "b", False),
+            interactive=option(options, "interactive", "b", True),
         )
 
     async def _caller(self) -> "Caller":
+        """Who sent the call, read from /proc now: a process that has exec'd another program
+        since its last call is named by the new one (the bus is asked once per sender)."""
         # Callers are looked up (from /proc) by the first call that needs to know who asks:
         # the daemon is ready without that module.
-        from mncd.daemon.callers import Caller, identify
+        from mncd.core.callers import Caller
+        from mncd.dbus.callers import lookup
 
         sender = current_call().sender
         if not sender or self.bus is None:
             return Caller(0)
-        if sender in self._callers:  # unique names are never reused on a bus
-            return self._callers[sender]
-        caller = await identify(self.bus, sender)
-        if len(self._callers) >= CALLER_CACHE_SIZE:
-            self._callers.pop(next(iter(self._callers)))
-        self._callers[sender] = caller
-        return caller
+        process = self._callers.pop(sender, None)  # unique names are never reused on a bus
+        if process is None:
+            process = await lookup(self.bus, sender)
+            earlier = self._callers.pop(sender, None)  # looked up meanwhile by another call
+            if earlier is not None:
+                process.close()
+                process = earlier
+        self._callers[sender] = process
+        while len(self._callers) > CALLER_CACHE_SIZE:
+            self._callers.pop(next(iter(self._callers))).close()
+        return process.read()
 
 
 def _change_purpose(policy: PinPolicy) -> str:
@@ -624,16 +494,3 @@ def _change_purpose(policy: PinPolicy) -> str:
         "sign": _("change your signing password"),
         "card-info": _("change your card-info PIN"),
     }[policy.name]
-
-
-def _pin_option(options: dict[str, Variant], name: str, policy: PinPolicy) -> bytearray | None:
-    """The PIN given in option ``name``, its shape checked; None when not given."""
-    text = _option(options, name, "s", None)
-    return policy.check(text) if text is not None else None
-
-
-def _check_options(options: dict[str, Variant], known: dict[str, str]) -> None:
-    for name in options:
-        if name not in known:
-            raise errors.InvalidArgument(f"unknown option {name!r}")
-        _option(options, name, known[name], None)

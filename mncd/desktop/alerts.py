@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mncd.daemon.cache import CardRecord
-from mncd.daemon.config import Config
-from mncd.daemon.manager import CardManager
+from mncd.config import Config
+from mncd.core.cache import CardRecord
+from mncd.core.events import CardForgotten, CoreEvent, StateChanged
+from mncd.core.manager import CardManager
 from mncd.desktop import notices
 from mncd.desktop.notifications import DesktopNotifier, Notice
 from mncd.i18n import translator
@@ -29,7 +30,12 @@ from mncd.jpki.summary import CertificateSummary
 
 log = logging.getLogger(__name__)
 
-ICONS = {"expiry": "appointment-soon", "invalidated": "dialog-error", "pin-blocked": "dialog-error"}
+ICONS = {
+    "expiry": "appointment-soon",
+    "renewed": "emblem-default",
+    "invalidated": "dialog-error",
+    "pin-blocked": "dialog-error",
+}
 #: How the notice log named the renewal milestone before it was counted in calendar months:
 #: the renewal window in days, by key algorithm.
 LEGACY_RENEWAL_KEYS = {"rsa2048": "90", "ec-p384": "365"}
@@ -56,6 +62,14 @@ class NoticeCenter:
         self._waiting: dict[str, tuple[notices.NoticeText, Callable[[], None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         notifier.on_shown = self._shown
+        manager.events.subscribe(self._heard)
+
+    def _heard(self, event: CoreEvent) -> None:
+        """The core's events: any change may bring or withdraw a notice."""
+        if isinstance(event, CardForgotten):
+            self.forget(event.record)
+        elif isinstance(event, StateChanged):
+            self.schedule()
 
     def schedule(self) -> None:
         """Run a check soon; several requests in a row make one check."""

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from mncd.daemon.cache import read_state_file, write_state_file
+from mncd.core.state import read_state_file, write_state_file
 from mncd.i18n import translator
 from mncd.jpki import calendar
 from mncd.jpki.summary import CertificateSummary
@@ -147,9 +147,16 @@ def invalidated_message(card_id: str, reason: str, fields: list[str]) -> NoticeT
             "automatically. Get a new signing certificate at your municipal office."
         ).format(fields=changed)
     elif reason == "replaced":
-        body = _(
-            "Your card now holds a different signing certificate; the one used before is no "
-            "longer valid. Services where you registered it may need the new one."
+        # A renewal that worked: the news is the new certificate, the old one's end comes second.
+        return NoticeText(
+            subject=f"{card_id}:sign:invalidated",
+            category="renewed",
+            summary=_("A new signing certificate was found on your card"),
+            body=_(
+                "The signing certificate used before is no longer valid. Services where you "
+                "registered it may need the new one."
+            ),
+            urgency=NORMAL,
         )
     else:
         body = _(

@@ -27,7 +27,7 @@ from typing import Any
 from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 
-from mncd.daemon.cache import read_state_file, write_state_file
+from mncd.core.state import read_state_file, write_state_file
 from mncd.dbus.bus import CallError, call
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from mncd.card.pin import PinPolicy
-from mncd.daemon.callers import Caller, shorten
-from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
+from mncd.core.callers import Caller, shorten
+from mncd.core.errors import PromptCancelledError, PromptUnavailableError
 from mncd.desktop.pinentry import Dialog, Pinentry, PinentryCancelled, PinentryError
 from mncd.i18n import translator
+
+if TYPE_CHECKING:
+    from mncd.core.pingate import DialogFactory
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +230,12 @@ class PinDialog:
             )
             .format(label=_policy_label(self.policy), n=tries_left)
         )
+
+
+def pin_dialogs(pinentry: str) -> DialogFactory:
+    """The PIN gate's dialogs: :class:`PinDialog` through the ``pinentry`` program."""
+
+    def open_dialog(caller: Caller, purpose: str, policy: PinPolicy, changing: bool) -> PinDialog:
+        return PinDialog(pinentry, caller, purpose, policy, changing=changing)
+
+    return open_dialog

@@ -76,10 +76,22 @@ INVALIDATED_TEXT = N_(
 
 def check_status(status: Status) -> CertificateCheck:
     """Refuse, before any PIN is asked, a signing certificate the daemon knows is expired or
-    invalidated (:class:`CertificateUnusable`); warn when it is in its renewal window."""
+    invalidated and is the one on the card (:class:`CertificateUnusable`); warn when it is in
+    its renewal window.
+
+    An invalidated certificate the daemon has not read from the card since it was inserted may
+    have been replaced at the office: the password is asked, the card gives its certificate,
+    and :func:`check_certificate` refuses it if it is still the invalidated one."""
     sign = status.sign
-    if sign.state == "invalidated":
+    if sign.state == "invalidated" and sign.certificate_held:
         raise CertificateUnusable("invalidated", _(INVALIDATED_TEXT))
+    if sign.state == "invalidated":
+        return CertificateCheck(
+            _(
+                "The signing certificate mncd read last is invalidated; if your municipal "
+                "office has issued a new one, it is read from the card after your password."
+            )
+        )
     if sign.state == "expired":
         raise CertificateUnusable("expired", expired_text(sign.not_after))
     if sign.state == "expiring" and sign.not_after is not None:
@@ -87,14 +99,17 @@ def check_status(status: Status) -> CertificateCheck:
     return CertificateCheck()
 
 
-def check_certificate(der: bytes, now: dt.datetime) -> CertificateCheck:
-    """The same for the certificate itself, as the card gave it (``now``: the signing time)."""
+def check_certificate(der: bytes, now: dt.datetime, invalidated: str = "") -> CertificateCheck:
+    """The same for the certificate itself, as the card gave it (``now``: the signing time;
+    ``invalidated``: the fingerprint of the certificate the daemon knows is invalidated)."""
     try:
         summary = certificates.summarize(der)
     except certificates.CertificateError as exc:
         raise DocumentError(
             _("The signing certificate from the card cannot be read: nothing was signed.")
         ) from exc
+    if invalidated and summary.fingerprint == invalidated:
+        raise CertificateUnusable("invalidated", _(INVALIDATED_TEXT))
     months = generation_for(summary.algorithm).renewal_months
     state = calendar.state(summary.not_after, months, now)
     if state == calendar.EXPIRED:
@@ -189,7 +204,9 @@ async def sign_once(
     Returns what ``build`` returned, the signing certificate and its check. The certificate is
     checked (expired: :class:`CertificateUnusable`) before anything is signed.
     """
-    check_status(await card.get_status())
+    status = await card.get_status()
+    check_status(status)
+    invalidated = status.sign.fingerprint if status.sign.state == "invalidated" else ""
     try:
         ca = await card.get_certificate("sign-ca")
     except Exception:  # an older record without the CA: the document still names the signer
@@ -197,7 +214,7 @@ async def sign_once(
     made: dict[str, object] = {}
 
     async def digest_for(certificate: bytes) -> bytes:
-        made["check"] = check_certificate(certificate, now)
+        made["check"] = check_certificate(certificate, now, invalidated)
         signer = CardSigner(certificate, ca)
         task = asyncio.ensure_future(build(signer))
         made["signer"], made["task"] = signer, task

@@ -16,7 +16,12 @@ from mncd.card.digestinfo import digest_info, digest_size
 from mncd.jpki import certificates
 from mncd.jpki.errors import SignatureMismatch
 
-_HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+_HASHES = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+    "sha1": hashes.SHA1(),  # legacy: the user-authentication key through PKCS#11 only
+}
 
 
 def card_input(cert_der: bytes, hash_name: str, digest: bytes) -> bytes:

@@ -7,9 +7,8 @@ import logging
 
 from mncd import errors
 from mncd.card import errors as card_errors
-from mncd.daemon.errors import LastTryError
-from mncd.daemon.pingate import CardChangedError
-from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
+from mncd.core.errors import LastTryError, PromptCancelledError, PromptUnavailableError
+from mncd.core.pingate import CardChangedError
 from mncd.jpki import certificates
 from mncd.jpki.signatures import SignatureMismatch
 from mncd.pkcs11.constants import CKR

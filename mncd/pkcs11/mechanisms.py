@@ -1,10 +1,11 @@
 """What the card's keys sign through PKCS#11, and turning the caller's input into a digest.
 
 RSA keys (today's card): CKM_RSA_PKCS takes a DER DigestInfo chosen by the application (TLS 1.2,
-NSS, OpenSSH), CKM_SHA{256,384,512}_RSA_PKCS hash on the host. EC keys (the provisional
-next-generation profile): CKM_ECDSA takes the digest, CKM_ECDSA_SHA{256,384,512} hash on the
-host; PKCS#11 wants the signature as r || s, the card answers DER. No RSA-PSS: the card pads
-with PKCS#1 v1.5 itself.
+NSS, OpenSSH), CKM_SHA{256,384,512}_RSA_PKCS hash on the host. The user-authentication key also
+signs SHA-1 (a DigestInfo, or CKM_SHA1_RSA_PKCS) as legacy, for ssh-rsa and TLS 1.2 peers; the
+signing key does not. EC keys (the provisional next-generation profile): CKM_ECDSA takes the
+digest, CKM_ECDSA_SHA{256,384,512} hash on the host; PKCS#11 wants the signature as r || s, the
+card answers DER. No RSA-PSS: the card pads with PKCS#1 v1.5 itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from mncd.card.digestinfo import HASHES, digest_info, digest_size
+from mncd.card.digestinfo import HASHES, LEGACY_HASHES, digest_info, digest_size
 from mncd.jpki import certificates
 from mncd.pkcs11.constants import CKF_EC_F_P, CKF_EC_NAMEDCURVE, CKF_EC_UNCOMPRESS, CKF_HW, CKM
 from mncd.pkcs11.constants import CKF_SIGN as CKF_SIGN_FLAG
@@ -27,6 +28,8 @@ RSA_MECHANISMS: dict[int, str | None] = {
     CKM.SHA384_RSA_PKCS: "sha384",
     CKM.SHA512_RSA_PKCS: "sha512",
 }
+#: The user-authentication key's: SHA-1 too, as legacy.
+LEGACY_RSA_MECHANISMS: dict[int, str | None] = {**RSA_MECHANISMS, CKM.SHA1_RSA_PKCS: "sha1"}
 EC_MECHANISMS: dict[int, str | None] = {
     CKM.ECDSA: None,
     CKM.ECDSA_SHA256: "sha256",
@@ -53,12 +56,19 @@ class KeyInfo:
     bits: int
     signature_length: int
     mechanisms: dict[int, str | None]
+    #: The hashes it signs (a DigestInfo for CKM_RSA_PKCS names one of them).
+    hashes: tuple[str, ...] = HASHES
 
     @classmethod
-    def from_certificate(cls, der: bytes) -> KeyInfo:
+    def from_certificate(cls, der: bytes, legacy: bool = False) -> KeyInfo:
+        """The key of this certificate; ``legacy``: RSA signs SHA-1 too."""
         key = certificates.public_key(certificates.load(der))
         if isinstance(key, rsa.RSAPublicKey):
-            return cls(True, key.key_size, (key.key_size + 7) // 8, RSA_MECHANISMS)
+            length = (key.key_size + 7) // 8
+            if legacy:
+                hashes = HASHES + LEGACY_HASHES
+                return cls(True, key.key_size, length, LEGACY_RSA_MECHANISMS, hashes)
+            return cls(True, key.key_size, length, RSA_MECHANISMS)
         if isinstance(key, ec.EllipticCurvePublicKey):
             size = (key.curve.key_size + 7) // 8
             return cls(False, key.curve.key_size, 2 * size, EC_MECHANISMS)
@@ -101,7 +111,7 @@ class Signing:
             return self.host_hash, self._hash.digest()
         data = bytes(self._data)
         if self.key.rsa:
-            return split_digest_info(data)
+            return split_digest_info(data, self.key.hashes)
         for name in HASHES:
             if len(data) == digest_size(name):
                 return name, data
@@ -116,11 +126,11 @@ class Signing:
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
-def split_digest_info(data: bytes) -> tuple[str, bytes]:
-    """The hash and digest of a DER DigestInfo for SHA-256/384/512 (what CKM_RSA_PKCS gets)."""
-    for name in HASHES:
+def split_digest_info(data: bytes, hashes: tuple[str, ...] = HASHES) -> tuple[str, bytes]:
+    """The hash and digest of a DER DigestInfo for one of ``hashes`` (what CKM_RSA_PKCS gets)."""
+    for name in hashes:
         size = digest_size(name)
         prefix = digest_info(name, bytes(size))[:-size]
         if len(data) == len(prefix) + size and data.startswith(prefix):
             return name, data[len(prefix) :]
-    raise InputError("CKM_RSA_PKCS signs a DER DigestInfo of SHA-256, SHA-384 or SHA-512")
+    raise InputError(f"CKM_RSA_PKCS signs a DER DigestInfo of {', '.join(hashes)}")

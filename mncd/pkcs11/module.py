@@ -8,34 +8,34 @@ through the manager and its PIN gate:
   (the token has a protected authentication path) makes the daemon ask in its own dialog, naming
   this process. For the authentication token the PIN is then held in memory for this login only,
   until C_Logout, the close of the last session on the token, the card's removal, C_Finalize,
-  the disconnection or :data:`LOGIN_TIMEOUT`, whichever comes first; for the signing token it is
-  wiped at once.
+  the disconnection, :data:`~mncd.pkcs11.sessions.LOGIN_TIMEOUT` or a PIN event that makes it
+  worthless (see :mod:`mncd.pkcs11.sessions`), whichever comes first; for the signing token it
+  is wiped at once.
 - Each C_Sign (or C_SignFinal) is one gated card operation: SELECT, the live counter, VERIFY,
   SIGN, card reset. The signing key needs a PIN for every signature: the one given to
   C_Login(CKU_CONTEXT_SPECIFIC), else the daemon asks.
 - With one try left, a PIN given by the application is sent only after the user confirms it in
   the daemon's dialog.
+- A SHA-1 signature (the authentication key only) is logged as legacy, naming the application.
+- The tokens have no random number generator (CKR_RANDOM_NO_RNG).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hmac
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from mncd import __version__
-from mncd.card.errors import PinFormatError, PinIncorrectError
+from mncd.card.digestinfo import LEGACY_HASHES
+from mncd.card.errors import PinFormatError
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY
 from mncd.card.pin import PinPolicy, wipe
-from mncd.daemon.callers import Caller
-from mncd.daemon.errors import LastTryError
-from mncd.daemon.pingate import CardRef, PinRequest
-from mncd.desktop.errors import PromptCancelledError, PromptUnavailableError
+from mncd.core.callers import Caller
+from mncd.core.events import PinEvent
+from mncd.core.pingate import PinRequest
 from mncd.i18n import translator
 from mncd.pkcs11 import wire
 from mncd.pkcs11.constants import (
@@ -54,19 +54,16 @@ from mncd.pkcs11.constants import (
     EFFECTIVELY_INFINITE,
     UNAVAILABLE,
 )
+from mncd.pkcs11.context import ModuleContext
 from mncd.pkcs11.errors import Pkcs11Error
 from mncd.pkcs11.mechanisms import InputError, Signing
-from mncd.pkcs11.tokens import Slot, TokenObject, TokenSpec, slot_of_handle
+from mncd.pkcs11.sessions import Login, Logins, Session, SignOperation
+from mncd.pkcs11.tokens import Slot, TokenObject, slot_of_handle
 from mncd.pkcs11.wire import Attribute, AttributeAnswer, Reader, ValueKind, Writer, value_kind
-
-if TYPE_CHECKING:
-    from mncd.pkcs11.server import Pkcs11Server
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Longest a PIN given to C_Login on the authentication token is held (seconds).
-LOGIN_TIMEOUT = 15 * 60
 #: Most sessions one application may have open.
 MAX_SESSIONS = 64
 #: Calls that would change a token: the card's tokens are read-only.
@@ -75,57 +72,12 @@ WRITE_CALLS = frozenset(
      "C_DestroyObject", "C_SetAttributeValue", "C_GenerateKey", "C_GenerateKeyPair",
      "C_UnwrapKey", "C_DeriveKey", "C_DeriveKey2"}
 )  # fmt: skip
+#: Calls of a random number generator: the tokens have none.
+RANDOM_CALLS = frozenset({"C_SeedRandom", "C_GenerateRandom"})
 
 
 def _(text: str) -> str:
     return translator().gettext(text)
-
-
-@dataclass
-class Login:
-    """C_Login on one token: for which card, and (authentication token) the PIN held."""
-
-    card: CardRef
-    pin: bytearray | None
-    last_try: bool
-    timer: asyncio.TimerHandle | None = None
-
-    def end(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.pin is not None:
-            wipe(self.pin)
-            self.pin = None
-
-
-@dataclass
-class SignOperation:
-    spec: TokenSpec
-    signing: Signing
-    #: The PIN given to C_Login(CKU_CONTEXT_SPECIFIC) for this signature (wiped after).
-    pin: bytearray | None = None
-
-    def end(self) -> None:
-        if self.pin is not None:
-            wipe(self.pin)
-            self.pin = None
-
-
-@dataclass
-class Session:
-    handle: int
-    slot_id: int
-    card: CardRef
-    rw: bool
-    found: list[int] | None = None
-    signing: SignOperation | None = None
-    busy: bool = False  #: a card operation of this session is under way
-
-    def end(self) -> None:
-        if self.signing is not None:
-            self.signing.end()
-            self.signing = None
-        self.found = None
 
 
 @dataclass
@@ -137,17 +89,14 @@ class _Events:
 class Pkcs11Module:
     """The PKCS#11 calls of one application, over the daemon's manager."""
 
-    def __init__(self, server: Pkcs11Server, caller: Caller) -> None:
-        self.server = server
+    def __init__(self, context: ModuleContext, caller: Caller) -> None:
+        self.context = context
         self.caller = caller
         self.initialized = False
         self.sessions: dict[int, Session] = {}
-        self.logins: dict[int, Login] = {}
+        self.logins = Logins(context, caller, self._login_ended)
         self._next_session = 1
         self._events = _Events()
-        #: Digests of PINs the card refused, per slot, for the card they were refused by.
-        self._rejected: dict[int, tuple[CardRef, set[bytes]]] = {}
-        self._key = os.urandom(32)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -160,18 +109,17 @@ class Pkcs11Module:
             return method
         if call.name in WRITE_CALLS:
             return _refuse(CKR.TOKEN_WRITE_PROTECTED)
+        if call.name in RANDOM_CALLS:
+            return _refuse(CKR.RANDOM_NO_RNG)
         return _refuse(CKR.FUNCTION_NOT_SUPPORTED)
 
     def close(self) -> None:
         """The application is gone (or finalized): every PIN wiped, every session closed."""
-        for login in self.logins.values():
-            login.end()
-        self.logins.clear()
+        self.logins.end_all()
         for session in self.sessions.values():
             session.end()
         self.sessions.clear()
         self.initialized = False
-        self._rejected.clear()
         self._events.slots.clear()
         self._events.changed.set()
 
@@ -179,16 +127,12 @@ class Pkcs11Module:
         """The readers or cards changed: end what belonged to a card that is gone."""
         if not self.initialized:
             return
-        current = {slot.id: slot.card for slot in self.server.slots.slots()}
+        current = {slot.id: slot.card for slot in self.context.slots.slots()}
         for handle, session in list(self.sessions.items()):
             if current.get(session.slot_id) != session.card:
                 session.end()
                 del self.sessions[handle]
-        for slot_id, login in list(self.logins.items()):
-            if current.get(slot_id) != login.card:
-                log.info("PKCS#11 login of %s ended: the card was removed", self.caller)
-                login.end()
-                del self.logins[slot_id]
+        self.logins.cards_changed(current)
         if changed_slots:
             self._events.slots |= changed_slots
             self._events.changed.set()
@@ -196,7 +140,7 @@ class Pkcs11Module:
     # -- helpers ---------------------------------------------------------------------------
 
     def _slot(self, slot_id: int) -> Slot:
-        slot = self.server.slots.slot(slot_id)
+        slot = self.context.slots.slot(slot_id)
         if slot is None:
             raise Pkcs11Error(CKR.SLOT_ID_INVALID)
         return slot
@@ -211,20 +155,21 @@ class Pkcs11Module:
         session = self.sessions.get(handle)
         if session is None:
             raise Pkcs11Error(CKR.SESSION_HANDLE_INVALID)
-        slot = self.server.slots.slot(session.slot_id)
+        slot = self.context.slots.slot(session.slot_id)
         if slot is None or slot.card != session.card:
             self.refresh(set())
             raise Pkcs11Error(CKR.DEVICE_REMOVED)
         return session, slot
 
     def _logged_in(self, slot: Slot) -> bool:
-        login = self.logins.get(slot.id)
-        return login is not None and login.card == slot.card
+        return self.logins.get(slot) is not None
 
-    def _logout(self, slot_id: int) -> None:
-        login = self.logins.pop(slot_id, None)
-        if login is not None:
-            login.end()
+    def heard(self, event: PinEvent) -> None:
+        """A PIN event from any front door (see :class:`~mncd.pkcs11.sessions.Logins`)."""
+        self.logins.heard(event)
+
+    def _login_ended(self, slot_id: int) -> None:
+        """A login ended: the signatures its sessions had begun end with it."""
         for session in self.sessions.values():
             if session.slot_id == slot_id and session.signing is not None:
                 session.signing.end()
@@ -237,55 +182,6 @@ class Pkcs11Module:
 
     def _request(self, policy: PinPolicy, purpose: str, pin: bytearray | None) -> PinRequest:
         return PinRequest(policy, purpose, self.caller, pin=pin, interactive=True)
-
-    async def _gated(
-        self, request: PinRequest, slot: Slot, run: Callable[[PinRequest], Awaitable[T]]
-    ) -> T:
-        """Run a gated operation with ``request``. A PIN the application gave that this card
-        refused already is refused again without sending it (applications retry: pkcs11-tool
-        repeats a failed signature with the same PIN). With one try left, a given PIN is sent
-        only after the user agrees in the daemon's dialog (the application cannot say so
-        itself). ``request.pin`` stays the caller's to wipe."""
-        pin = request.pin
-        rejected = self._rejected.get(slot.id)
-        if rejected is not None and rejected[0] != slot.card:
-            del self._rejected[slot.id]
-            rejected = None
-        fingerprint = self._fingerprint(pin) if pin is not None else b""
-        if rejected is not None and fingerprint in rejected[1]:
-            log.info("PKCS#11: %s repeated a PIN the card refused; not sent", self.caller)
-            raise Pkcs11Error(CKR.PIN_INCORRECT, "the card refused this PIN already")
-        try:
-            result = await self._last_try(request, slot, run)
-        except PinIncorrectError:
-            if pin is not None and slot.card is not None:
-                self._rejected.setdefault(slot.id, (slot.card, set()))[1].add(fingerprint)
-            raise
-        self._rejected.pop(slot.id, None)
-        return result
-
-    def _fingerprint(self, pin: bytearray) -> bytes:
-        """A keyed digest of a PIN, to recognise one the card refused (memory only)."""
-        return hmac.digest(self._key, pin, "sha256")
-
-    async def _last_try(
-        self, request: PinRequest, slot: Slot, run: Callable[[PinRequest], Awaitable[T]]
-    ) -> T:
-        pin = request.pin
-        try:
-            return await run(dataclasses.replace(request, pin=_copy(pin)))
-        except LastTryError:
-            if pin is None or slot.card is None:
-                raise
-            try:
-                agreed = await self.server.manager.gate.confirm_last_try(request, slot.card)
-            except PromptUnavailableError:
-                label = request.policy.label_en
-                log.warning("one try left for the %s and no dialog to confirm it", label)
-                raise
-            if not agreed:
-                raise PromptCancelledError("the last try was not confirmed") from None
-            return await run(dataclasses.replace(request, pin=_copy(pin), allow_last_try=True))
 
     # -- general ---------------------------------------------------------------------------
 
@@ -319,7 +215,7 @@ class Pkcs11Module:
         present_only = r.y()
         room = r.fu()
         r.end()
-        ids = [s.id for s in self.server.slots.slots() if s.present or not present_only]
+        ids = [s.id for s in self.context.slots.slots() if s.present or not present_only]
         return _ulongs(Writer(r.call), ids, room)
 
     def C_GetSlotInfo(self, r: Reader) -> Writer:
@@ -410,19 +306,19 @@ class Pkcs11Module:
             raise Pkcs11Error(CKR.SESSION_HANDLE_INVALID)
         session.end()
         if not any(s.slot_id == session.slot_id for s in self.sessions.values()):
-            self._logout(session.slot_id)  # the last session: the login ends with it
+            self.logins.end(session.slot_id)  # the last session: the login ends with it
         return Writer(r.call)
 
     def C_CloseAllSessions(self, r: Reader) -> Writer:
         slot_id = r.u()
         r.end()
-        if self.server.slots.slot(slot_id) is None and slot_id not in self.logins:
+        if self.context.slots.slot(slot_id) is None and slot_id not in self.logins:
             raise Pkcs11Error(CKR.SLOT_ID_INVALID)
         for handle, session in list(self.sessions.items()):
             if session.slot_id == slot_id:
                 session.end()
                 del self.sessions[handle]
-        self._logout(slot_id)
+        self.logins.end(slot_id)
         return Writer(r.call)
 
     def C_GetSessionInfo(self, r: Reader) -> Writer:
@@ -467,10 +363,10 @@ class Pkcs11Module:
             else _("read your signing certificate (it holds your name, address, birth date "
                    "and sex)")
         )  # fmt: skip
-        manager = self.server.manager
+        manager = self.context.manager
         log.info("PKCS#11 C_Login on the %s token by %s", key.name, self.caller)
         try:
-            verified = await self._gated(
+            verified = await self.logins.with_last_try(
                 self._request(key.pin, purpose, pin),
                 slot,
                 lambda request: manager.verify_pin(
@@ -485,18 +381,8 @@ class Pkcs11Module:
             if verified.pin is not None:
                 wipe(verified.pin)
             raise Pkcs11Error(CKR.DEVICE_REMOVED)
-        login = Login(verified.card, verified.pin, verified.last_try)
-        if login.pin is not None:
-            login.timer = asyncio.get_running_loop().call_later(
-                self.server.login_timeout, self._expire, slot.id, login
-            )
-        self.logins[slot.id] = login
+        self.logins.start(slot, Login(verified.card, verified.pin, verified.last_try))
         return Writer(call)
-
-    def _expire(self, slot_id: int, login: Login) -> None:
-        if self.logins.get(slot_id) is login:
-            log.info("PKCS#11 login of %s ended after %g s", self.caller, self.server.login_timeout)
-            self._logout(slot_id)
 
     def _context_login(self, session: Session, slot: Slot, given: bytes | None) -> None:
         """The PIN for the next signature (CKA_ALWAYS_AUTHENTICATE); NULL: the daemon asks."""
@@ -515,7 +401,7 @@ class Pkcs11Module:
         _, slot = self._session(handle)
         if slot.id not in self.logins:
             raise Pkcs11Error(CKR.USER_NOT_LOGGED_IN)
-        self._logout(slot.id)
+        self.logins.end(slot.id)
         return Writer(r.call)
 
     # -- objects ---------------------------------------------------------------------------
@@ -695,17 +581,21 @@ class Pkcs11Module:
                 raise Pkcs11Error(CKR.DATA_LEN_RANGE if exc.length else CKR.DATA_INVALID) from exc
             key = operation.spec.key
             pin, last_try = operation.pin, False
-            login = self.logins.get(slot.id)
-            if pin is None and key is AUTH_KEY and login is not None and login.card == slot.card:
+            login = self.logins.get(slot)
+            if pin is None and key is AUTH_KEY and login is not None:
                 pin, last_try = login.pin, login.last_try
             purpose = _("sign a document") if key is SIGN_KEY else _("prove who you are (log in)")
             request = self._request(key.pin, purpose, pin)
             request.allow_last_try = last_try
-            log.info("PKCS#11 C_Sign with the %s key by %s", key.name, self.caller)
-            result = await self._gated(
+            if hash_name in LEGACY_HASHES:
+                log.info("PKCS#11 C_Sign with the %s key by %s: SHA-1, signed as legacy",
+                         key.name, self.caller)  # fmt: skip
+            else:
+                log.info("PKCS#11 C_Sign with the %s key by %s", key.name, self.caller)
+            result = await self.logins.with_last_try(
                 request,
                 slot,
-                lambda req: self.server.manager.sign(
+                lambda req: self.context.manager.sign(
                     key, hash_name, digest, req, reader=slot.reader
                 ),
             )
@@ -724,10 +614,6 @@ def _ulongs(writer: Writer, values: list[int], room: int | None) -> Writer:
     if values and (room is None or room < len(values)):
         return writer.au(None, len(values))
     return writer.au(values)
-
-
-def _copy(pin: bytearray | None) -> bytearray | None:
-    return bytearray(pin) if pin is not None else None
 
 
 def _checked(policy: PinPolicy, given: bytes | None) -> bytearray | None:

@@ -8,6 +8,15 @@ so a call waiting for a PIN dialog or a slot event does not hold up the applicat
 threads. A malformed request gets a CKR and changes nothing; a frame that cannot be delimited
 ends its connection only. When an application goes, its calls are cancelled (an open dialog
 closes, nothing is sent to the card) and its PINs are wiped.
+
+Connections are bounded: :data:`MAX_CONNECTIONS` at once (only this user's processes can
+connect, so that is the bound per user). A connection is idle while none of its calls is under
+way; a call waiting in a PIN dialog or in C_WaitForSlotEvent keeps it busy. One that has not
+initialized (connected and silent, or finalized) is closed after :data:`IDLE_TIMEOUT` idle. An
+initialized application is not timed out: p11-kit's client never reconnects, so its every later
+call would fail until the application restarts. At the bound, the connection idle longest (one
+not initialized first) is closed to make room; when every connection has a call under way, the
+newcomer is refused. Each is logged, naming the application and why.
 """
 
 from __future__ import annotations
@@ -23,13 +32,16 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from mncd.daemon.callers import Caller, read_process
-from mncd.daemon.manager import CardManager
+from mncd.core.callers import Caller, read_process
+from mncd.core.events import CoreEvent, PinEvent, StateChanged, Subscription
+from mncd.core.manager import CardManager
 from mncd.pkcs11 import wire
 from mncd.pkcs11.constants import CKR
+from mncd.pkcs11.context import ModuleContext
 from mncd.pkcs11.errors import to_ckr
 from mncd.pkcs11.location import address
-from mncd.pkcs11.module import LOGIN_TIMEOUT, Pkcs11Module
+from mncd.pkcs11.module import Pkcs11Module
+from mncd.pkcs11.sessions import LOGIN_TIMEOUT
 from mncd.pkcs11.tokens import SlotTable
 
 log = logging.getLogger(__name__)
@@ -37,6 +49,8 @@ log = logging.getLogger(__name__)
 #: Most applications connected at once, and calls one may have waiting at once.
 MAX_CONNECTIONS = 64
 MAX_PENDING_CALLS = 16
+#: Seconds a connection that has not initialized may stay idle.
+IDLE_TIMEOUT = 60.0
 #: getsockopt option for a pidfd of the peer (Linux 6.5); older kernels: the pid alone.
 SO_PEERPIDFD = 77
 _UCRED = struct.Struct("3i")
@@ -70,16 +84,24 @@ class Pkcs11Server:
     """Serves p11-kit's RPC protocol over the daemon's manager."""
 
     def __init__(
-        self, manager: CardManager, path: Path, login_timeout: float = LOGIN_TIMEOUT
+        self,
+        manager: CardManager,
+        path: Path,
+        login_timeout: float = LOGIN_TIMEOUT,
+        idle_timeout: float | None = None,
     ) -> None:
         self.manager = manager
         self.path = path
-        self.login_timeout = login_timeout
+        self.idle_timeout = idle_timeout if idle_timeout is not None else _idle_timeout()
         self.slots = SlotTable(manager)
+        #: What each application's module may use of the daemon.
+        self.context = ModuleContext(manager, self.slots, login_timeout)
         self.modules: set[Pkcs11Module] = set()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._served: set[Connection] = set()
         self._seen: dict[int, object] = {}
+        self._subscription: Subscription | None = None
 
     async def start(self) -> None:
         """Listen on the socket (a stale one from a crashed daemon is replaced)."""
@@ -97,9 +119,21 @@ class Pkcs11Server:
             os.umask(umask)
         os.chmod(self.path, 0o600)
         self._seen = self._slot_states()
+        self._subscription = self.manager.events.subscribe(self._heard)
         log.info("PKCS#11 (p11-kit RPC) served at %s", address(self.path))
 
+    def _heard(self, event: CoreEvent) -> None:
+        """The core's events: slots follow the cards, logins follow the PINs."""
+        if isinstance(event, StateChanged):
+            self.refresh()
+        elif isinstance(event, PinEvent):
+            for module in list(self.modules):
+                module.heard(event)
+
     async def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.cancel()
+            self._subscription = None
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -134,12 +168,14 @@ class Pkcs11Server:
         try:
             sock = writer.get_extra_info("socket")
             caller = self._peer(sock) if sock is not None else None
-            if caller is None:
+            if caller is None or not self._make_room(caller):
                 return
-            if len(self._connections) > MAX_CONNECTIONS:
-                log.warning("PKCS#11: too many applications connected; refusing %s", caller)
-                return
-            await Connection(self, caller, reader, writer).serve()
+            connection = Connection(self, caller, reader, writer)
+            self._served.add(connection)
+            try:
+                await connection.serve()
+            finally:
+                self._served.discard(connection)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -147,6 +183,29 @@ class Pkcs11Server:
         finally:
             self._connections.discard(task)
             writer.close()
+
+    def _make_room(self, caller: Caller) -> bool:
+        """Whether ``caller`` may connect: below the bound, or once the connection idle longest
+        (one not initialized first) is closed for it; not when every one has a call under way."""
+        open_now = [c for c in self._served if not c.closing]
+        if len(open_now) < MAX_CONNECTIONS:
+            return True
+        idle = [c for c in open_now if c.idle_since is not None]
+        if not idle:
+            log.warning(
+                "PKCS#11: %d applications connected, each with a call under way (%d at most); "
+                "refused %s", len(open_now), MAX_CONNECTIONS, caller,
+            )  # fmt: skip
+            return False
+        longest = min(idle, key=lambda c: (c.module.initialized, c.idle_since))
+        assert longest.idle_since is not None
+        idle_for = asyncio.get_running_loop().time() - longest.idle_since
+        longest.close(
+            f"idle for {idle_for:.1f} s, closed to make room for {caller} "
+            f"({MAX_CONNECTIONS} connections at most)",
+            logging.WARNING,
+        )
+        return True
 
     def _peer(self, sock: socket.socket) -> Caller | None:
         """The process on the other end, if it is of this user."""
@@ -184,10 +243,49 @@ class Connection:
         self.caller = caller
         self.reader = reader
         self.writer = writer
-        self.module = Pkcs11Module(server, caller)
+        self.module = Pkcs11Module(server.context, caller)
         self.pending: set[asyncio.Task[None]] = set()
+        self.closing = False
+        self._loop = asyncio.get_running_loop()
+        #: When the last request came or the last call ended (loop time).
+        self.last_call = self._loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle_since(self) -> float | None:
+        """Since when it is idle (loop time); None while a call of its is under way."""
+        return None if self.pending else self.last_call
+
+    def close(self, why: str, level: int = logging.INFO) -> None:
+        """End the connection now, saying why (it is idle: no call is cut short)."""
+        self.closing = True
+        log.log(level, "PKCS#11: the connection of %s ended: %s", self.caller, why)
+        self.writer.transport.abort()
+
+    def _check_idle(self) -> None:
+        """Close the connection if it has not initialized and has been idle long enough."""
+        if self.closing:
+            return
+        timeout = self.server.idle_timeout
+        since = self.idle_since
+        left = timeout
+        if since is not None and not self.module.initialized:
+            left = since + timeout - self._loop.time()
+            if left <= 0:
+                self.close(f"not initialized, no call for {timeout:g} s")
+                return
+        self._idle_timer = self._loop.call_later(left, self._check_idle)
 
     async def serve(self) -> None:
+        self._idle_timer = self._loop.call_later(self.server.idle_timeout, self._check_idle)
+        try:
+            await self._serve()
+        finally:
+            self.closing = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    async def _serve(self) -> None:
         offered = (await self.reader.readexactly(1))[0]
         self.writer.write(bytes([min(offered, wire.PROTOCOL_VERSION)]))
         log.info("PKCS#11 application connected: %s", self.caller)
@@ -204,6 +302,7 @@ class Connection:
                     return
                 await self.reader.readexactly(options_length)
                 body = await self.reader.readexactly(body_length)
+                self.last_call = self._loop.time()
                 self._dispatch(message_id, body)
                 await self.writer.drain()
         finally:
@@ -238,7 +337,11 @@ class Connection:
             return
         task = asyncio.get_running_loop().create_task(self._finish(message_id, call_name, answer))
         self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        self.last_call = self._loop.time()
 
     async def _finish(
         self, message_id: int, call_name: str, answer: Coroutine[Any, Any, wire.Writer]
@@ -251,6 +354,15 @@ class Connection:
             self._reply(message_id, wire.Writer.error(_ckr(exc, call_name)))
             return
         self._reply(message_id, writer.body())
+
+
+def _idle_timeout() -> float:
+    """Seconds an uninitialized connection may stay idle (``$MNCD_PKCS11_IDLE_TIMEOUT``, for
+    tests)."""
+    try:
+        return max(0.1, float(os.environ["MNCD_PKCS11_IDLE_TIMEOUT"]))
+    except (KeyError, ValueError):
+        return IDLE_TIMEOUT
 
 
 def _ckr(exc: Exception, call_name: str) -> int:

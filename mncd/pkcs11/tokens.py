@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from mncd.daemon.manager import CardManager, LiveCard
-from mncd.daemon.pingate import CardRef
+from mncd.core.events import CardRef
+from mncd.core.manager import CardManager
+from mncd.core.model import LiveCard
 from mncd.jpki import certificates
 from mncd.jpki.calendar import JAPAN
 from mncd.pkcs11.constants import (
@@ -142,11 +143,13 @@ class Slot:
 
     def key_info(self) -> KeyInfo | None:
         """The key's algorithm: from its certificate, or for the signing key before that is
-        read, from the authentication certificate (both keys of a card are alike)."""
+        read, from the authentication certificate (both keys of a card are alike). Only the
+        authentication key signs SHA-1 (legacy)."""
         if self.live is None or self.live.snapshot is None:
             return None
         der = self.certificate() or self.live.snapshot.auth_der
-        return KeyInfo.from_certificate(der) if der else None
+        legacy = self.spec.key is AUTH_KEY
+        return KeyInfo.from_certificate(der, legacy) if der else None
 
     def certificate(self) -> bytes | None:
         """The token's own certificate, when known (the signing one only once read)."""

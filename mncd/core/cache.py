@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mncd.dbus.api import CARD_ID_DIGITS
+from mncd.api import CARD_ID_DIGITS
+from mncd.core.state import atomic_write, quarantine, read_private
 from mncd.jpki.summary import CertificateSummary
 
 log = logging.getLogger(__name__)
@@ -298,50 +299,17 @@ class CardCache:
         0600). A salt that cannot be trusted is moved aside and replaced: cards seen before
         are then simply not recognised, never confused."""
         path = self.root / "salt"
-        data = self._read_private(path, SALT_SIZE)
+        data = read_private(path, SALT_SIZE)
         if data is not None and len(data) == SALT_SIZE:
             return data
         if data is not None:
             log.warning("the salt file has the wrong size; replacing it")
-            self._quarantine(path, "corrupt")
+            quarantine(path, "corrupt")
         self._ensure_dirs()
         atomic_write(path, os.urandom(SALT_SIZE))
-        data = self._read_private(path, SALT_SIZE)
+        data = read_private(path, SALT_SIZE)
         if data is None or len(data) != SALT_SIZE:
             raise OSError("cannot create the salt file")
-        return data
-
-    def _read_private(self, path: Path, limit: int) -> bytes | None:
-        """The content of a private regular file of ours of at most ``limit`` bytes, or None
-        when it is absent or not to be trusted (then it is moved aside)."""
-        try:
-            # O_NONBLOCK: a FIFO planted under one of our names must not hang the daemon.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.warning("cache file %s cannot be opened (%s); ignoring it", path.name, exc)
-            self._quarantine(path, "unreadable")
-            return None
-        data = None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                reason = "not a regular file"
-            elif info.st_uid != os.getuid():
-                reason = "owned by another user"
-            elif info.st_mode & 0o077:
-                reason = "readable or writable by others"
-            elif info.st_size > limit:
-                reason = "too large"
-            else:
-                reason = ""
-                data = os.read(fd, limit + 1)
-        finally:
-            os.close(fd)
-        if reason:
-            log.warning("cache file %s is %s; not trusting it", path.name, reason)
-            self._quarantine(path, "untrusted")
         return data
 
     def _remove_stale_temporaries(self, path: Path) -> None:
@@ -373,7 +341,7 @@ class CardCache:
         return records[0] if records else None
 
     def _load_path(self, path: Path) -> CardRecord | None:
-        raw = self._read_private(path, MAX_FILE_SIZE)
+        raw = read_private(path, MAX_FILE_SIZE)
         if raw is None:
             return None
         try:
@@ -391,69 +359,5 @@ class CardCache:
             log.warning(
                 "cache file %s is corrupt (%s); it will be rebuilt", path.name, type(exc).__name__
             )
-            self._quarantine(path, "corrupt")
+            quarantine(path, "corrupt")
             return None
-
-    def _quarantine(self, path: Path, reason: str) -> None:
-        target = path.with_name(f"{path.name}.{reason}-{int(time.time())}")
-        try:
-            os.replace(path, target)
-        except OSError as exc:
-            log.warning("could not move %s aside: %s", path.name, exc)
-
-
-def read_state_file(path: Path, what: str) -> Any:
-    """The JSON in one of the daemon's small state files, or None when there is none or it
-    cannot be read (the caller starts afresh; ``what`` names the file in the log)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("%s unreadable (%s); starting afresh", what, exc)
-        return None
-
-
-def write_state_file(path: Path, data: Any) -> None:
-    """``data`` as JSON in one of the daemon's small state files: private and atomic."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
-
-
-def _temporary_beside(path: Path) -> tuple[int, Path]:
-    """A new private file ``.<name>.<random>`` in ``path``'s directory, open for writing (what
-    tempfile.mkstemp does; tempfile itself would load shutil and random before the daemon is
-    ready)."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            return os.open(tmp, flags, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path.name}")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a private file: temp file, fsync, rename, fsync dir."""
-    fd, tmp = _temporary_beside(path)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

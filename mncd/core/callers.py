@@ -1,10 +1,10 @@
 """Who is calling: the process behind a D-Bus sender, named only by what the kernel vouches for.
 
-The bus gives the sender's process (``GetConnectionCredentials``: its pid, and a pidfd where the
-bus offers one). The kernel gives that process's executable as a full path
-(``/proc/PID/exe``): that path is the caller's name. The daemon never falls back to
-``/proc/PID/comm`` or ``argv[0]``, which the caller sets itself; when the executable cannot be
-read, the caller is an unknown program.
+A front door gives the caller's process (the bus's ``GetConnectionCredentials``, a socket's
+peer credentials: its pid, and a pidfd where one is offered). The kernel gives that process's
+executable as a full path (``/proc/PID/exe``): that path is the caller's name. The daemon never
+falls back to ``/proc/PID/comm`` or ``argv[0]``, which the caller sets itself; when the
+executable cannot be read, the caller is an unknown program.
 
 Two additions, each no stronger than its source:
 
@@ -28,10 +28,6 @@ import stat
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-
-from dbus_next.aio import MessageBus
-
-from mncd.dbus import bus as dbus_bus
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +296,7 @@ def _running(pidfd: int) -> bool:
     return not poller.poll(0)
 
 
-def _pid_of(pidfd: int) -> int | None:
+def pid_of(pidfd: int) -> int | None:
     """The pid a pidfd refers to, from ``/proc/self/fdinfo``."""
     try:
         with open(f"/proc/self/fdinfo/{pidfd}", encoding="ascii") as info:
@@ -357,34 +353,27 @@ def _read_process(pid: int, process: int) -> Caller:
     return Caller(pid, executable, script, _flatpak_app(process))
 
 
-async def identify(bus: MessageBus, sender: str) -> Caller:
-    """The caller behind the unique bus name ``sender``."""
-    try:
-        reply = await dbus_bus.call(
-            bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-            "GetConnectionCredentials", "s", [sender],
-        )  # fmt: skip
-    except dbus_bus.CallError as exc:
-        log.debug("no credentials for %s: %s", sender, exc)
-        return Caller(0)
-    received = list(reply.unix_fds or [])
-    try:
-        credentials = reply.body[0] if reply.body else {}
-        pid_value = credentials.get("ProcessID")
-        if pid_value is None or pid_value.signature != "u" or pid_value.value <= 0:
-            return Caller(0)
-        pid = int(pid_value.value)
-        pidfd = None
-        fd_value = credentials.get("ProcessFD")
-        if fd_value is not None and fd_value.signature == "h":
-            index = fd_value.value
-            if isinstance(index, int) and 0 <= index < len(received):
-                pidfd = received[index]
-                if _pid_of(pidfd) != pid:
-                    log.warning("the bus's pidfd for %s is not its process %d", sender, pid)
-                    return Caller(pid)
-        return read_process(pid, pidfd)
-    finally:
-        for fd in received:
+class CallerProcess:
+    """The process behind a bus connection, pinned by a pidfd where one could be had, and read
+    anew at each call (:meth:`read`): after an exec it is named by the program it runs now,
+    and once it has exited it is an unknown program (never a later process given its pid)."""
+
+    def __init__(self, pid: int, pidfd: int | None = None, known: bool = True) -> None:
+        self.pid = pid  #: 0 when the bus did not say
+        self.pidfd = pidfd
+        #: False when the process cannot be told: gone before it was pinned, or the bus's
+        #: pidfd is of another process.
+        self.known = known
+
+    def read(self) -> Caller:
+        """The caller, as its process is now."""
+        if self.pid <= 0 or not self.known:
+            return Caller(max(self.pid, 0))
+        return read_process(self.pid, self.pidfd)
+
+    def close(self) -> None:
+        """Close the pidfd (the caller is then read unpinned)."""
+        if self.pidfd is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(self.pidfd)
+            self.pidfd = None

@@ -1,44 +1,36 @@
-"""The daemon's model of readers, cards and certificates, and the serialized card worker.
+"""The daemon's live model of readers, cards and certificates.
 
-Monitor events come in; card reads and PIN operations run one at a time on a single card thread
-(with its own PC/SC context); the cache is updated; listeners (the D-Bus service, notifications)
-hear about every change. Status is computed from memory and never waits for the card.
+Monitor events come in; a card just inserted is read on the card thread; what is read is kept in
+the cache (:mod:`mncd.core.cache`) and linked to what the same physical card held before
+(:mod:`mncd.core.identity`); every change is published once on :attr:`CardModel.events`. Status
+is computed from memory and never waits for the card.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import threading
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from mncd import errors
-from mncd.card.cardinfo import BasicInfo
+from mncd.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS
 from mncd.card.errors import (
     CardError,
     CardInUseError,
     CardRemovedError,
     CardResetError,
     CardTimeoutError,
-    KeyUnusableError,
     NoCardError,
     NotJpkiCardError,
     PcscUnavailableError,
-    PinBlockedError,
-    PinError,
     TransportError,
 )
-from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
-from mncd.card.pcsc import PcscContext
-from mncd.card.pin import CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy
-from mncd.daemon import operations
-from mncd.daemon.cache import (
+from mncd.core import operations
+from mncd.core.cache import (
     CardCache,
     CardRecord,
     CertificateRecord,
@@ -46,29 +38,32 @@ from mncd.daemon.cache import (
     is_card_id,
     summarize,
 )
-from mncd.daemon.errors import DigestUnavailableError, LastTryError
-from mncd.daemon.monitor import (
+from mncd.core.cardthread import CARD_TIMEOUT, CardThread
+from mncd.core.events import (
+    STATE_CHANGED,
     CardAbsent,
+    CardForgotten,
+    CardInserted,
     CardPresent,
+    CardRef,
+    CardRemoved,
+    CertificateStateChanged,
+    EventHub,
     MonitorEvent,
     PcscUnavailable,
     ReadersChanged,
     Scanned,
 )
-from mncd.daemon.pingate import CardChangedError, CardRef, PinGate, PinRequest, PinTicket
-from mncd.dbus.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS, DIGEST_TIMEOUT
 from mncd.jpki.errors import CertificateError
 from mncd.jpki.summary import CertificateSummary
 
 if TYPE_CHECKING:
-    from mncd.daemon.udev import ReaderDevice
+    from mncd.card.pcsc import PcscContext
+    from mncd.core.events import ReaderDevice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: Longest a caller waits for one card operation. Real cards answer in seconds; a card or reader
-#: that never answers must not hold callers forever (the operation itself cannot be interrupted:
-#: it ends when the reader gives up or the card is pulled).
-CARD_TIMEOUT = 60.0
+
 #: Reading a card on insertion again after a transient failure (another program holding it,
 #: a reset, no answer): first after RETRY_FIRST seconds, doubling up to RETRY_MAX.
 RETRY_FIRST = 0.1
@@ -107,34 +102,11 @@ class LiveCard:
 
     @property
     def ref(self) -> CardRef:
-        """The card as the user is told about it (see :class:`~mncd.daemon.pingate.CardRef`)."""
+        """The card as the user is told about it (see :class:`~mncd.core.pingate.CardRef`)."""
         return CardRef(self.reader, self.snapshot.events if self.snapshot else -1)
 
 
-@dataclass
-class VerifiedPin:
-    """A PIN the card accepted: for which card, the PIN itself when kept (wipe it), whether
-    the user consented to its last try, and the signing certificate when it was read."""
-
-    card: CardRef
-    pin: bytearray | None
-    last_try: bool
-    certificate: bytes | None
-
-
-@dataclass
-class Listener:
-    """Callbacks the manager invokes on the loop when something changes."""
-
-    state_changed: Callable[[], None] = lambda: None
-    card_inserted: Callable[[str], None] = lambda reader: None
-    card_removed: Callable[[str], None] = lambda reader: None
-    certificate_status: Callable[[str, str], None] = lambda which, state: None
-    card_forgotten: Callable[[CardRecord], None] = lambda record: None
-
-
-@dataclass
-class CertificateView:
+class CertificateView(NamedTuple):
     """One certificate's status as callers see it."""
 
     present: bool = False
@@ -157,15 +129,15 @@ class CertificateView:
         return self.summary.state(now)
 
 
-class CardManager:
-    """Owns the card thread, the cache and the live state."""
+class CardModel:
+    """The live state of readers and cards, what the cache knows of each card, and the events
+    that tell every front door about changes. Card reads run on :attr:`thread`."""
 
-    def __init__(
-        self, cache: CardCache, listener: Listener | None = None, timeout: float = CARD_TIMEOUT
-    ) -> None:
+    def __init__(self, cache: CardCache, timeout: float = CARD_TIMEOUT) -> None:
         self.cache = cache
-        self.timeout = timeout
-        self.listener = listener or Listener()
+        self.thread = CardThread(timeout)
+        #: Every change, told once: the front doors subscribe.
+        self.events = EventHub()
         self.pcsc_available = True
         self.readers: tuple[str, ...] = ()
         self.cards: dict[str, LiveCard] = {}
@@ -179,17 +151,19 @@ class CardManager:
         self.clock: Callable[[], dt.datetime] = system_clock
         self._salt: bytes | None = None  #: read or made with the first card read
         self._salt_failed = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="card")
-        self._local = threading.local()
-        self._lock = asyncio.Lock()
-        self._idle = threading.Event()  #: set while the card thread runs nothing
-        self._idle.set()
         self._cert_states: dict[str, str] = {}
         self.usb_readers: dict[str, ReaderDevice] = {}  #: USB readers udev reports
         self.rescan: Callable[[], None] = lambda: None
-        self.operations = 0  #: card operations run (for tests and benchmarks)
-        self._card_watchers: dict[int, tuple[CardRef, Callable[[], None]]] = {}
-        self.gate = PinGate(self.read_pin_tries, self.watch_card)
+        self._card_watchers: dict[object, tuple[CardRef, Callable[[], None]]] = {}
+
+    @property
+    def timeout(self) -> float:
+        return self.thread.timeout
+
+    @property
+    def operations(self) -> int:
+        """Card operations run (for tests and benchmarks)."""
+        return self.thread.operations
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -200,68 +174,12 @@ class CardManager:
         self._publish_certificate_states()
 
     def close(self, grace: float = 0.0) -> bool:
-        """Stop the card thread; True when it is idle within ``grace`` seconds.
-
-        An operation under way is left to finish (it ends with a card reset), not interrupted.
-        """
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        return self._idle.wait(grace)
-
-    # -- the card thread -------------------------------------------------------------------
-
-    def _context(self) -> PcscContext:
-        context = getattr(self._local, "context", None)
-        if context is None:
-            context = PcscContext()
-            self._local.context = context
-        return context
-
-    def _drop_context(self) -> None:
-        context = getattr(self._local, "context", None)
-        self._local.context = None
-        if context is not None:
-            with contextlib.suppress(Exception):  # the service is gone anyway
-                context.release()
-
-    def _on_card_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # pcscd may have restarted since the last operation: check the context first and take a
-        # fresh one if it is stale. The operation itself runs once and is never repeated here:
-        # it may have sent a PIN already, and a PIN goes to the card only when a caller asks.
-        self._idle.clear()
-        try:
-            try:
-                context = self._context()
-                context.list_readers()
-            except PcscUnavailableError:
-                self._drop_context()
-                context = self._context()
-            try:
-                return fn(context, *args)
-            except PcscUnavailableError:
-                self._drop_context()
-                raise
-        finally:
-            self._idle.set()
+        """Stop the card thread; True when it is idle within ``grace`` seconds."""
+        return self.thread.close(grace)
 
     async def run_card(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one card operation on the card thread, strictly one at a time."""
-        async with self._lock:
-            self.operations += 1
-            job = self._executor.submit(self._on_card_thread, fn, *args)
-            result = asyncio.wrap_future(job)
-            try:
-                return await asyncio.wait_for(asyncio.shield(result), self.timeout)
-            except (TimeoutError, asyncio.CancelledError) as exc:
-                # Not started yet (queued behind a stuck one): cancelled here and now, so it
-                # never starts: its caller has been told it failed, and it may carry a PIN.
-                # Under way: the thread stays busy until the reader gives up; later operations
-                # queue behind it on the same thread, so operations never overlap on the card.
-                job.cancel()
-                result.add_done_callback(_consume)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                log.warning("the card did not answer within %g s", self.timeout)
-                raise CardTimeoutError("the card did not answer in time") from None
+        return await self.thread.run(fn, *args)
 
     # -- monitor events --------------------------------------------------------------------
 
@@ -276,7 +194,7 @@ class CardManager:
             self.readers = ()
             self.cards.clear()
             for reader in removed:
-                self.listener.card_removed(reader)
+                self.events.publish(CardRemoved(reader))
         elif isinstance(event, ReadersChanged):
             self.pcsc_available = True
             self.readers = event.readers
@@ -286,14 +204,14 @@ class CardManager:
             self.cards[event.reader] = live
             live.reading = asyncio.get_running_loop().create_task(self._read_inserted(event.reader))
         elif isinstance(event, CardAbsent) and self.cards.pop(event.reader, None) is not None:
-            self.listener.card_removed(event.reader)
+            self.events.publish(CardRemoved(event.reader))
         self._check_card_watchers()
-        self.listener.state_changed()
+        self.events.publish(STATE_CHANGED)
         self._publish_certificate_states()
 
     def watch_card(self, card: CardRef, on_gone: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_gone`` once when ``card`` leaves its reader (or is gone already)."""
-        key = id(on_gone)
+        key = object()  # one watch, even when the same callback watches twice
         self._card_watchers[key] = (card, on_gone)
         self._check_card_watchers()
         return lambda: self._card_watchers.pop(key, None)
@@ -321,7 +239,7 @@ class CardManager:
             self.usb_readers.pop(device.sys_path, None)
             log.info("USB smart-card reader unplugged: %s", device.name)
         self.rescan()
-        self.listener.state_changed()
+        self.events.publish(STATE_CHANGED)
 
     def _read_card(
         self, context: PcscContext, reader: str, identified: Callable[[str | None], None]
@@ -387,7 +305,7 @@ class CardManager:
             else:
                 live.snapshot, live.record, live.known = snapshot, record, None
                 live.in_use = False
-                self.listener.card_inserted(reader)
+                self.events.publish(CardInserted(reader))
                 break
             if live.error:
                 live.known = None
@@ -396,7 +314,7 @@ class CardManager:
             delay = min(delay * 2, RETRY_MAX)
         self._check_card_watchers()
         if self.cards.get(reader) is live:
-            self.listener.state_changed()
+            self.events.publish(STATE_CHANGED)
             self._publish_certificate_states()
 
     def _identified_soon(self, live: LiveCard) -> Callable[[str | None], None]:
@@ -409,15 +327,15 @@ class CardManager:
                 return
             live.known = self._latest_with(physical) if physical else None
             if live.known is not None:
-                self.listener.state_changed()
+                self.events.publish(STATE_CHANGED)
 
         return lambda physical: loop.call_soon_threadsafe(identified, physical)
 
     def _latest_with(self, physical: str) -> CardRecord | None:
         """The latest record of the physical card with this manufacture hash, if known."""
-        same = [r for r in self.known.values() if r.manufacture_hash == physical]
-        current = [r for r in same if r.renewed_to is None] or same
-        return max(current, key=lambda r: r.last_seen, default=None)
+        from mncd.core import identity  # renewal links: loaded with the first card read
+
+        return identity.latest_with(self.known.values(), physical)
 
     async def _remember(self, snapshot: operations.CardSnapshot) -> CardRecord | None:
         if snapshot.auth_der is None:
@@ -448,51 +366,22 @@ class CardManager:
         return record
 
     async def _link_renewal(self, record: CardRecord) -> None:
-        """Link certificates seen for the first time to the ones the same physical card held
-        before (a renewal at the office), on evidence only: the same manufacture number.
+        """Link a card seen for the first time to what the same physical card held before."""
+        from mncd.core import identity
 
-        Renewal replaces the authentication certificate, by which cards are known, so the
-        renewed card looks new. Without a readable manufacture number nothing is linked: a
-        family member's card is another card, with its own reminders.
-        """
-        if record.manufacture_hash is None:
-            return
-        earlier = [
-            other
-            for other in self.known.values()
-            if other.card_id != record.card_id
-            and other.manufacture_hash == record.manufacture_hash
-            and other.renewed_to is None
-        ]
-        if not earlier:
-            return
-        previous = max(earlier, key=lambda r: r.last_seen)
-        log.info("card %s holds the renewed certificates of card %s", record.card_id,
-                 previous.card_id)  # fmt: skip
-        record.renewed_from = previous.card_id
-        for old in earlier:
-            old.renewed_to = record.card_id
+        for old in identity.link_renewal(record, self.known.values()):
             await self._save(old, touch=False)
 
     async def _drop_unproven_links(self) -> None:
-        """Undo renewal links that rest on no evidence (made by guessing, before cards were
-        recognised by their manufacture number): both ends must be the same physical card."""
-        for record in list(self.known.values()):
-            changed = False
-            for attr in ("renewed_to", "renewed_from"):
-                other = self.known.get(getattr(record, attr) or "")
-                if getattr(record, attr) is None:
-                    continue
-                if (
-                    other is None
-                    or record.manufacture_hash is None
-                    or other.manufacture_hash != record.manufacture_hash
-                ):
-                    setattr(record, attr, None)
-                    changed = True
-            if changed:
-                log.info("card %s: a renewal link without evidence was removed", record.card_id)
-                await self._save(record, touch=False)
+        """Undo renewal links that rest on no evidence (see
+        :func:`~mncd.core.identity.drop_unproven_links`)."""
+        if not any(r.renewed_to or r.renewed_from for r in self.known.values()):
+            return  # nothing linked: the daemon is ready without the module
+        from mncd.core import identity
+
+        for record in identity.drop_unproven_links(self.known):
+            log.info("card %s: a renewal link without evidence was removed", record.card_id)
+            await self._save(record, touch=False)
 
     def _invalidate(
         self, record: CardRecord, fingerprint: str, reason: str, fields: list[str] | None = None
@@ -523,7 +412,7 @@ class CardManager:
         """Remove a card the user no longer has: its cache record (and so its reminders).
 
         ``card_id`` is a card id as GetStatus shows it, or an unambiguous prefix of at least
-        :data:`~mncd.dbus.api.CARD_ID_MIN_DIGITS` characters. A card in a reader is not forgotten.
+        :data:`~mncd.api.CARD_ID_MIN_DIGITS` characters. A card in a reader is not forgotten.
         """
         if not is_card_id(card_id) or len(card_id) < CARD_ID_MIN_DIGITS:
             raise errors.InvalidArgument(
@@ -555,7 +444,7 @@ class CardManager:
         if self.last_record is not None and self.last_record.card_id == record.card_id:
             self.last_record = max(self.known.values(), key=lambda r: r.last_seen, default=None)
         log.info("card %s forgotten", record.card_id)
-        self.listener.card_forgotten(record)
+        self.events.publish(CardForgotten(record))
         self._changed()
         return record
 
@@ -640,10 +529,10 @@ class CardManager:
             return  # announced once the card has been read, not "unknown" in between
         for which, state in self.certificate_states().items():
             if self._cert_states.get(which) not in (None, state):
-                self.listener.certificate_status(which, state)
+                self.events.publish(CertificateStateChanged(which, state))
             self._cert_states[which] = state
 
-    # -- PIN operations --------------------------------------------------------------------
+    # -- what the card in the reader tells ------------------------------------------------
 
     async def _usable_card(self, reader: str | None = None) -> LiveCard:
         """The card in ``reader`` (default: the first My Number Card found), once read."""
@@ -669,155 +558,8 @@ class CardManager:
             )
         return live
 
-    async def read_pin_tries(self, policy: PinPolicy, card: CardRef) -> int:
-        """The live counter of ``policy``'s PIN on ``card`` (no try spent); kept as status."""
-        tries = await self._gated(card, policy, operations.read_pin_tries, card, policy)
-        await self._note_tries(card, policy, tries)
-        return tries
-
-    async def _gated(self, card: CardRef, policy: PinPolicy, fn: Callable[..., T], *args: Any) -> T:
-        """Run a card operation that reads or uses ``policy``'s PIN; keep what it taught us of
-        the card's counter; a card found changed is read again."""
-        try:
-            return await self.run_card(fn, *args)
-        except PinError as exc:
-            tries = getattr(exc, "tries_left", None)
-            if tries is not None:
-                await self._note_tries(card, policy, tries)
-            raise
-        except LastTryError:
-            await self._note_tries(card, policy, 1)
-            raise
-        except CardChangedError:
-            live = self.cards.get(card.reader)
-            if live is not None and live.ref == card:
-                # The monitor missed a swap: this is a new card; read it as one.
-                log.info("card in %s was changed unnoticed; reading it again", card.reader)
-                self.handle_event(CardPresent(card.reader, live.atr))
-            raise
-
-    async def _note_tries(self, card: CardRef, policy: PinPolicy, tries: int) -> None:
-        live = self.cards.get(card.reader)
-        record = live.record if live is not None and live.ref == card else None
-        if record is None or record.pin_tries.get(policy.name) == tries:
-            return
-        record.pin_tries[policy.name] = tries
-        await self._save(record)
-        self.listener.state_changed()
-
-    def _card_for(self, live: LiveCard, policy: PinPolicy) -> CardRef:
-        """The card a PIN request goes to; refused at once when its PIN is known blocked."""
-        record = live.record
-        if record is not None and record.pin_tries.get(policy.name) == 0:
-            raise PinBlockedError(policy.label_en)
-        return live.ref
-
-    async def sign(
-        self,
-        key: KeySlot,
-        hash_name: str,
-        digest: bytes,
-        request: PinRequest,
-        digest_for: Callable[[bytes], Awaitable[bytes]] | None = None,
-        reader: str | None = None,
-    ) -> operations.SignResult:
-        """Sign ``digest`` with the auth or sign key of the present card (the one in ``reader``
-        when given), the PIN through the gate. Nothing is asked when the card, its certificate
-        or its PIN cannot be used.
-
-        ``digest_for(certificate)``: the digest comes from the caller once the certificate is
-        known (after the PIN, in the same transaction); ``digest`` is then ignored."""
-        live = await self._usable_card(reader)
-        record = live.record
-        if key is AUTH_KEY:
-            certificate = live.snapshot.auth_der if live.snapshot else None
-            if certificate is None:
-                raise errors.CertificateMissing("the card has no user-authentication certificate")
-        else:
-            if not live.snapshot or not live.snapshot.sign_present:
-                raise errors.CertificateMissing("the card has no signing certificate")
-            certificate = live.sign_der
-        card = self._card_for(live, key.pin)
-        issuer = live.snapshot.sign_ca_der if live.snapshot else None
-        source = None if digest_for is None else _from_loop(digest_for, DIGEST_TIMEOUT)
-
-        async def operation(ticket: PinTicket) -> operations.SignResult:
-            return await self._gated(
-                card, key.pin, operations.sign, key, hash_name, digest, ticket, certificate,
-                issuer, source,
-            )  # fmt: skip
-
-        try:
-            result = await self.gate.use(request, card, operation)
-        except DigestUnavailableError as exc:
-            # The caller declined after the certificate was read (it found it expired, say):
-            # the status now shows the certificate, so nobody is asked for the password in vain.
-            if exc.certificate is not None and record is not None:
-                record.pin_tries[key.name] = key.pin.max_tries
-                self._learn_sign_certificate(live, record, exc.certificate)
-                await self._save(record)
-                self._changed()
-            raise
-        except KeyUnusableError:
-            if key is SIGN_KEY and record is not None:
-                # Mark what is known: the cached certificate, or the card's unread one.
-                known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
-                self._invalidate(record, known, "refused")
-                await self._save(record)
-                self._changed()
-            raise
-        if record is not None:
-            changed = record.pin_tries.get(key.name) != key.pin.max_tries
-            record.pin_tries[key.name] = key.pin.max_tries
-            if key is SIGN_KEY:
-                changed = self._learn_sign_certificate(live, record, result.certificate) or changed
-            if changed:
-                await self._save(record)
-                self._changed()
-        return result
-
-    async def verify_pin(
-        self, key: KeySlot, request: PinRequest, reader: str, keep_pin: bool = False
-    ) -> VerifiedPin:
-        """Verify ``key``'s PIN on the card in ``reader`` through the gate, as an operation of
-        its own that ends with a card reset (a PKCS#11 login). For the signing key, the signing
-        certificate is read in the same operation when it is not known yet. With ``keep_pin``,
-        a copy of the PIN that verified is returned: the caller wipes it."""
-        live = await self._usable_card(reader)
-        if key is SIGN_KEY and not (live.snapshot and live.snapshot.sign_present):
-            raise errors.CertificateMissing("the card has no signing certificate")
-        card = self._card_for(live, key.pin)
-        record = live.record
-        read_certificate = key is SIGN_KEY and live.sign_der is None
-        issuer = live.snapshot.sign_ca_der if live.snapshot else None
-
-        async def operation(ticket: PinTicket) -> VerifiedPin:
-            if read_certificate:
-                der = await self._gated(
-                    card, key.pin, operations.read_sign_certificate, ticket, issuer
-                )
-            else:
-                await self._gated(card, key.pin, operations.verify_pin, key, ticket)
-                der = None
-            kept = bytearray(ticket.pin) if keep_pin else None
-            return VerifiedPin(card, kept, ticket.last_try, der)
-
-        verified = await self.gate.use(request, card, operation)
-        if record is not None:
-            changed = record.pin_tries.get(key.name) != key.pin.max_tries
-            record.pin_tries[key.name] = key.pin.max_tries
-            der = verified.certificate
-            if der is not None:
-                changed = self._learn_sign_certificate(live, record, der) or changed
-            if changed:
-                await self._save(record)
-                self._changed()
-        elif verified.certificate is not None:
-            self._hold_sign_certificate(live, verified.certificate)
-        return verified
-
     def _changed(self) -> None:
-        self.listener.state_changed()
+        self.events.publish(STATE_CHANGED)
         self._publish_certificate_states()
 
     def _hold_sign_certificate(self, live: LiveCard, der: bytes) -> None:
@@ -826,7 +568,7 @@ class CardManager:
         newly = live.sign_der is None
         live.sign_der = der
         if newly:
-            self.listener.state_changed()
+            self.events.publish(STATE_CHANGED)
 
     def _learn_sign_certificate(self, live: LiveCard, record: CardRecord, der: bytes) -> bool:
         """Remember the signing certificate read from the card (summary only on disk)."""
@@ -840,109 +582,6 @@ class CardManager:
         record.sign = CertificateRecord(summary)  # summary only, never the DER
         return True
 
-    async def check_personal_data(
-        self, card_info: PinRequest, sign: PinRequest | None
-    ) -> list[str]:
-        """Compare the card's basic four information with the signing certificate.
-
-        Each PIN goes through the gate on its own: the signing password first, only when the
-        certificate was not read in this insertion, then the card-info PIN. Returns the kinds of
-        data that changed; a change marks the certificate invalidated.
-        """
-        live = await self._usable_card()
-        if not live.snapshot or not live.snapshot.sign_present:
-            raise errors.CertificateMissing("the card has no signing certificate")
-        if live.sign_der is None:
-            if sign is None:
-                raise errors.PinRequired("the signing password is needed to read the certificate")
-            await self._read_sign_certificate(live, sign)
-        sign_der = live.sign_der
-        assert sign_der is not None
-        record = live.record
-        card = self._card_for(live, card_info.policy)
-
-        async def read_personal_data(ticket: PinTicket) -> BasicInfo:
-            return await self._gated(card, card_info.policy, operations.read_personal_data, ticket)
-
-        info = await self.gate.use(card_info, card, read_personal_data)
-        changed = operations.changed_personal_data(sign_der, info)
-        if record is not None:
-            record.pin_tries[card_info.policy.name] = card_info.policy.max_tries
-            if changed:
-                fingerprint = summarize(sign_der).fingerprint
-                self._invalidate(record, fingerprint, "personal-data", changed)
-            await self._save(record)
-            self._changed()
-        return changed
-
-    async def pin_status(self) -> dict[str, int]:
-        """The live counters of every PIN of the present card (auth, sign, card-info), read
-        without spending a try; kept as status. A PIN the card lacks is left out."""
-        live = await self._usable_card()
-        card = live.ref
-        tries = await self.run_card(operations.read_all_pin_tries, card)
-        for policy in (AUTH_KEY.pin, SIGN_KEY.pin, CARD_INFO_PIN):
-            if policy.name in tries:
-                await self._note_tries(card, policy, tries[policy.name])
-        return tries
-
-    async def change_pin(self, request: PinRequest) -> None:
-        """Change the PIN of ``request.policy`` on the present card: the current PIN through the
-        gate, then the new one, in one card transaction. Nothing is asked when the PIN cannot
-        be used; until the card confirms the change the current PIN stays valid."""
-        live = await self._usable_card()
-        policy = request.policy
-        if policy is SIGN_PASSWORD and not (live.snapshot and live.snapshot.sign_present):
-            raise errors.CertificateMissing(
-                "the card has no signing certificate, so it has no signing password to change"
-            )
-        card = self._card_for(live, policy)
-
-        async def operation(ticket: PinTicket) -> None:
-            await self._gated(card, policy, operations.change_pin, ticket)
-
-        await self.gate.use(request, card, operation)
-        log.info("the %s of the card in %s was changed", policy.label_en, card.reader)
-        record = live.record
-        if record is not None:
-            record.pin_tries[policy.name] = policy.max_tries
-            await self._save(record)
-            self._changed()
-
-    async def read_signing_certificate(self, request: PinRequest) -> bytes:
-        """The signing certificate read from the card after the signing password (asked every
-        time: it holds personal data), checked against the card's signing CA."""
-        live = await self._usable_card()
-        if not live.snapshot or not live.snapshot.sign_present:
-            raise errors.CertificateMissing("the card has no signing certificate")
-        der = await self._read_sign_certificate(live, request)
-        if live.record is not None:
-            await self._save(live.record)
-            self._changed()
-        return der
-
-    async def _read_sign_certificate(self, live: LiveCard, request: PinRequest) -> bytes:
-        """The signing certificate of ``live``, read after the signing password (through the
-        gate) and checked against the card's signing CA; held while the card stays in, its
-        summary in the record (the caller saves it), the password's counter noted as full."""
-        assert live.snapshot is not None
-        card = self._card_for(live, request.policy)
-        issuer = live.snapshot.sign_ca_der
-
-        async def read_certificate(ticket: PinTicket) -> bytes:
-            return await self._gated(
-                card, request.policy, operations.read_sign_certificate, ticket, issuer
-            )
-
-        der = await self.gate.use(request, card, read_certificate)
-        record = live.record
-        if record is not None:
-            record.pin_tries[SIGN_KEY.name] = SIGN_KEY.pin.max_tries
-            self._learn_sign_certificate(live, record, der)
-        else:
-            self._hold_sign_certificate(live, der)
-        return der
-
     def certificate(self, which: str) -> bytes:
         """Public certificates (auth, auth-ca, sign-ca) from the card or the cache."""
         record, _source = self.shown_record()
@@ -951,27 +590,6 @@ class CardManager:
         if entry is None or entry.der is None:
             raise errors.CertificateMissing(f"no {which} certificate is known")
         return entry.der
-
-
-def _from_loop(fn: Callable[[bytes], Awaitable[bytes]], timeout: float) -> Callable[[bytes], bytes]:
-    """``fn`` (a coroutine function of the event loop) as a blocking call for the card thread."""
-    loop = asyncio.get_running_loop()
-
-    def blocking(value: bytes) -> bytes:
-        future = asyncio.run_coroutine_threadsafe(fn(value), loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise DigestUnavailableError("the caller did not give the digest in time") from None
-
-    return blocking
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Take the outcome of an operation nobody waits for any more (no "never retrieved")."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _public(der: bytes | None) -> CertificateRecord | None:

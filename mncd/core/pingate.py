@@ -12,20 +12,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from mncd import errors
 from mncd.card.errors import CardError, PinBlockedError, PinFormatError, PinIncorrectError
 from mncd.card.pin import PinPolicy, wipe
-from mncd.daemon.errors import LastTryError
-from mncd.desktop.errors import PromptCancelledError
+from mncd.core.errors import (
+    LastTryError,
+    OperationAbandonedError,
+    PromptCancelledError,
+    PromptUnavailableError,
+)
+from mncd.core.events import CardRef
 
 if TYPE_CHECKING:
-    from mncd.daemon.callers import Caller
-    from mncd.desktop.prompts import PinDialog
+    from typing import Protocol
+
+    from mncd.core.callers import Caller
+
+    # Typing only: Protocol classes are slow to build, and the daemon is ready without them.
+    class PinDialog(Protocol):
+        """A PIN dialog as the gate uses it (the desktop's pinentry dialogs are one): opened as
+        an async context, it asks and confirms; its texts are its own, in the user's language."""
+
+        policy: PinPolicy
+
+        async def __aenter__(self) -> PinDialog: ...
+        async def __aexit__(self, *exc_info: object) -> None: ...
+        async def confirm_last_try(self) -> bool: ...
+        async def ask(self, tries_left: int, error: str = "") -> bytearray: ...
+        async def ask_new(self, error: str = "") -> tuple[bytearray, bool]: ...
+        async def ask_repeat(self) -> bytearray: ...
+        def malformed_text(self) -> str: ...
+        def wrong_text(self, tries_left: int) -> str: ...
+        def mismatch_text(self) -> str: ...
+        def unchanged_text(self) -> str: ...
+
+    class Connection(Protocol):
+        """A card connection, as far as the gate needs one."""
+
+        def card_events(self) -> int: ...
+
+    class DialogFactory(Protocol):
+        """Opens a :class:`PinDialog` naming ``caller`` and ``purpose`` for ``policy``'s PIN
+        (``changing``: a PIN change, the new PIN asked too)."""
+
+        def __call__(
+            self, caller: Caller, purpose: str, policy: PinPolicy, changing: bool
+        ) -> PinDialog: ...
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,25 +75,20 @@ T = TypeVar("T")
 MAX_WAITING_DIALOGS = 4
 
 
-class CardRef(NamedTuple):
-    """A card as the user was told about it: its reader and the reader's event count then."""
-
-    reader: str
-    events: int
-
-
 class CardChangedError(CardError):
     """The reader holds another card than the one the PIN was meant for (or none)."""
-
-
-class Connection(Protocol):
-    def card_events(self) -> int: ...
 
 
 @dataclass
 class PinTicket:
     """One PIN on its way to one card, with the consent to use its last try if given (and, for
-    a PIN change, the new PIN, its shape already checked)."""
+    a PIN change, the new PIN, its shape already checked).
+
+    The event loop hands the ticket to the card thread and wipes it when it is done with it,
+    also when its caller stopped waiting (a timeout, a cancellation) while the card thread still
+    runs the operation. From then on the ticket is abandoned: :meth:`sending` refuses it inside
+    the card transaction, before any command carrying the PIN; a command already under way keeps
+    the PIN whole until it returns, and the card thread wipes it then."""
 
     policy: PinPolicy
     pin: bytearray
@@ -61,8 +97,38 @@ class PinTicket:
     #: Tries left on the card just before the VERIFY (set by :func:`admit`).
     tries_before: int = field(default=-1)
     new_pin: bytearray | None = None
+    #: A command carrying the PIN went to the card (set on the card thread).
+    sent: bool = False
+    abandoned: bool = False
+    _in_use: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[PinTicket]:
+        """Around one command carrying the PIN (card thread): refused once abandoned."""
+        with self._lock:
+            if self.abandoned:
+                raise OperationAbandonedError("its caller stopped waiting; nothing was sent")
+            self._in_use = self.sent = True
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._in_use = False
+                done = self.abandoned
+            if done:
+                self._wipe()
 
     def wipe(self) -> None:
+        """The loop is done with the ticket: wiped now, or by the card thread when the command
+        carrying it returns; it never reaches the card again either way."""
+        with self._lock:
+            self.abandoned = True
+            if self._in_use:
+                return
+        self._wipe()
+
+    def _wipe(self) -> None:
         wipe(self.pin)
         if self.new_pin is not None:
             wipe(self.new_pin)
@@ -81,6 +147,8 @@ def admit(
     verify: Callable[[bytearray], None],
 ) -> None:
     """Send the ticket's PIN to the card through the gate (card thread, inside a transaction)."""
+    if ticket.abandoned:
+        raise OperationAbandonedError("its caller stopped waiting; nothing was sent")
     same_card(connection, ticket.card)
     tries = tries_left()
     ticket.tries_before = tries
@@ -88,7 +156,13 @@ def admit(
         raise PinBlockedError(ticket.policy.label_en)
     if tries == 1 and not ticket.last_try:
         raise LastTryError(ticket.policy.label_en)
-    verify(ticket.pin)
+    with ticket.sending():
+        verify(ticket.pin)
+
+
+def no_dialog(caller: Caller, purpose: str, policy: PinPolicy, changing: bool) -> PinDialog:
+    """The dialog factory of a gate that has none: nothing can be asked."""
+    raise PromptUnavailableError("no PIN dialog is available")
 
 
 @dataclass
@@ -115,12 +189,12 @@ class PinGate:
         self,
         read_tries: Callable[[PinPolicy, CardRef], Awaitable[int]],
         watch_card: Callable[[CardRef, Callable[[], None]], Callable[[], None]],
-        pinentry: str = "pinentry",
         max_waiting: int = MAX_WAITING_DIALOGS,
     ) -> None:
         self._read_tries = read_tries
         self._watch_card = watch_card
-        self.pinentry = pinentry
+        #: Opens the PIN dialogs; set by the daemon's wiring (the desktop's pinentry dialogs).
+        self.dialogs: DialogFactory = no_dialog
         self.max_waiting = max_waiting
         #: ``watch_caller(bus_name, on_gone) -> stop``; set by the D-Bus front door.
         self.watch_caller: Callable[[str, Callable[[], None]], Callable[[], None]] = (
@@ -128,6 +202,29 @@ class PinGate:
         )
         self._dialog_lock = asyncio.Lock()
         self._waiting = 0
+        #: Keyed digests (memory only) of PINs callers gave that the card refused, per card
+        #: and PIN: given again, by any caller through any door, they are not sent.
+        self._refused: dict[tuple[CardRef, str], set[bytes]] = {}
+        self._key = os.urandom(32)
+
+    def refused(self, card: CardRef, policy: PinPolicy, pin: bytes | bytearray) -> bool:
+        """Whether the card refused ``pin`` as ``policy``'s PIN already (then it is not sent)."""
+        return self._digest(pin) in self._refused.get((card, policy.name), ())
+
+    def forget_refused(self, card: CardRef, policy: PinPolicy) -> None:
+        """The PIN changed: a PIN refused before may be the right one now."""
+        self._refused.pop((card, policy.name), None)
+
+    def _digest(self, pin: bytes | bytearray) -> bytes:
+        return hmac.digest(self._key, pin, "sha256")
+
+    def note_refused(self, ticket: PinTicket) -> None:
+        """The card refused ``ticket``'s PIN: no caller sends it to this card again."""
+        card, policy = ticket.card, ticket.policy
+        for key in [key for key in self._refused if key[0].reader == card.reader]:
+            if key[0] != card:
+                del self._refused[key]  # another card, or the same one inserted again
+        self._refused.setdefault((card, policy.name), set()).add(self._digest(ticket.pin))
 
     async def use(
         self,
@@ -143,7 +240,7 @@ class PinGate:
                 request.policy, request.pin, card, request.allow_last_try, new_pin=request.new_pin
             )
             try:
-                return await operation(ticket)
+                return await self._run(request, ticket, operation)
             finally:
                 ticket.wipe()
         if not request.interactive:
@@ -151,8 +248,24 @@ class PinGate:
                 f"the {request.policy.label_en} is needed and interactive=false forbids asking "
                 f"({request.policy.label_ja}が必要です)"
             )
-        async with self._turn(request, card):
-            return await self._ask_and_run(request, card, operation)
+        async with self._turn(request, card) as tickets:
+            return await self._ask_and_run(request, card, operation, tickets)
+
+    async def _run(
+        self, request: PinRequest, ticket: PinTicket, operation: Callable[[PinTicket], Awaitable[T]]
+    ) -> T:
+        """``operation(ticket)``, unless the card refused this PIN already: then it is refused
+        again, with the live count, without sending it. Applications retry (pkcs11-tool repeats a
+        failed signature with its PIN), several may hold the same stale PIN, and a person may
+        type the same wrong PIN twice: the card would count each."""
+        if not self.refused(ticket.card, ticket.policy, ticket.pin):
+            return await operation(ticket)
+        log.info("%s gave a %s the card refused already; not sent", request.caller,
+                 ticket.policy.label_en)  # fmt: skip
+        tries = await self._read_tries(ticket.policy, ticket.card)
+        if tries == 0:
+            raise PinBlockedError(ticket.policy.label_en)
+        raise PinIncorrectError(tries, ticket.policy.label_en)
 
     async def confirm_last_try(self, request: PinRequest, card: CardRef) -> bool:
         """Ask the user whether the PIN the caller gave may use the card's last try (for
@@ -165,15 +278,13 @@ class PinGate:
             return await dialog.confirm_last_try()
 
     def _dialog(self, request: PinRequest, policy: PinPolicy, changing: bool = False) -> PinDialog:
-        """A PIN dialog for ``request``. The dialogs, and the pinentry client with them, are
-        imported with the first one: the daemon is ready without them."""
-        from mncd.desktop.prompts import PinDialog
-
-        return PinDialog(self.pinentry, request.caller, request.purpose, policy, changing=changing)
+        """A PIN dialog for ``request``."""
+        return self.dialogs(request.caller, request.purpose, policy, changing)
 
     @contextlib.asynccontextmanager
-    async def _turn(self, request: PinRequest, card: CardRef) -> AsyncIterator[None]:
-        """One dialog at a time; cancelled when the card or the caller goes away."""
+    async def _turn(self, request: PinRequest, card: CardRef) -> AsyncIterator[list[PinTicket]]:
+        """One dialog at a time; cancelled when the card or the caller goes away. Yields the
+        list the turn's tickets go in (what the user is told depends on whether one was sent)."""
         if self._dialog_lock.locked() and self._waiting >= self.max_waiting:
             raise errors.Busy(
                 "another PIN dialog is open and others are waiting; try again when it is closed"
@@ -181,15 +292,20 @@ class PinGate:
         task = asyncio.current_task()
         assert task is not None
         gone: list[errors.MncdError] = []
+        tickets: list[PinTicket] = []
 
         def abort(error: errors.MncdError) -> None:
             if not gone:
                 gone.append(error)
                 task.cancel()
 
-        stop_card = self._watch_card(
-            card, lambda: abort(errors.CardRemoved("the card was removed; nothing was sent to it"))
-        )
+        def card_gone() -> None:
+            if any(ticket.sent for ticket in tickets):
+                abort(errors.CardRemoved("the card was removed during the operation"))
+            else:
+                abort(errors.CardRemoved("the card was removed; nothing was sent to it"))
+
+        stop_card = self._watch_card(card, card_gone)
         stop_caller = (
             self.watch_caller(
                 request.sender, lambda: abort(errors.Cancelled("the caller left the bus"))
@@ -205,7 +321,7 @@ class PinGate:
                 finally:
                     self._waiting -= 1
                 try:
-                    yield
+                    yield tickets
                 finally:
                     self._dialog_lock.release()
             except asyncio.CancelledError:
@@ -223,6 +339,7 @@ class PinGate:
         request: PinRequest,
         card: CardRef,
         operation: Callable[[PinTicket], Awaitable[T]],
+        tickets: list[PinTicket],
     ) -> T:
         policy = request.policy
         # The pinentry starts first (it shows nothing yet): without one, the card is not touched.
@@ -244,6 +361,7 @@ class PinGate:
                         error = dialog.malformed_text()
                         continue
                     ticket = PinTicket(policy, checked, card, consent)
+                    tickets.append(ticket)
                     try:
                         if request.changes_pin:
                             if new_pin is not None and new_pin == checked:
@@ -252,7 +370,7 @@ class PinGate:
                             if new_pin is None:
                                 new_pin = await _ask_new_pin(dialog, checked)
                             ticket.new_pin = bytearray(new_pin)
-                        return await operation(ticket)
+                        return await self._run(request, ticket, operation)
                     except PinIncorrectError as exc:
                         tries = exc.tries_left
                         if tries == 0:

@@ -12,14 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mncd.card.cardinfo import BasicInfo, CardInfoSession
-from mncd.card.errors import FileMissingError, SecurityStatusError, TransportError
+from mncd.card.errors import (
+    FileMissingError,
+    KeyUnusableError,
+    SecurityStatusError,
+    TransportError,
+)
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, Certificate, JpkiSession, KeySlot, TokenInfo
 from mncd.card.manufacture import read_manufacture_number
 from mncd.card.pcsc import PcscConnection, PcscContext
 from mncd.card.pin import CARD_INFO_PIN, PinPolicy, wipe
-from mncd.daemon.cache import manufacture_hash
-from mncd.daemon.errors import DigestUnavailableError, PinChangeUnconfirmedError
-from mncd.daemon.pingate import CardRef, PinTicket, admit, same_card
+from mncd.core.cache import manufacture_hash
+from mncd.core.errors import DigestUnavailableError, PinChangeUnconfirmedError
+from mncd.core.events import CardRef
+from mncd.core.pingate import PinTicket, admit, same_card
 
 #: The key each PIN of the JPKI AP guards.
 KEYS_BY_PIN = {key.pin.name: key for key in (AUTH_KEY, SIGN_KEY)}
@@ -147,7 +153,8 @@ def change_pin(context: PcscContext, ticket: PinTicket) -> None:
                 jpki.change_pin(key, new_pin)
 
         try:
-            change()
+            with ticket.sending():  # the new PIN, also never after the caller stopped waiting
+                change()
         except TransportError as exc:
             raise PinChangeUnconfirmedError("the card did not answer the PIN change") from exc
 
@@ -188,7 +195,11 @@ def sign(
             except DigestUnavailableError as exc:
                 exc.certificate = certificate  # read with the right password: worth keeping
                 raise
-        signature = session.sign(key, signatures.card_input(certificate, hash_name, digest))
+        try:
+            signature = session.sign(key, signatures.card_input(certificate, hash_name, digest))
+        except KeyUnusableError as exc:
+            exc.certificate = certificate  # read with the right password: the one refused
+            raise
     signatures.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)
 

@@ -1,4 +1,5 @@
-"""Errors of the daemon's own rules (the API's errors are in :mod:`mncd.errors`)."""
+"""Errors of the daemon's own rules and of asking the user (the API's errors are in
+:mod:`mncd.errors`): importable without the dialogs themselves."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ class LastTryError(Exception):
         self.label = label
 
 
+class OperationAbandonedError(Exception):
+    """The caller of a card operation stopped waiting (a timeout, a cancellation) before its PIN
+    was sent: the operation ends on the card thread without sending it."""
+
+
 class PinChangeUnconfirmedError(Exception):
     """CHANGE REFERENCE DATA went to the card, but its answer never came back (the card was
     pulled, the reader failed): the card did not confirm the new PIN."""
@@ -21,3 +27,11 @@ class DigestUnavailableError(Exception):
 
     #: The signing certificate read before the caller was asked (the password was right).
     certificate: bytes | None = None
+
+
+class PromptCancelledError(Exception):
+    """The user cancelled the PIN dialog or declined the last try."""
+
+
+class PromptUnavailableError(Exception):
+    """No PIN dialog could be shown (pinentry missing or failing)."""
