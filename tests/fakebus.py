@@ -6,19 +6,25 @@ file descriptors with any message. The daemon's side is the real SafeMessageBus 
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from dbus_next import Message, MessageType
 from dbus_next._private.unmarshaller import Unmarshaller
 
+from mncd.dbus.bus import SafeMessageBus
+
 #: What the fake sends for a call: messages, each with the descriptors it carries (the fake
 #: closes them once sent: the receiver's copies are its own).
 Answer = list[tuple[Message, list[int]]]
+
+T = TypeVar("T")
 
 
 class FakeBus:
@@ -125,3 +131,21 @@ def pipe_held(read_end: int) -> bool:
         return os.read(read_end, 1) != b""
     except BlockingIOError:
         return True
+
+
+def on_fake_bus(fake: FakeBus, body: Callable[[SafeMessageBus], Awaitable[T]]) -> T:
+    """Run ``body`` with the daemon's bus connected to ``fake``; both gone afterwards."""
+
+    async def main() -> T:
+        bus = await SafeMessageBus(bus_address=fake.address).connect()
+        try:
+            return await body(bus)
+        finally:
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        fake.close()

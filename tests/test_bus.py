@@ -6,7 +6,6 @@ dbus-daemon never does.
 """
 
 import asyncio
-import contextlib
 import gc
 import os
 import socket
@@ -20,7 +19,7 @@ from busstack import PrivateBus
 from dbus_next import DBusError, Message, PropertyAccess
 from dbus_next.aio import MessageBus
 from dbus_next.service import dbus_property, method
-from fakebus import Answer, FakeBus, pipe_held, reply, signal
+from fakebus import Answer, FakeBus, on_fake_bus, pipe_held, reply, signal
 
 from mncd import errors
 from mncd.dbus.bus import CallError, ExportedInterface, NameWatcher, SafeMessageBus, call
@@ -33,24 +32,6 @@ FAILED = errors.Failed.dbus_name()
 
 
 # -- descriptors from a stand-in bus --------------------------------------------------------
-
-
-def on_fake_bus(fake: FakeBus, body: Callable[[SafeMessageBus], Awaitable[T]]) -> T:
-    """Run ``body`` with the daemon's bus connected to ``fake``; both gone afterwards."""
-
-    async def main() -> T:
-        bus = await SafeMessageBus(bus_address=fake.address).connect()
-        try:
-            return await body(bus)
-        finally:
-            bus.disconnect()
-            with contextlib.suppress(Exception):
-                await bus.wait_for_disconnect()
-
-    try:
-        return asyncio.run(main())
-    finally:
-        fake.close()
 
 
 class Pipes:

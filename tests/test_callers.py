@@ -20,7 +20,7 @@ from typing import TypeVar
 import pytest
 from busstack import daemon_on_private_bus
 from dbus_next import Message, Variant
-from fakebus import Answer, FakeBus, pipe_held
+from fakebus import Answer, FakeBus, on_fake_bus, pipe_held
 from fakebus import reply as fake_reply
 from hypothesis import given
 from hypothesis import strategies as st
@@ -420,23 +420,6 @@ def credentials_bus(
         return [(fake_reply(call, "a{sv}", [credentials], unix_fds=list(fds)), list(fds))]
 
     return FakeBus(tmp_path, answer, **options)
-
-
-def on_fake_bus(fake: FakeBus, body: Callable[[SafeMessageBus], Awaitable[T]]) -> T:
-    """Run ``body`` with the daemon's bus connected to ``fake``; the bus is gone afterwards."""
-
-    async def main() -> T:
-        bus = await SafeMessageBus(bus_address=fake.address).connect()
-        try:
-            return await body(bus)
-        finally:
-            bus.disconnect()
-            await bus.wait_for_disconnect()
-
-    try:
-        return asyncio.run(main())
-    finally:
-        fake.close()
 
 
 def pidfds() -> int:

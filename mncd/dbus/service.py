@@ -151,7 +151,7 @@ class MyNumberCardInterface(ExportedInterface):
         # last changed (see status_body).
         return self.status_body if method == "GetStatus" else None
 
-    # -- change notification (called by the daemon's listener) ----------------------------
+    # -- change notification (called by the daemon's wiring when the core says so) ---------
 
     def refresh_properties(self) -> None:
         self._status = None  # something changed: GetStatus builds a fresh answer
