@@ -31,7 +31,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 TIMEOUT = 15.0
 
 CHILD = r"""
-import asyncio, dataclasses, json, os, sys
+import asyncio, json, os, sys
 import pyudev
 from mncd.daemon.udev import UdevReaderWatcher, reader_from_device
 
@@ -39,7 +39,7 @@ def out(**msg):
     print(json.dumps(msg), flush=True)
 
 def as_dict(reader):
-    return dataclasses.asdict(reader) if reader is not None else None
+    return reader._asdict() if reader is not None else None
 
 def enumerate_usb():
     devices = pyudev.Context().list_devices(subsystem="usb")
