@@ -171,6 +171,30 @@ def test_blocked_pin_notice_in_english(desktop, sandbox, insert_card, tmp_path):
         daemon.stop()
 
 
+def test_the_lock_notice_goes_once_the_office_has_reset_the_pin(
+    desktop, sandbox, insert_card, tmp_path
+):
+    bus, server = desktop
+    daemon = start_daemon(bus, sandbox, tmp_path, lang="C")
+    try:
+        card = insert_card(auth_tries_left=0)
+        wait_state(bus.address, "card-present")
+        wait_for(
+            lambda: any(n["summary"] == "The user-authentication PIN is locked"
+                        for n in server.received()),
+            "the lock notice",
+        )  # fmt: skip
+        wait_for(lambda: server.live_count() == 1, "the lock notice on screen")
+        card.remove()
+        card.control.reset_pin("auth", card.name)  # at the municipal office
+        card.reinsert()
+        wait_state(bus.address, "card-present")
+        wait_for(lambda: status(bus.address)["auth"]["pin_tries_left"] == 3, "a full counter")
+        wait_for(lambda: server.live_count() == 0, "the lock notice withdrawn")
+    finally:
+        daemon.stop()
+
+
 def test_notice_waits_for_a_notification_server(sandbox, insert_card, tmp_path):
     bus = PrivateBus(tmp_path)
     server = NotifyServer(tmp_path, bus.address)

@@ -125,8 +125,11 @@ class NoticeCenter:
                 if self.config.notify["pin-blocked"] and "blocked" not in self.log.shown(key):
                     await self._send(notices.pin_blocked_message(record.card_id, which), key,
                                      "blocked")  # fmt: skip
-            elif record.pin_tries.get(which, 0) > 0:
-                self.log.clear(key, "blocked")  # reset at the office: a new block notifies again
+            elif record.pin_tries.get(which, 0) > 0 and "blocked" in self.log.shown(key):
+                # Reset at the office: the lock notice goes, and a new block notifies again.
+                self.log.clear(key, "blocked")
+                self._waiting.pop(key, None)
+                await self.notifier.withdraw(key)
 
     async def _check_expiry(
         self, card_id: str, which: str, summary: CertificateSummary, now: dt.datetime

@@ -502,6 +502,18 @@ class VirtualCard:
             return chunk + sw(0x6100 | (len(self.pending) & 0xFF))
         return chunk + OK
 
+    def reset_pin(self, which: str) -> None:
+        """The municipal office resets a PIN (auth, sign, card_info): its counter is full again
+        (the same PIN here; the office would set one the holder chooses)."""
+        files = {
+            "auth": (JPKI_AID, 0x0018),
+            "sign": (JPKI_AID, 0x001B),
+            "card_info": (CARD_INFO_AID, CARD_INFO_PIN_FID),
+        }
+        aid, fid = files[which]
+        pin = self.apps[aid].files[fid]
+        pin.tries_left = pin.max_tries
+
     # -- inspection for tests --------------------------------------------------------------
 
     def tries_left(self) -> dict[str, int]:

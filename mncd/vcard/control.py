@@ -69,6 +69,10 @@ class CardControl:
         """The office issues a new signing certificate onto the card (the old one is revoked)."""
         self.call("renew-sign", card=card)
 
+    def reset_pin(self, which: str, card: str = "default") -> None:
+        """The municipal office resets a PIN (auth, sign, card_info): its counter is full again."""
+        self.call("reset-pin", card=card, pin=which)
+
     def pull_on(self, prefix: str, slot: int = 0) -> None:
         """Remove the card from ``slot`` when it receives a command starting with ``prefix``."""
         self.call("pull-on", slot=slot, prefix=prefix)

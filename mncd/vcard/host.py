@@ -122,6 +122,9 @@ class CardHost:
             card = self.card(name)
             card.replace_pki(pki.renew_signing_certificate(card.profile, card.pki))
             return {}
+        if cmd == "reset-pin":
+            self.card(name).reset_pin(str(request["pin"]))
+            return {}
         if cmd == "pull-on":
             link = self.links.get(slot)
             if link is None:
