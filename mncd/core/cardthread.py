@@ -33,7 +33,6 @@ class CardThread:
 
     def __init__(self, timeout: float = CARD_TIMEOUT) -> None:
         self.timeout = timeout
-        self.operations = 0  #: card operations run (for tests and benchmarks)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="card")
         self._local = threading.local()
         self._lock = asyncio.Lock()
@@ -55,7 +54,6 @@ class CardThread:
         has not started; one under way runs to its end, and whatever carries its PIN
         (:class:`~mncd.core.pingate.PinTicket`) refuses to reach the card from then on."""
         async with self._lock:
-            self.operations += 1
             job = self._executor.submit(self._on_card_thread, fn, *args)
             result = asyncio.wrap_future(job)
             try:

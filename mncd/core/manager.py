@@ -128,11 +128,9 @@ class CardManager(CardModel):
 
     async def _certificate_read(self, live: LiveCard, der: bytes) -> None:
         """The signing certificate was read from the card: held, and learnt (saved, announced)."""
-        record = live.record
-        if record is None:
-            self._hold_sign_certificate(live, der)
-        elif self._learn_sign_certificate(live, record, der):
-            await self._save(record)
+        if self._learn_sign_certificate(live, der):
+            assert live.record is not None
+            await self._save(live.record)
             self._changed()
 
     # -- use cases -------------------------------------------------------------------------
@@ -205,7 +203,7 @@ class CardManager(CardModel):
             if key is SIGN_KEY and record is not None:
                 if exc.certificate is not None:  # read in this operation: the one refused
                     await self._pin_learnt(card, key.pin, PinOutcome.VERIFIED, key.pin.max_tries)
-                    self._learn_sign_certificate(live, record, exc.certificate)
+                    self._learn_sign_certificate(live, exc.certificate)
                 # Mark what is known: the certificate, or the card's unread one.
                 known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
                 self._invalidate(record, known, "refused")
@@ -330,11 +328,7 @@ class CardManager(CardModel):
             return await self._gated(ticket, operations.read_sign_certificate, ticket, issuer)
 
         der = await self.gate.use(request, card, read_certificate)
-        record = live.record
-        if record is not None:
-            self._learn_sign_certificate(live, record, der)
-        else:
-            self._hold_sign_certificate(live, der)
+        self._learn_sign_certificate(live, der)
         return der
 
 

@@ -160,11 +160,6 @@ class CardModel:
     def timeout(self) -> float:
         return self.thread.timeout
 
-    @property
-    def operations(self) -> int:
-        """Card operations run (for tests and benchmarks)."""
-        return self.thread.operations
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(None, self.cache.all)
@@ -570,9 +565,13 @@ class CardModel:
         if newly:
             self.events.publish(STATE_CHANGED)
 
-    def _learn_sign_certificate(self, live: LiveCard, record: CardRecord, der: bytes) -> bool:
-        """Remember the signing certificate read from the card (summary only on disk)."""
+    def _learn_sign_certificate(self, live: LiveCard, der: bytes) -> bool:
+        """Hold the signing certificate read from the card and remember it in the card's record
+        (summary only on disk); True when the record changed (the caller saves it)."""
         self._hold_sign_certificate(live, der)
+        record = live.record
+        if record is None:
+            return False
         summary = summarize(der)
         if record.sign is not None and record.sign.summary == summary:
             return False
