@@ -98,6 +98,23 @@ class SignatureCheck:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def covers(self) -> str:
+        return self.intact.covers
+
+    @property
+    def anchor(self) -> str:
+        return self.trust.anchor
+
+    @property
+    def signed_at(self) -> dt.datetime | None:
+        """The signer's claimed time (a claim: see :attr:`timing`)."""
+        return self.timing.claimed
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.intact.problems, *self.trust.problems, *self.timing.problems]
+
+    @property
     def verdict(self) -> Verdict:
         if not self.intact.ok or self.intact.problems or self.trust.problems:
             return Verdict.INVALID
