@@ -120,8 +120,9 @@ def damaged(path: Path, exc: Exception) -> NotSignable:
     """The error for a PDF that cannot be read well enough to sign it."""
     return NotSignable(
         _(
-            "{path} is damaged and cannot be signed ({detail}): make the PDF again with the "
-            "program that made it."
+            "{path} cannot be read well enough to sign it ({detail}). If qpdf reads it, 'qpdf "
+            "{path} repaired.pdf' writes a repaired copy to sign; otherwise make the PDF again "
+            "with the program that made it."
         ).format(path=path, detail=exc)
     )
 

@@ -100,10 +100,11 @@ def signature_lines(number: int, check: SignatureCheck) -> list[str]:
 def report_lines(result: Verification) -> list[str]:
     """The verification in words: each signature, then the verdict."""
     count = len(result.signatures)
-    kind = _("PDF") if result.kind == "pdf" else _("file with a detached CMS signature")
-    signatures = ngettext("{n} signature", "{n} signatures", count).format(n=count)
+    kind = "PDF" if result.kind == "pdf" else _("file with a detached CMS signature")
     lines = [
-        _("{file}: {kind}, {signatures}").format(file=result.file, kind=kind, signatures=signatures)
+        ngettext("{file}: {kind}, {n} signature", "{file}: {kind}, {n} signatures", count).format(
+            file=result.file, kind=kind, n=count
+        )
     ]
     if result.signature_file is not None:
         lines.append(_("  signature file: {path}").format(path=result.signature_file))
