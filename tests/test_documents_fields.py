@@ -208,3 +208,36 @@ def test_a_signing_ended_by_a_signal_leaves_nothing(daemon, insert_card, tmp_pat
     assert process.returncode == 5, err
     assert list(folder.iterdir()) == []
     wait_state(daemon.bus.address, "card-present")  # the daemon carries on
+
+
+def test_a_certification_that_allows_form_filling_and_signing_is_kept(daemon, ready, tmp_path):
+    """An earlier certifying signature (DocMDP P=2: forms and signatures allowed) stays valid
+    after the card signs; one that allows no change refuses the card's signature (see
+    test_documents)."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import signers
+    from pyhanko.sign.fields import MDPPerm
+    from signkit import pyhanko_signer
+
+    issuer = SoftwareCA("Certifying CA")
+    source = form_with_fields(tmp_path / "certified-in.pdf")
+    certified = tmp_path / "certified.pdf"
+    metadata = signers.PdfSignatureMetadata(
+        field_name="Author", certify=True, docmdp_permissions=MDPPerm.FILL_FORMS
+    )
+    with source.open("rb") as stream, certified.open("wb") as out:
+        signers.sign_pdf(
+            IncrementalPdfFileWriter(stream), metadata,
+            signer=pyhanko_signer(issuer.issue("Author"), issuer), output=out,
+        )  # fmt: skip
+    output = tmp_path / "certified-signed.pdf"
+    result = sign_pdf(daemon, ready, certified, output)
+    assert result.returncode == 0, result.stderr
+    report = pdfsig(output)
+    assert report.count("Signature is Valid") == 2, report
+    ca = ca_file(ready, tmp_path)
+    author_ca = issuer.root.write_pem(tmp_path / "author-ca.pem")
+    verified = mncctl(daemon.bus.address, "verify", str(output), "--ca", str(ca), "--ca",
+                      str(author_ca))  # fmt: skip
+    assert verified.returncode == 0, verified.stdout
+    assert "later revisions only add signatures or fill in form fields" in verified.stdout
