@@ -24,7 +24,7 @@ from mncd.cli.output import certificate_summary
 from mncd.cli.pin import PinRequest, add_pin_arguments, call_with_pin
 from mncd.cli.session import session
 from mncd.cli.text import N_, _, subcommand
-from mncd.documents.files import check_output, write_private
+from mncd.documents.files import check_output, removed_on_signals, write_private
 
 CERTIFICATE_NOTE = N_(
     "it holds your name, address, birth date and sex: share it only with whom it is for"
@@ -100,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if args.pdf is not None or args.cms is not None:
         if args.hash != "sha256":
             raise UsageError(_("Documents are signed with SHA-256; --hash is for raw signatures."))
-        return sign_document(args)
-    return sign_raw(args)
+        with removed_on_signals():
+            return sign_document(args)
+    with removed_on_signals():
+        return sign_raw(args)
 
 
 def _check_certificate_output(args: argparse.Namespace, *inputs: Path) -> None:
@@ -165,7 +167,7 @@ def sign_document(args: argparse.Namespace) -> int:
     """``--pdf`` or ``--cms``: a signed document built by pyHanko around one card signature."""
     from mncd import documents
     from mncd.documents.cms import default_output
-    from mncd.documents.files import open_input, removed_on_signals
+    from mncd.documents.files import open_input
     from mncd.documents.pdf import choose_field, open_pdf
     from mncd.documents.signer import check_status
     from mncd.documents.timestamps import check_authority
@@ -184,7 +186,7 @@ def sign_document(args: argparse.Namespace) -> int:
     check_output(output, force=args.force, inputs=(source,))
     _check_certificate_output(args, source, output)
     shown: set[str] = set()
-    with removed_on_signals(), session() as (call, card):
+    with session() as (call, card):
         if args.timestamp:
             call(check_authority(args.timestamp))  # there and answering: before any PIN
         # An expired or invalidated certificate is refused before any PIN is asked.

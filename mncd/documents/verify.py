@@ -170,6 +170,7 @@ class VerifyOptions:
     crls: Sequence[x509.CertificateRevocationList] = ()  #: revocation lists (--crl)
     now: dt.datetime | None = None  #: the present moment (tests)
     _all_anchors: list[TrustAnchor] = field(default_factory=list, init=False, repr=False)
+    _tsa_roots: list[asn1_x509.Certificate] = field(default_factory=list, init=False, repr=False)
 
     @property
     def all_anchors(self) -> list[TrustAnchor]:
@@ -181,12 +182,13 @@ class VerifyOptions:
         return self.now or dt.datetime.now(dt.UTC)
 
     def tsa_context(self) -> ValidationContext:
-        roots = [
-            *system_tsa_roots(),
-            *(asn1_x509.Certificate.load(a.der) for a in self.tsa_anchors),
-        ]
+        if not self._tsa_roots:
+            self._tsa_roots = [
+                *system_tsa_roots(),
+                *(asn1_x509.Certificate.load(a.der) for a in self.tsa_anchors),
+            ]
         return ValidationContext(
-            trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail"
+            trust_roots=self._tsa_roots, allow_fetching=False, revocation_mode="soft-fail"
         )
 
     def signer_context(self) -> ValidationContext:
