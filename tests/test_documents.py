@@ -315,10 +315,10 @@ BAD_INPUTS = [
      "署名してください。"),
     ("damaged",
      "in.pdf cannot be read well enough to sign it (Could not read malformed PDF file). If "
-     "qpdf reads it, 'qpdf in.pdf repaired.pdf' writes a repaired copy to sign; otherwise make "
-     "the PDF again with the program that made it.",
+     "qpdf reads it, 'qpdf {dir}/in.pdf repaired.pdf' writes a repaired copy to sign; "
+     "otherwise make the PDF again with the program that made it.",
      "in.pdfを署名できるほど正しく読み取れません(Could not read malformed PDF file)。qpdfで"
-     "読み取れる場合は「qpdf in.pdf repaired.pdf」で修復したコピーを作り、それに署名して"
+     "読み取れる場合は「qpdf {dir}/in.pdf repaired.pdf」で修復したコピーを作り、それに署名して"
      "ください。読み取れない場合は、PDFを作成したソフトで作り直してください。"),
     ("locked",
      "in.pdf is locked by its signature 'Author' (no changes allowed): another signature "
@@ -357,6 +357,7 @@ def test_bad_inputs_get_clear_errors_and_nothing_changes(
         source.write_bytes(plain.read_bytes())
         output.write_bytes(b"keep me")
     before = source.read_bytes() if source.is_file() else None
+    message, japanese = (text.replace("{dir}", str(tmp_path)) for text in (message, japanese))
     card.commands(clear=True)
     result = sign_pdf(daemon, card, source, output)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from busstack import daemon_on_private_bus
 from faultkit import SIGN as SIGN_COMMAND
+from faultkit import verifies_with_pin
 from signkit import SoftwareCA, timestamp_authority
 from test_daemon_dbus import wait_state
 from test_documents import MNCCTL, ca_file, mncctl, pdfsig, sign_pdf
@@ -129,10 +130,12 @@ def test_a_pdf_timestamp_needs_pades_and_proves_the_time(daemon, ready, tmp_path
     )
     assert verified.returncode == 0, verified.stdout
     assert "proven by a timestamp (Common Name: Test Timestamp Authority)" in verified.stdout
+    ready.commands(clear=True)
     gone = sign_pdf(daemon, ready, source, tmp_path / "y.pdf", "--pades", "--timestamp",
                     "http://127.0.0.1:9/")  # fmt: skip
     assert gone.returncode == 1 and "did not give a timestamp" in gone.stderr
     assert not (tmp_path / "y.pdf").exists()
+    assert verifies_with_pin(ready.commands()) == 0  # asked before the password
 
 
 def subprocess_pdf(tmp_path: Path) -> Path:

@@ -360,7 +360,7 @@ def check_certificate(
         timing.validity = Validity.VALID
     at = in_japan(when)
     if timing.validity is Validity.VALID:
-        if revoked is not None:
+        if revoked is not None and proven:
             timing.notes.append(
                 _("the certificate was revoked on {date}, after the proven time").format(
                     date=in_japan(revoked)
