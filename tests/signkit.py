@@ -236,3 +236,18 @@ def sign_cms_as(source: Path, output: Path, *signers_) -> Path:
     )
     output.write_bytes(cms.ContentInfo({"content_type": "signed_data", "content": merged}).dump())
     return output
+
+
+def add_document_timestamp(source: Path, output: Path, timestamp_url: str) -> Path:
+    """pyHanko adds an RFC 3161 document timestamp (/DocTimeStamp) to a signed PDF."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign.signers import PdfTimeStamper
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+
+    with source.open("rb") as stream:
+        writer = IncrementalPdfFileWriter(stream)
+        with output.open("wb") as out:
+            PdfTimeStamper(HTTPTimeStamper(timestamp_url)).timestamp_pdf(
+                writer, "sha256", output=out
+            )
+    return output

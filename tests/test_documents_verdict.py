@@ -4,6 +4,7 @@ Each case of the three-part verdict (intact, trusted, valid in time) and its exi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import pytest
 from pdfkit import make_pdf
-from signkit import NOW, SoftwareCA, pyhanko_signer, sign_cms_as, sign_pdf_as, timestamp_authority
+from signkit import (
+    NOW,
+    SoftwareCA,
+    add_document_timestamp,
+    pyhanko_signer,
+    sign_cms_as,
+    sign_pdf_as,
+    timestamp_authority,
+)
 
 MNCCTL = str(Path(sys.executable).with_name("mncctl"))
 
@@ -212,3 +221,38 @@ def test_a_pdf_with_leading_bytes_is_explained(ca, folder, ca_pem):
     result = verify(junk, "--ca", ca_pem)
     assert result.returncode == 7
     assert "the file has 13 bytes before its PDF header (%PDF-)" in result.stdout
+
+
+async def pyhanko_timestamp_time(path: Path, ca: SoftwareCA) -> dt.datetime | None:
+    """pyHanko's own validation of the document timestamp: its time when valid and trusted."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import async_validate_pdf_timestamp
+    from pyhanko_certvalidator import ValidationContext
+
+    with path.open("rb") as stream:
+        (stamp,) = PdfFileReader(stream).embedded_timestamp_signatures
+        status = await async_validate_pdf_timestamp(
+            stamp, validation_context=ValidationContext(trust_roots=[ca.root.asn1()])
+        )
+    ok = status.intact and status.valid and status.trust_problem_indic is None
+    return status.timestamp if ok else None
+
+
+def test_a_document_timestamp_proves_the_earlier_signatures_time(ca, tsa, folder, ca_pem):
+    signer = ca.issue("Archived Signer")
+    signed = sign_pdf_as(make_pdf(folder / "lta-in.pdf"), folder / "lta-signed.pdf",
+                         pyhanko_signer(signer, ca))  # fmt: skip
+    stamped = add_document_timestamp(signed, folder / "lta.pdf", tsa)
+    report = pdfsig(stamped)  # pdfsig checks the signature; it cannot check /DocTimeStamp
+    assert report.count("Signature is Valid") == 1 and "Total document signed" in report, report
+    assert asyncio.run(pyhanko_timestamp_time(stamped, ca)) is not None  # pyHanko checks it
+    result = verify(stamped, "--ca", ca_pem, "--tsa-ca", ca_pem, "--json")
+    assert result.returncode == 0, result.stdout
+    data = json.loads(result.stdout)
+    (stamp,) = data["timestamps"]
+    assert stamp["intact"] and stamp["trusted"] and stamp["revision"] == 3
+    (signature,) = data["signatures"]
+    assert signature["timing"]["basis"] == "timestamp"
+    assert signature["timing"]["timestamp_authority"] == "a document timestamp"
+    text = verify(stamped, "--ca", ca_pem, "--tsa-ca", ca_pem)
+    assert "document timestamp (" in text.stdout and ", intact" in text.stdout
