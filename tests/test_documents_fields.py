@@ -244,3 +244,18 @@ def test_a_certification_that_allows_form_filling_and_signing_is_kept(daemon, re
                       str(author_ca))  # fmt: skip
     assert verified.returncode == 0, verified.stdout
     assert "later revisions only add signatures or fill in form fields" in verified.stdout
+
+
+def test_verify_finds_the_p7s_of_a_pdf_signed_with_cms(daemon, ready, tmp_path):
+    """mncctl sign --cms doc.pdf, then mncctl verify doc.pdf: the .p7s beside it is checked."""
+    document = subprocess_pdf(tmp_path)
+    result = mncctl(
+        daemon.bus.address, "sign", "--cms", str(document), "--pin-stdin",
+        stdin=ready.profile.sign_password + "\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    verified = mncctl(daemon.bus.address, "verify", str(document), "--ca",
+                      str(ca_file(ready, tmp_path)))  # fmt: skip
+    assert verified.returncode == 0, verified.stdout
+    assert f"signature file: {document}.p7s" in verified.stdout
+    assert f"signed by:  {ready.profile.name}" in verified.stdout
