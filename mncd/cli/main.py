@@ -67,7 +67,8 @@ def exit_codes_text() -> str:
     return _(
         "exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
         "4 PIN problem, 5 cancelled, 6 signing certificate expired or invalidated, "
-        "7 signature invalid, 8 signature not anchored"
+        "7 signature invalid, 8 signature not anchored, 9 signature from an expired or revoked "
+        "certificate with no timestamp, 10 no signature"
     )
 
 
