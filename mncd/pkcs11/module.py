@@ -133,6 +133,7 @@ class Pkcs11Module:
                 session.end()
                 del self.sessions[handle]
         self.logins.cards_changed(current)
+        changed_slots = {s for s in changed_slots if self.context.slots.shows(s)}
         if changed_slots:
             self._events.slots |= changed_slots
             self._events.changed.set()

@@ -298,11 +298,26 @@ class Slot:
 
 class SlotTable:
     """Slot ids for readers, stable for the daemon's life: a reader keeps its slots when it
-    comes back."""
+    comes back. ``keys``: the tokens shown (by key name); a view shows some of them under the
+    same slot ids."""
 
-    def __init__(self, manager: CardManager) -> None:
+    def __init__(
+        self,
+        manager: CardManager,
+        keys: frozenset[str] = frozenset(spec.key.name for spec in TOKENS),
+        readers: dict[str, int] | None = None,
+    ) -> None:
         self.manager = manager
-        self._readers: dict[str, int] = {}
+        self.keys = keys
+        self._readers: dict[str, int] = {} if readers is None else readers
+
+    def view(self, keys: frozenset[str]) -> SlotTable:
+        """The same slots, showing only the tokens of ``keys``."""
+        return SlotTable(self.manager, keys, self._readers)
+
+    def shows(self, slot_id: int) -> bool:
+        """Whether a slot of this id (present or not, even of a reader gone) is in this view."""
+        return TOKENS[slot_id % SLOTS_PER_READER].key.name in self.keys
 
     def slots(self) -> list[Slot]:
         """Every slot of every reader pcscd knows now, in reader order."""
@@ -311,6 +326,8 @@ class SlotTable:
             index = self._readers.setdefault(reader, len(self._readers))
             live = self._usable(reader)
             for n, spec in enumerate(TOKENS):
+                if spec.key.name not in self.keys:
+                    continue
                 present = live is not None and (
                     spec.key is AUTH_KEY or bool(live.snapshot and live.snapshot.sign_present)
                 )
