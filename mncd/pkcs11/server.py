@@ -99,7 +99,7 @@ class Pkcs11Server:
         self.slots = SlotTable(manager)
         #: What an application's module may use of the daemon, by the door it came through.
         self.contexts = {
-            door: ModuleContext(manager, self.slots.view(door.keys), login_timeout)
+            door: ModuleContext(manager, self.slots.view(door.keys, door.login_free), login_timeout)
             for door in doors
         }
         self.modules: set[Pkcs11Module] = set()
