@@ -266,3 +266,46 @@ def test_pkcs11_tool_signs_with_the_signing_token_through_p11_kit(stack, firefox
         signature.read_bytes(), data.read_bytes(), padding.PKCS1v15(), hashes.SHA256()
     )
     assert "(pkcs11-signing)" in stack.log()
+
+
+def _doctor_lines(stack: BrowserStack) -> dict[str, str]:
+    done = stack.user.run(stack.user.python, "-m", "mncd.cli.main", "doctor", pcsc=True,
+                          timeout=120)  # fmt: skip
+    lines = {}
+    for line in done.stdout.splitlines():
+        _level, _, rest = line.partition(" ")
+        lines[rest.strip().split(": ")[0]] = line
+    return lines
+
+
+def test_doctor_names_a_second_module_that_drives_the_card(stack, firefox):
+    lines = _doctor_lines(stack)
+    for check in ("PKCS#11 socket", "PKCS#11 module file", "other PKCS#11 modules",
+                  "dialog's display"):  # fmt: skip
+        assert lines[check].startswith("ok"), lines
+    assert "(DISPLAY)" in lines["dialog's display"]
+    override = stack.user.home / ".config" / "pkcs11" / "modules" / "opensc-pkcs11.module"
+    text = override.read_text()
+    override.unlink()  # OpenSC back in p11-kit's proxy, as before mncctl pkcs11 install
+    try:
+        line = _doctor_lines(stack)["other PKCS#11 modules"]
+    finally:
+        override.write_text(text)
+        stack.user.own(override)
+    assert line.startswith("FAIL"), line
+    assert "OpenSC's module (/usr/share/p11-kit/modules/opensc-pkcs11.module)" in line
+    assert f"{override} with disable-in: p11-kit-proxy" in line
+
+
+def test_uninstall_removes_exactly_what_install_wrote(stack, firefox):
+    """(Last: it undoes the module's set-up.)"""
+    modules = stack.user.home / ".config" / "pkcs11" / "modules"
+    foreign = modules / "somebody-else.module"
+    foreign.write_text("module: /usr/lib/somebody-else.so\n")
+    removed = stack.user.mncctl("pkcs11", "uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert sorted(p.name for p in modules.iterdir()) == ["somebody-else.module"]
+    assert f"removed {modules / 'opensc-pkcs11.module'}" in removed.stdout
+    assert f"NSS database {firefox}: removed" in removed.stdout
+    listed = stack.user.run("modutil", "-list", "-dbdir", f"sql:{firefox}")
+    assert "My Number Card (mncd)" not in listed.stdout and "p11-kit-proxy" not in listed.stdout
