@@ -9,6 +9,7 @@ certificate. The daemon's PIN dialog is a scripted pinentry, which records every
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -266,6 +267,48 @@ def test_pkcs11_tool_signs_with_the_signing_token_through_p11_kit(stack, firefox
         signature.read_bytes(), data.read_bytes(), padding.PKCS1v15(), hashes.SHA256()
     )
     assert "(pkcs11-signing)" in stack.log()
+
+
+def test_chromium_logs_in_over_tls_1_2(stack, firefox):
+    """Chromium (headless) with an AutoSelectCertificateForUrls policy, in a mount namespace of
+    its own where the policy directory exists (the machine's /etc is not touched)."""
+    user = stack.user
+    nssdb = user.home / ".pki" / "nssdb"
+    trusted = user.run("certutil", "-A", "-d", f"sql:{nssdb}", "-n", "mncd test CA", "-t",
+                       "C,,", "-i", str(stack.pki / "ca.pem"))  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr
+    etc = user.root / "etc-chromium"
+    etc.mkdir()
+    for item in Path("/etc/chromium").iterdir():
+        if item.is_file():
+            (etc / item.name).write_bytes(item.read_bytes())
+    dialogs = len(stack.pinentry.descriptions())
+    stack.commands(clear=True)
+    with tls_server(stack, "tls1_2") as server:
+        url = f"https://localhost:{server.port}/"
+        policy = {"AutoSelectCertificateForUrls": [json.dumps({"pattern": url, "filter": {}})]}
+        (etc / "policies" / "managed").mkdir(parents=True)
+        (etc / "policies" / "managed" / "mncd-test.json").write_text(json.dumps(policy))
+        chromium = user.command("chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                "--no-first-run", "--dump-dom", url, pcsc=True)  # fmt: skip
+        script = (
+            f"mount -t tmpfs tmpfs /etc/chromium && cp -r {etc}/. /etc/chromium/ && "
+            + " ".join(f"'{part}'" for part in chromium)
+        )
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], capture_output=True, text=True, timeout=120)  # fmt: skip
+    page = done.stdout  # the page as Chromium shows it (its DOM)
+    assert "Client certificate" in page and "JPKI for user authentication" in page, (
+        page[-2000:] + done.stderr[-2000:]
+    )
+    work = _card_work(stack.commands())
+    assert work["sign"] >= 1 and work["read"] == 0 and work["signing key"] == 0, work
+    new_dialogs = stack.pinentry.descriptions()[dialogs:]
+    assert len(new_dialogs) == 1 and "/usr/lib/chromium/chromium" in new_dialogs[0], new_dialogs
+    assert "prove who you are (log in)" in new_dialogs[0]
+    log = stack.log()
+    assert "PKCS#11 C_Sign with the auth key by /usr/lib/chromium/chromium" in log
+    assert not re.search(r"chromium, process \d+ \(pkcs11-signing\)", log)
 
 
 def _doctor_lines(stack: BrowserStack) -> dict[str, str]:
