@@ -82,3 +82,23 @@ def test_opensc_is_kept_out_of_the_proxy_only_when_p11_kit_would_load_it_there(t
     override.path.write_text(pkcs11.opensc_override_text())
     (override,) = pkcs11.opensc_overrides(user, (system,))
     assert override.ours
+
+
+def test_doctor_names_any_module_of_the_proxy_whose_token_is_the_card(tmp_path, monkeypatch):
+    from mncd.cli.doctor import FAIL, OK, check_other_modules
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    user = tmp_path / ".config" / "pkcs11" / "modules"
+    user.mkdir(parents=True)
+    (user / "opensc-pkcs11.module").write_text(pkcs11.opensc_override_text())
+    (user / "vendor.module").write_text("module: libvendor-pkcs11.so\n")
+    listing = (
+        "vendor: libvendor-pkcs11.so\n    library-description: a vendor's module\n"
+        "    token: JPKI (User Authentication PIN)\n        manufacturer: JPKI\n"
+        "mncd: p11-kit-client.so\n    token: JPKI (User Authentication PIN)\n"
+    )
+    found = check_other_modules(listing)
+    assert found.level == FAIL and "the module vendor also sees the card" in found.text
+    assert f"disable-in: p11-kit-proxy in {user / 'vendor.module'}" in found.text
+    (user / "vendor.module").write_text("module: libvendor-pkcs11.so\ndisable-in: p11-kit-proxy\n")
+    assert check_other_modules(listing).level == OK

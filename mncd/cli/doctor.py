@@ -397,6 +397,8 @@ PKCS11_TEXT = Texts(
     }
 )
 DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "GPG_TTY")
+#: p11-kit's own modules, which hold no card.
+TRUST_MODULES = ("p11-kit-trust",)
 
 
 def pkcs11_findings() -> list[Finding]:
@@ -451,8 +453,11 @@ def check_other_modules(listing: str | None = None) -> Finding:
                 path=config.system_file or config.user_file, override=override
             )
             return Finding("pkcs11-others", FAIL, text)
+    others = [c for c in configs.values() if c.loaded_by(p11kit.PROXY)
+              and not c.name.startswith("mncd") and c.name not in TRUST_MODULES]  # fmt: skip
     if listing is None:
-        listing = _list_modules()
+        # Listing drives every module's card reader: only when one could see the card.
+        listing = _list_modules() if others else ""
     for name, token in _card_tokens(listing):
         config = configs.get(name)
         if name.startswith("mncd") or (config and not config.loaded_by(p11kit.PROXY)):

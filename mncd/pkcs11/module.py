@@ -318,7 +318,7 @@ class Pkcs11Module:
         session.end()
         slot = self.context.slots.slot(session.slot_id)
         if slot is not None and slot.login_free:
-            pass  # its login was the daemon's own, at a signature: it ends with the others
+            pass  # its login is not tied to sessions (browsers close one per signature)
         elif not any(s.slot_id == session.slot_id for s in self.sessions.values()):
             self.logins.end(session.slot_id)  # the last session: the login ends with it
         return Writer(r.call)
