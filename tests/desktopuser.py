@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -110,8 +111,25 @@ def desktop_user(sandbox: PcscSandbox) -> Iterator[DesktopUser]:
         }
         yield DesktopUser(name, Path(info.pw_dir), root, _user_python(), env)
     finally:
+        _end_processes_of(name)
         subprocess.run(["userdel", "--remove", name], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _end_processes_of(name: str) -> None:
+    """Kill, by pid, what the test user still runs (a browser a failed test left behind)."""
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 @contextmanager
