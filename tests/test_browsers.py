@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -267,6 +268,25 @@ def test_pkcs11_tool_signs_with_the_signing_token_through_p11_kit(stack, firefox
         signature.read_bytes(), data.read_bytes(), padding.PKCS1v15(), hashes.SHA256()
     )
     assert "(pkcs11-signing)" in stack.log()
+
+
+def test_p11_kit_shows_the_signing_token_by_program_name(stack, firefox):
+    """p11-kit enables ``mncd-signing.module`` by the program's name: LibreOffice's
+    ``soffice.bin`` sees the signing token through the proxy, a program named like Firefox does
+    not (pkcs11-tool under those names; LibreOffice itself is not installed here)."""
+    proxy = p11_kit_module("p11-kit-proxy.so")
+    tokens = {}
+    for name in ("soffice.bin", "firefox-esr"):
+        copy = stack.user.root / "programs" / name
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy("/usr/bin/pkcs11-tool", copy)
+        listed = stack.user.run(str(copy), "--module", proxy, "--list-token-slots", pcsc=True)
+        assert listed.returncode == 0, listed.stderr
+        tokens[name] = listed.stdout
+    assert "JPKI (Digital Signature PIN)" in tokens["soffice.bin"]
+    assert "JPKI (Digital Signature PIN)" not in tokens["firefox-esr"]
+    # Once: OpenSC's module, which sees the card here too, is not loaded in the proxy.
+    assert tokens["firefox-esr"].count("JPKI (User Authentication PIN)") == 1
 
 
 def test_chromium_logs_in_over_tls_1_2(stack, firefox):
