@@ -310,12 +310,13 @@ def _register_everywhere(given: list[Path] | None) -> None:
 
 
 def uninstall(args: argparse.Namespace) -> int:
-    for name in (MODULE_FILE, SIGNING_MODULE_FILE):
-        path = module_file(name)
+    paths = [module_file(name) for name in (MODULE_FILE, SIGNING_MODULE_FILE)]
+    for path in paths:  # refuse before anything is removed
+        if path.exists() and not _ours(path):
+            raise SetupError(_("{path} was not written by mncctl; not removed").format(path=path))
+    for path in paths:
         if not path.exists():
             continue
-        if not _ours(path):
-            raise SetupError(_("{path} was not written by mncctl; not removed").format(path=path))
         path.unlink()
         print(_("removed {path}").format(path=path))
     for override in opensc_overrides():
