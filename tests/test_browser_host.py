@@ -72,8 +72,15 @@ def test_login_signs_the_given_bytes_with_the_cards_key(bridge):
     card = insert()
     entry.answer(["1234"])
     given = digest_info(b"a login challenge from the site")
-    answer = ask(daemon.bus.address, {"mode": "01", "service_id": "01",
-                                      "digest": base64.b64encode(given).decode(), "origin": SITE})
+    answer = ask(
+        daemon.bus.address,
+        {
+            "mode": "01",
+            "service_id": "01",
+            "digest": base64.b64encode(given).decode(),
+            "origin": SITE,
+        },
+    )
     assert answer["result"] == "0", answer
     assert answer["mode"] == "01"
     certificate = b64decode(answer["certificate"])
@@ -90,8 +97,15 @@ def test_login_signs_the_given_bytes_with_the_cards_key(bridge):
     assert "reports it" in description
     # The same installation id next time: the site ties the card to this installation.
     entry.answer(["1234"])
-    again = ask(daemon.bus.address, {"mode": "01", "service_id": "01",
-                                     "digest": base64.b64encode(given).decode(), "origin": SITE})
+    again = ask(
+        daemon.bus.address,
+        {
+            "mode": "01",
+            "service_id": "01",
+            "digest": base64.b64encode(given).decode(),
+            "origin": SITE,
+        },
+    )
     assert again["uuid"] == answer["uuid"]
     assert again["combination_code"] == answer["combination_code"]
 
@@ -275,7 +289,7 @@ def test_a_flood_of_requests_opens_one_dialog_at_a_time(bridge):
 
 def test_daemon_stopped(tmp_path, sandbox, insert_card):
     insert_card(manufacture_number=NUMBER)
-    entry, env = daemon_env(tmp_path, sandbox.env)
+    _entry, env = daemon_env(tmp_path, sandbox.env)
     with daemon_on_private_bus(tmp_path, env) as daemon:
         daemon.stop()
         given = base64.b64encode(digest_info(b"x")).decode()
