@@ -101,8 +101,10 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     )  # fmt: skip
     cert_path, key_path = directory / "site.pem", directory / "site.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                         serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    pem = serialization.Encoding.PEM
+    key_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 

@@ -60,8 +60,9 @@ def session(tmp_path_factory, sandbox):
         user_env = {**os.environ, "HOME": str(home), "LANG": "C.UTF-8",
                     "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}  # fmt: skip
         user_env.pop("XDG_DATA_HOME", None)
-        installed = subprocess.run([str(MNCCTL), "browser", "install", "--chromium", str(profile)],
-                                   env=user_env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        command = [str(MNCCTL), "browser", "install", "--chromium", str(profile)]
+        installed = subprocess.run(command, env=user_env, capture_output=True, text=True,
+                                   timeout=60)  # fmt: skip
         assert installed.returncode == 0, installed.stderr
         extension = home / ".local/share/mncd/browser/extension"
         site = StandInSite(directory)
@@ -201,8 +202,7 @@ def test_another_site_gets_nothing(session):
     assert back["kind"] == "hello"
 
 
-def test_host_missing(bridge):
-    session, insert = bridge
+def test_host_missing(session):
     removed = session.mncctl("browser", "uninstall", "--chromium", str(session.profile))
     assert removed.returncode == 0, removed.stderr
     try:
