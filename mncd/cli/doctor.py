@@ -49,6 +49,7 @@ TEXT = Texts(
             "notifications": N_("notifications"),
             "pinentry": N_("PIN dialog"),
             "settings": N_("settings"),
+            "browser": N_("browser bridge"),
         },
         "level": {OK: N_("ok"), WARN: N_("warn"), FAIL: N_("FAIL"), SKIP: N_("skip")},
         "pcscd-ok": N_("reachable"),
@@ -341,6 +342,31 @@ def check_pinentry(which: Callable[[str], str | None] = shutil.which) -> Finding
     return Finding("pinentry", OK, TEXT["pinentry-ok"].format(program=program, path=path))
 
 
+def check_browser_bridge(home: Path | None = None) -> Finding | None:
+    """The browser bridge, once it is installed (``mncctl browser install``): whether each
+    browser's host manifest names a working host for the bridge's extension. None when it
+    was never installed (it is optional)."""
+    from mncd.cli import browser
+
+    problems = {loc.browser: browser.problem(loc) for loc in browser.locations(home=home)}
+    installed = {name: problem for name, problem in problems.items() if problem != "missing"}
+    if not installed:
+        return None
+    sandboxed = browser.sandboxed_browsers(home)
+    broken = {name: problem for name, problem in installed.items() if problem is not None}
+    if broken:
+        text = "; ".join(f"{name}: {_(browser.PROBLEMS[problem])}"
+                         for name, problem in broken.items())  # fmt: skip
+        return Finding("browser", WARN, text)
+    text = _("host installed for {browsers}").format(browsers=", ".join(installed))
+    if sandboxed:
+        text += "; " + _("{browsers} cannot start it (sandboxed)").format(
+            browsers=", ".join(sandboxed)
+        )
+        return Finding("browser", WARN, text)
+    return Finding("browser", OK, text)
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -358,6 +384,9 @@ def diagnose() -> list[Finding]:
     findings += [f for f in bus if f.check != "daemon"]
     findings.append(check_settings())
     findings.append(check_pinentry())
+    bridge = check_browser_bridge()
+    if bridge is not None:
+        findings.append(bridge)
     return findings
 
 
