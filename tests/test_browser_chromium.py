@@ -7,23 +7,11 @@ One browser serves the module."""
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from bridgestack import (
-    Pinentry,
-    b64decode,
-    combination_code,
-    daemon_env,
-    digest_info,
-)
-from busstack import Daemon, daemon_on_private_bus
-from chromiumstack import OTHER_NAME, Chromium, StandInSite
+from bridgestack import b64decode, combination_code, digest_info
+from browserstack import OTHER_NAME, Chromium, bridge_session
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 from faultkit import verifies_with_pin
@@ -31,50 +19,19 @@ from faultkit import verifies_with_pin
 pytestmark = pytest.mark.stack
 
 NUMBER = "CD98765432109"
-MNCCTL = Path(sys.executable).with_name("mncctl")
-
-
-@dataclass
-class Session:
-    daemon: Daemon
-    entry: Pinentry
-    site: StandInSite
-    chromium: Chromium
-    hello: dict[str, Any]
-    env: dict[str, str]
-    profile: Path
-
-    def mncctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(MNCCTL), *args], env=self.env, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory, sandbox):
-    directory = tmp_path_factory.mktemp("chromium")
-    entry, env = daemon_env(directory, sandbox.env)
-    # The user's files under a non-ASCII name (the bus's own address must stay ASCII).
-    home = directory / "ダウンロード" / "home"
-    profile = directory / "ダウンロード" / "profile"
-    with daemon_on_private_bus(directory, env) as daemon:
-        user_env = {**os.environ, "HOME": str(home), "LANG": "C.UTF-8",
-                    "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}  # fmt: skip
-        user_env.pop("XDG_DATA_HOME", None)
-        command = [str(MNCCTL), "browser", "install", "--chromium", str(profile)]
-        installed = subprocess.run(command, env=user_env, capture_output=True, text=True,
-                                   timeout=60)  # fmt: skip
-        assert installed.returncode == 0, installed.stderr
+    def start(directory, home, profile, env, site):
         extension = home / ".local/share/mncd/browser/extension"
-        site = StandInSite(directory)
-        chromium = Chromium(directory, extension, profile, user_env, site)
-        try:
-            hello = site.result(timeout=90)
-            yield Session(daemon, entry, site, chromium, hello, user_env, profile)
-        finally:
-            chromium.stop()
-            site.stop()
-    assert "Traceback" not in daemon.log
-    assert NUMBER not in daemon.log
+        return Chromium(directory, extension, profile, env, site)
+
+    directory = tmp_path_factory.mktemp("chromium")
+    with bridge_session(directory, sandbox.env, start) as session:
+        yield session
+    assert "Traceback" not in session.daemon.log
+    assert NUMBER not in session.daemon.log
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Headless Chromium with the bridge's unpacked extension, and a local HTTPS stand-in for a
+"""Headless Chromium and Firefox ESR with the bridge's extension, and a local HTTPS stand-in for a
 government site at a ``*.go.jp`` name (``--host-resolver-rules``) that does what the sites do:
 it looks for the hidden inputs, sends ``launchApp`` and reads ``recvMsg``.
 
@@ -14,11 +14,17 @@ import queue
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bridgestack import Pinentry, daemon_env
+from busstack import Daemon, daemon_on_private_bus
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -87,25 +93,36 @@ window.addEventListener("load", async () => {
 </script></body></html>"""
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SITE_NAME)])
+def certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA (for browsers that must trust it: Firefox) and the site's certificate and key."""
     now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(SITE_NAME), x509.DNSName(OTHER_NAME)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_path, key_path = directory / "site.pem", directory / "site.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+    def build(subject: str, issuer: x509.Name | None, public: Any, signer: Any, ca: bool):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+            .public_key(public).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )  # fmt: skip
+        if not ca:
+            names = [x509.DNSName(SITE_NAME), x509.DNSName(OTHER_NAME)]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("mncd test CA", None, ca_key.public_key(), ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = build(SITE_NAME, ca.subject, key.public_key(), ca_key, False)
     pem = serialization.Encoding.PEM
-    key_path.write_bytes(
+    paths = directory / "ca.pem", directory / "site.pem", directory / "site.key"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(leaf.public_bytes(pem))
+    paths[2].write_bytes(
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    return cert_path, key_path
+    return paths
 
 
 class StandInSite:
@@ -149,7 +166,8 @@ class StandInSite:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*self_signed(directory))
+        self.ca, cert, key = certificates(directory)
+        context.load_cert_chain(cert, key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -212,3 +230,103 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+FIREFOX_PREFS = {
+    "xpinstall.signatures.required": False,
+    "extensions.autoDisableScopes": 0,
+    "extensions.enabledScopes": 15,
+    "network.dns.forceResolve": "127.0.0.1",
+    "browser.shell.checkDefaultBrowser": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+}
+
+
+class Firefox:
+    """Headless Firefox ESR with the bridge's packed extension installed in a fresh profile
+    (unsigned add-ons allowed, as ESR permits), trusting the stand-in site's test CA and
+    resolving every name to this machine."""
+
+    def __init__(self, directory: Path, packed: Path, addon_id: str, env: dict[str, str],
+                 site: StandInSite) -> None:  # fmt: skip
+        profile = directory / "firefox-profile"
+        (profile / "extensions").mkdir(parents=True)
+        shutil.copyfile(packed, profile / "extensions" / f"{addon_id}.xpi")
+        prefs = FIREFOX_PREFS.items()
+        lines = [f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs]
+        (profile / "user.js").write_text("".join(lines))
+        certutil = shutil.which("certutil")
+        assert certutil, "NSS's certutil is needed (libnss3-tools)"
+        subprocess.run([certutil, "-N", "-d", f"sql:{profile}", "--empty-password"], check=True)
+        subprocess.run([certutil, "-A", "-d", f"sql:{profile}", "-n", "mncd test CA",
+                        "-t", "C,,", "-i", str(site.ca)], check=True)  # fmt: skip
+        binary = shutil.which("firefox-esr")
+        assert binary, "Debian's firefox-esr is needed (./scripts/setup installs it)"
+        self.log_path = directory / "firefox.log"
+        self.process = subprocess.Popen(
+            [binary, "--headless", "--no-remote", "--profile", str(profile), site.url],
+            env={**env, "MOZ_HEADLESS": "1"}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb"),
+            start_new_session=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)  # the browser's own process group: its children too
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+
+
+MNCCTL = Path(sys.executable).with_name("mncctl")
+
+
+@dataclass
+class Session:
+    """A browser on the stand-in site, the daemon behind it, and the user's environment."""
+
+    daemon: Daemon
+    entry: Pinentry
+    site: StandInSite
+    browser: Chromium | Firefox
+    hello: dict[str, Any]
+    env: dict[str, str]
+    profile: Path
+
+    def mncctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(MNCCTL), *args], env=self.env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+
+@contextmanager
+def bridge_session(
+    directory: Path,
+    sandbox_env: dict[str, str],
+    start: Callable[[Path, Path, Path, dict[str, str], StandInSite], Chromium | Firefox],
+) -> Iterator[Session]:
+    """The daemon on a private bus with a scripted pinentry, ``mncctl browser install
+    --chromium PROFILE`` in a scratch HOME under a non-ASCII name, the stand-in site, and the
+    browser ``start`` starts on it; everything stopped afterwards."""
+    entry, env = daemon_env(directory, sandbox_env)
+    # The user's files under a non-ASCII name (the bus's own address must stay ASCII).
+    home = directory / "ダウンロード" / "home"
+    profile = directory / "ダウンロード" / "profile"
+    with daemon_on_private_bus(directory, env) as daemon:
+        user_env = {**os.environ, "HOME": str(home), "LANG": "C.UTF-8",
+                    "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}  # fmt: skip
+        user_env.pop("XDG_DATA_HOME", None)
+        command = [str(MNCCTL), "browser", "install", "--chromium", str(profile)]
+        installed = subprocess.run(command, env=user_env, capture_output=True, text=True,
+                                   timeout=60)  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
+        site = StandInSite(directory)
+        browser = start(directory, home, profile, user_env, site)
+        try:
+            hello = site.result(timeout=120)
+            yield Session(daemon, entry, site, browser, hello, user_env, profile)
+        finally:
+            browser.stop()
+            site.stop()
