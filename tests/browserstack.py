@@ -7,6 +7,7 @@ what it got back, so one browser serves a whole test module."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -214,6 +215,7 @@ class Chromium:
             f"--host-resolver-rules=MAP {SITE_NAME} 127.0.0.1, MAP {OTHER_NAME} 127.0.0.1",
             "--ignore-certificate-errors", "--no-first-run", "--no-default-browser-check",
             "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--remote-debugging-port=0",
             *(["--no-sandbox"] if os.getuid() == 0 else []),
             site.url,
         ]  # fmt: skip
@@ -221,6 +223,62 @@ class Chromium:
             args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self.log_path.open("wb"),
         )  # fmt: skip
+
+        self.profile = profile
+
+    def evaluate_in_tab(self, url: str, expression: str, locale: str = "") -> Any:
+        """Open ``url`` in a new tab (with ``locale`` as the browser's language), wait until
+        ``expression`` is true-ish and return its value (the DevTools protocol)."""
+        return asyncio.run(self._evaluate_in_tab(url, expression, locale))
+
+    async def _evaluate_in_tab(self, url: str, expression: str, locale: str) -> Any:
+        import aiohttp
+
+        port_file = self.profile / "DevToolsActivePort"
+        for _ in range(200):
+            if port_file.exists() and len(port_file.read_text().splitlines()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        port, path = port_file.read_text().splitlines()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0) as socket,
+        ):
+            counter = iter(range(1, 1_000_000))
+
+            async def call(method: str, session: str = "", **params: Any) -> dict[str, Any]:
+                ident = next(counter)
+                message: dict[str, Any] = {"id": ident, "method": method, "params": params}
+                if session:
+                    message["sessionId"] = session
+                await socket.send_json(message)
+                while True:
+                    answer = await socket.receive_json()
+                    if answer.get("id") == ident:
+                        assert "error" not in answer, answer
+                        return answer["result"]
+
+            target = (await call("Target.createTarget", url="about:blank"))["targetId"]
+            session = (await call("Target.attachToTarget", targetId=target, flatten=True))[
+                "sessionId"
+            ]
+            if locale:
+                await call("Emulation.setLocaleOverride", session, locale=locale)
+                await call("Network.enable", session)
+                await call("Network.setUserAgentOverride", session,
+                           userAgent="Mozilla/5.0", acceptLanguage=locale)  # fmt: skip
+            await call("Page.navigate", session, url=url)
+            try:
+                for _ in range(600):
+                    result = await call("Runtime.evaluate", session, expression=expression,
+                                        returnByValue=True)  # fmt: skip
+                    value = result.get("result", {}).get("value")
+                    if value:
+                        return value
+                    await asyncio.sleep(0.05)
+                raise TimeoutError(f"{expression} stayed false in {url}")
+            finally:
+                await call("Target.closeTarget", targetId=target)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 from faultkit import verifies_with_pin
 
+from mncd.browser import identity
+
 pytestmark = pytest.mark.stack
 
 NUMBER = "CD98765432109"
@@ -172,6 +174,33 @@ def test_host_missing(session):
         assert installed.returncode == 0, installed.stderr
     status = session.mncctl("browser", "status", "--chromium", str(session.profile))
     assert status.returncode == 0 and f"Chromium ({session.profile}): ok" in status.stdout
+
+
+POPUP_STATE = """(() => {
+  const items = [...document.querySelectorAll("#items li[id]")];
+  return items.length >= 4 && items.map((li) => [li.id, li.className, li.textContent]);
+})()"""
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en-US", {"host": "The bridge (mncd-browser-host) answers", "daemon": "mncd answers",
+                   "reader": "A card reader is connected",
+                   "card": "A My Number Card is in the reader"}),
+        ("ja-JP", {"host": "ブラウザー連携（mncd-browser-host）が応答しました",
+                   "daemon": "mncd に接続しました",
+                   "reader": "カードリーダーが接続されています",
+                   "card": "マイナンバーカードがあります"}),
+    ],
+)  # fmt: skip
+def test_the_popup_says_what_answers(bridge, locale, expected):
+    session, insert = bridge
+    insert()
+    popup = f"chrome-extension://{identity.chromium_extension_id()}/popup.html"
+    items = session.browser.evaluate_in_tab(popup, POPUP_STATE, locale)
+    assert {name: text for name, _, text in items} == expected
+    assert all(kind == "ok" for _, kind, _ in items)
 
 
 def test_daemon_stopped(bridge):

@@ -23,12 +23,12 @@ const toHost = (message) => api.runtime.sendNativeMessage(HOST, message);
 
 api.runtime.onMessage.addListener((message, sender, sendResponse) => {
   if (sender.id !== api.runtime.id || !message || typeof message !== "object") return false;
-  if (message.type === "check" && !sender.tab) {
+  if (message.type === "check" && sender.url === api.runtime.getURL("popup.html")) {
     // The popup: is the host there, does the daemon answer, is a card in the reader?
     toHost({ mode: "check" }).then(sendResponse, () => sendResponse(null));
     return true;
   }
-  if (message.type !== "launchApp" || !sender.tab) return false;
+  if (message.type !== "launchApp" || !sender.tab) return false; // from a page's content script
   const request = message.request;
   const origin = senderOrigin(sender);
   if (!SITE.test(origin)) return false; // another site gets nothing
