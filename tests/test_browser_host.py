@@ -4,11 +4,14 @@ bus with a scripted pinentry, the host run as the browser runs it (framed JSON o
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import stat
 import struct
 import subprocess
 import threading
+from typing import Any
 
 import pytest
 from bridgestack import (
@@ -21,7 +24,14 @@ from bridgestack import (
     frame,
     run_host,
 )
-from busstack import daemon_on_private_bus
+from busstack import (
+    CallError,
+    busctl,
+    daemon_on_private_bus,
+    gdbus_call,
+    gvariant_bytes,
+    unwrap,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 from faultkit import verifies_with_pin
@@ -32,6 +42,7 @@ pytestmark = pytest.mark.stack
 
 SITE = "https://myna.test.go.jp"
 NUMBER = "AB12345678901"
+SHA1_PREFIX = bytes.fromhex("3021300906052b0e03021a05000414")
 UNREACHABLE = "マイナンバーカードのサービス（mncd）に接続できません。"
 
 
@@ -303,3 +314,68 @@ def test_daemon_stopped(tmp_path, sandbox, insert_card):
 def test_the_host_is_an_entry_point_of_the_package():
     result = subprocess.run([str(HOST)], input=b"", capture_output=True, timeout=30)
     assert result.returncode == 1  # no extension named: refused
+
+
+def busctl_bytes(data: bytes) -> list[str]:
+    return [str(len(data)), *(str(b) for b in data)]
+
+
+def sign_digest_infos(address: str, which: str, items: list[bytes], **options: str) -> Any:
+    args = [which, str(len(items))]
+    for item in items:
+        args += busctl_bytes(item)
+    args.append(str(len(options)))
+    for name, value in options.items():
+        kind = "b" if value in ("true", "false") else "s"
+        args += [name.replace("_", "-"), kind, value]
+    return unwrap(busctl(address, "SignDigestInfo", "saaya{sv}", *args)[0])
+
+
+def test_the_api_to_a_third_party_caller(bridge):
+    """busctl calls SignDigestInfo and ReadCardInfo with the PIN given (no dialog)."""
+    daemon, entry, insert = bridge
+    card = insert()
+    address = daemon.bus.address
+    given = [digest_info(b"one"), SHA1_PREFIX + hashlib.sha1(b"two").digest()]
+    result = sign_digest_infos(address, "auth", given, pin="1234", combination_code="true")
+    certificate = bytes(result["certificate"])
+    assert certificate == card.certificates()["auth"]
+    assert [recovered(certificate, bytes(s)) for s in result["signatures"]] == given
+    assert result["combination-code"] == combination_code(NUMBER, result["installation-id"])
+    without = sign_digest_infos(address, "auth", given[:1], pin="1234")
+    assert set(without) == {"signatures", "certificate"}  # no code unless asked for
+    info = unwrap(busctl(address, "ReadCardInfo", "a{sv}", "2", "pin", "s", "1234",
+                         "interactive", "b", "false")[0])  # fmt: skip
+    assert info == {"name": card.profile.name, "address": card.profile.address,
+                    "birth-date": card.profile.birth_date.replace("-", ""),
+                    "sex": card.profile.sex}  # fmt: skip
+    assert entry.started() == 0
+
+
+@pytest.mark.parametrize(
+    ("which", "items", "options", "error"),
+    [
+        ("both", [digest_info(b"x")], {"pin": "1234"}, "InvalidArgument"),
+        ("auth", [], {"pin": "1234"}, "InvalidArgument"),
+        ("auth", [digest_info(b"x")] * 17, {"pin": "1234"}, "InvalidArgument"),
+        ("auth", [b"\x30\x31" + bytes(49)], {"pin": "1234"}, "InvalidArgument"),
+        ("auth", [digest_info(b"x") + b"\x00"], {"pin": "1234"}, "InvalidArgument"),
+        ("sign", [SHA1_PREFIX + bytes(20)], {"pin": "ABC123"}, "InvalidArgument"),
+        ("auth", [digest_info(b"x")], {"pin": "1234", "site": "javascript:alert(1)"},
+         "InvalidArgument"),
+        ("auth", [digest_info(b"x")], {"pin": "1234", "site": "https://a.go.jp\nOK"},
+         "InvalidArgument"),
+        ("auth", [digest_info(b"x")], {"pin": "1234", "colour": "red"}, "InvalidArgument"),
+        ("auth", [digest_info(b"x")], {"pin": "12345"}, "PinFormat"),
+    ],
+)  # fmt: skip
+def test_the_api_refuses_bad_input_before_the_card(bridge, which, items, options, error):
+    daemon, entry, insert = bridge
+    card = insert()
+    arrays = "[" + ", ".join(gvariant_bytes(item) for item in items) + "]" if items else "@aay []"
+    values = ", ".join(f"{json.dumps(k)}: <{json.dumps(v)}>" for k, v in options.items())
+    with pytest.raises(CallError) as raised:
+        gdbus_call(daemon.bus.address, "SignDigestInfo", which, arrays, "{" + values + "}")
+    assert raised.value.name.endswith(f".Error.{error}"), raised.value
+    assert verifies_with_pin(card.commands()) == 0
+    assert entry.started() == 0
