@@ -47,7 +47,7 @@ def _read_exactly(stream: BinaryIO, size: int, at_start: bool = False) -> bytes 
 
 
 def write_message(stream: BinaryIO, message: Any) -> None:
-    """Send one message (JSON, ASCII-safe) to the browser."""
+    """Send one message (UTF-8 JSON) to the browser."""
     body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     if len(body) > MAX_ANSWER:
         raise ValueError("answer too large for the browser")

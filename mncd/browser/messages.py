@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mncd.api import MAX_SERVICE_DIGESTS
+
 #: The page origins the bridge serves: https on a ``.go.jp`` host (any port).
 SITE = re.compile(r"https://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+go\.jp(?::[0-9]{1,5})?")
 MODES = ("check", "01", "02", "04", "05")
@@ -18,7 +20,8 @@ SERVICE_ID = "01"
 #: Fields a request may have: what the page sends, and the origin the extension adds (the
 #: page's origin as the browser reports it to the extension, never what the page claims).
 FIELDS = frozenset({"mode", "service_id", "digest", "origin"})
-MAX_DIGESTS = 16
+#: Most digests one ``02`` request signs (the daemon's limit for one PIN).
+MAX_DIGESTS = MAX_SERVICE_DIGESTS
 #: Longest DigestInfo accepted (SHA-512's is 83 bytes).
 MAX_DIGEST_INFO = 128
 OK = "0"
