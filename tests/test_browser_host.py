@@ -379,3 +379,37 @@ def test_the_api_refuses_bad_input_before_the_card(bridge, which, items, options
     assert raised.value.name.endswith(f".Error.{error}"), raised.value
     assert verifies_with_pin(card.commands()) == 0
     assert entry.started() == 0
+
+
+def test_a_card_that_refuses_the_signing_key_is_marked_invalidated(bridge):
+    daemon, entry, insert = bridge
+    insert(refuse_key="sign")
+    entry.answer(["ABC123"])
+    given = base64.b64encode(digest_info(b"x")).decode()
+    answer = ask(daemon.bus.address, {"mode": "02", "service_id": "01", "digest": [given],
+                                      "origin": SITE})  # fmt: skip
+    assert answer["result"] == "1" and answer["mode"] == "02"
+    assert busctl(daemon.bus.address, "GetStatus")  # the daemon is still up
+    assert unwrap(busctl(daemon.bus.address, "GetStatus")[0])["sign"]["state"] == "invalidated"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"manufacture_record": False},
+         "カードの製造番号を読み取れないため、このサービスには使えません。"),
+        ({"auth_tries_left": 0},
+         "暗証番号がロックされています。お住まいの市区町村の窓口で再設定してください。"),
+        ({"auth_certificate": False}, "このカードには必要な電子証明書がありません。"),
+        (None, "カードリーダーにマイナンバーカードを置いてください。"),
+    ],
+)  # fmt: skip
+def test_cards_that_cannot_serve_are_told_in_japanese(bridge, settings, message):
+    daemon, entry, insert = bridge
+    if settings is not None:
+        insert(**settings)
+    entry.answer(["1234"])
+    given = base64.b64encode(digest_info(b"x")).decode()
+    answer = ask(daemon.bus.address, {"mode": "01", "service_id": "01", "digest": given,
+                                      "origin": SITE})  # fmt: skip
+    assert answer == {"result": "1", "mode": "01", "message": message}

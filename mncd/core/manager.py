@@ -194,7 +194,6 @@ class CardManager(CardModel):
             # Front doors refuse it first; the signing key never signs a legacy hash.
             raise errors.InvalidArgument(f"the signing key does not sign {hash_name} digests")
         live = await self._usable_card(reader)
-        record = live.record
         certificate = self._key_certificate(live, key)
         card = self._card_for(live, key.pin)
         issuer = live.snapshot.sign_ca_der if live.snapshot else None
@@ -216,19 +215,28 @@ class CardManager(CardModel):
                 await self._certificate_read(live, exc.certificate)
             raise
         except KeyUnusableError as exc:
-            if key is SIGN_KEY and record is not None:
-                if exc.certificate is not None:  # read in this operation: the one refused
-                    await self._pin_learnt(card, key.pin, PinOutcome.VERIFIED, key.pin.max_tries)
-                    self._learn_sign_certificate(live, exc.certificate)
-                # Mark what is known: the certificate, or the card's unread one.
-                known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
-                self._invalidate(record, known, "refused")
-                await self._save(record)
-                self._changed()
+            await self._key_refused(live, key, card, exc)
             raise
         if key is SIGN_KEY:
             await self._certificate_read(live, result.certificate)
         return result
+
+    async def _key_refused(
+        self, live: LiveCard, key: KeySlot, card: CardRef, exc: KeyUnusableError
+    ) -> None:
+        """The card refused to sign with ``key`` after its PIN: for the signing key, the
+        certificate is marked invalidated (the card no longer signs for it)."""
+        record = live.record
+        if key is not SIGN_KEY or record is None:
+            return
+        if exc.certificate is not None:  # read in this operation: the one refused
+            await self._pin_learnt(card, key.pin, PinOutcome.VERIFIED, key.pin.max_tries)
+            self._learn_sign_certificate(live, exc.certificate)
+        # Mark what is known: the certificate, or the card's unread one.
+        known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
+        self._invalidate(record, known, "refused")
+        await self._save(record)
+        self._changed()
 
     def _key_certificate(self, live: LiveCard, key: KeySlot) -> bytes | None:
         """The certificate of ``key`` on ``live`` when known (the signing certificate may still
@@ -265,7 +273,11 @@ class CardManager(CardModel):
                 combination,
             )  # fmt: skip
 
-        result = await self.gate.use(request, card, operation)
+        try:
+            result = await self.gate.use(request, card, operation)
+        except KeyUnusableError as exc:
+            await self._key_refused(live, key, card, exc)
+            raise
         if key is SIGN_KEY:
             await self._certificate_read(live, result.certificate)
         answer = ServiceAnswer(result.signatures, result.certificate)

@@ -246,10 +246,14 @@ def sign_for_service(
         session = JpkiSession(conn)
         admit_jpki(conn, session, key, ticket)
         certificate = _key_certificate(session, key, certificate, issuer)
-        answers = [
-            session.sign(key, signatures.card_input(certificate, hash_name, digest))
-            for hash_name, digest in digests
-        ]
+        try:
+            answers = [
+                session.sign(key, signatures.card_input(certificate, hash_name, digest))
+                for hash_name, digest in digests
+            ]
+        except KeyUnusableError as exc:
+            exc.certificate = certificate  # read with the right password: the one refused
+            raise
     for (hash_name, digest), signature in zip(digests, answers, strict=True):
         signatures.verify(certificate, signature, hash_name, digest)
     return ServiceSignatures(answers, certificate, number)
