@@ -376,6 +376,7 @@ def bridge_session(
         user_env = {**os.environ, "HOME": str(home), "LANG": "C.UTF-8",
                     "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}  # fmt: skip
         user_env.pop("XDG_DATA_HOME", None)
+        user_env.pop("XDG_CONFIG_HOME", None)
         command = [str(MNCCTL), "browser", "install", "--chromium", str(profile)]
         installed = subprocess.run(command, env=user_env, capture_output=True, text=True,
                                    timeout=60)  # fmt: skip

@@ -30,6 +30,7 @@ def home(tmp_path) -> Path:
 def mncctl(home: Path, *args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HOME": str(home), "LANG": lang, "LANGUAGE": ""}
     env.pop("XDG_DATA_HOME", None)
+    env.pop("XDG_CONFIG_HOME", None)
     return subprocess.run([str(MNCCTL), "browser", *args], env=env, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
 

@@ -51,12 +51,14 @@ class Location:
 
 
 def locations(chromium_dirs: list[Path] | None = None, home: Path | None = None) -> list[Location]:
-    """Chrome's, Chromium's and Firefox's per-user locations, and for each ``--chromium DIR``
-    the one of the Chromium-family browser whose user-data directory is DIR."""
-    home = home or Path.home()
+    """Chrome's and Chromium's per-user locations (under ``$XDG_CONFIG_HOME``, as they keep
+    their profiles), Firefox's, and for each ``--chromium DIR`` the one of the Chromium-family
+    browser whose user-data directory is DIR."""
+    config = home / ".config" if home else Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config")
+    config, home = config.expanduser(), home or Path.home()
     found = [
-        Location("Google Chrome", home / ".config/google-chrome/NativeMessagingHosts"),
-        Location("Chromium", home / ".config/chromium/NativeMessagingHosts"),
+        Location("Google Chrome", config / "google-chrome/NativeMessagingHosts"),
+        Location("Chromium", config / "chromium/NativeMessagingHosts"),
         Location("Firefox", home / ".mozilla/native-messaging-hosts", firefox=True),
     ]
     for directory in chromium_dirs or ():
