@@ -60,6 +60,7 @@ TEXT = Texts(
             "pkcs11-others": N_("other PKCS#11 modules"),
             "display": N_("dialog's display"),
             "tls13": N_("TLS 1.3 log-in"),
+            "browser": N_("browser bridge"),
         },
         "level": {OK: N_("ok"), WARN: N_("warn"), FAIL: N_("FAIL"), SKIP: N_("skip")},
         "pcscd-ok": N_("reachable"),
@@ -508,6 +509,31 @@ def check_display(daemon_pid: int | None) -> Finding:
     return Finding("display", OK, PKCS11_TEXT["display-ok"].format(variables=", ".join(present)))
 
 
+def check_browser_bridge(home: Path | None = None) -> Finding | None:
+    """The browser bridge, once it is installed (``mncctl browser install``): whether each
+    browser's host manifest names a working host for the bridge's extension. None when it
+    was never installed (it is optional)."""
+    from mncd.cli import browser
+
+    problems = {loc.browser: browser.problem(loc) for loc in browser.locations(home=home)}
+    installed = {name: problem for name, problem in problems.items() if problem != "missing"}
+    if not installed:
+        return None
+    sandboxed = browser.sandboxed_browsers(home)
+    broken = {name: problem for name, problem in installed.items() if problem is not None}
+    if broken:
+        text = "; ".join(f"{name}: {_(browser.PROBLEMS[problem])}"
+                         for name, problem in broken.items())  # fmt: skip
+        return Finding("browser", WARN, text)
+    text = _("host installed for {browsers}").format(browsers=", ".join(installed))
+    if sandboxed:
+        text += "; " + _("{browsers} cannot start it (sandboxed)").format(
+            browsers=", ".join(sandboxed)
+        )
+        return Finding("browser", WARN, text)
+    return Finding("browser", OK, text)
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -526,6 +552,9 @@ def diagnose() -> list[Finding]:
     findings.append(check_settings())
     findings.append(check_pinentry())
     findings += pkcs11_findings()
+    bridge = check_browser_bridge()
+    if bridge is not None:
+        findings.append(bridge)
     return findings
 
 

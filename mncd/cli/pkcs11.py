@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mncd.cli import p11kit
 from mncd.cli.errors import ExitCode, SetupError
+from mncd.cli.files import write_atomically
 from mncd.cli.text import _, subcommand
 from mncd.pkcs11.location import LOGIN, SIGNING, Door, address, socket_path
 
@@ -159,7 +158,7 @@ def _write_module(path: Path, text: str) -> None:
             _("{path} exists and was not written by mncctl; not touched").format(path=path)
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, text)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def _socket(door: Door) -> Path:
@@ -337,17 +336,3 @@ def uninstall(args: argparse.Namespace) -> int:
                 db=db, error=_last_line(deleted)))  # fmt: skip
         print(_("NSS database {db}: removed").format(db=db))
     return ExitCode.OK
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
