@@ -1,0 +1,108 @@
+"""``mncd-window``: the desktop application (GTK 4 + libadwaita), id ``io.github.mncd.Window``.
+
+D-Bus activatable: ``org.freedesktop.Application`` ``Activate`` shows the window, ``Open`` (a
+PDF from a file manager's "Sign with My Number Card") opens the sign page with the file, and
+``ActivateAction`` runs ``show`` (a matter: the daemon's notices name one) or ``renewal-info``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import gi
+
+gi.require_version("Gtk", "4.0")
+gi.require_version("Adw", "1")
+
+from gi.events import GLibEventLoopPolicy  # noqa: E402
+from gi.repository import Adw, Gio, GLib  # noqa: E402
+
+from mncd.api import WINDOW_APP_ID, WINDOW_RENEWAL_ACTION, WINDOW_SHOW_ACTION  # noqa: E402
+from mncd.i18n import gettext as _  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "mncd-window"
+#: Test hook: a directory; the ``screenshot`` action then saves ``NAME.png`` of the window there.
+SCREENSHOT_VARIABLE = "MNCD_WINDOW_SCREENSHOTS"
+
+
+class WindowApplication(Adw.Application):
+    def __init__(self) -> None:
+        super().__init__(application_id=WINDOW_APP_ID,
+                         flags=Gio.ApplicationFlags.HANDLES_OPEN)  # fmt: skip
+        self.main: Any = None
+
+    def do_startup(self) -> None:
+        Adw.Application.do_startup(self)
+        GLib.set_application_name(_("My Number Card"))
+        show = Gio.SimpleAction.new(WINDOW_SHOW_ACTION, GLib.VariantType.new("s"))
+        show.connect("activate", lambda _a, value: self.show(value.get_string()))
+        self.add_action(show)
+        renewal = Gio.SimpleAction.new(WINDOW_RENEWAL_ACTION, None)
+        renewal.connect("activate", lambda *_args: self._renewal_info())
+        self.add_action(renewal)
+        quit_action = Gio.SimpleAction.new("quit", None)
+        quit_action.connect("activate", lambda *_args: self.quit())
+        self.add_action(quit_action)
+        self.set_accels_for_action("app.quit", ["<Control>q"])
+        self.set_accels_for_action("window.close", ["<Control>w"])
+        shots = os.environ.get(SCREENSHOT_VARIABLE)
+        if shots:
+            shot = Gio.SimpleAction.new("screenshot", GLib.VariantType.new("s"))
+            shot.connect(
+                "activate",
+                lambda _a, value: self.window().screenshot(
+                    Path(shots) / f"{Path(value.get_string()).name}.png"
+                ),
+            )
+            self.add_action(shot)
+
+    def window(self) -> Any:
+        """The window, made on first use."""
+        if self.main is None:
+            from mncd.window.window import MainWindow
+
+            self.main = MainWindow(self)
+            self.main.window.connect("destroy", lambda _w: setattr(self, "main", None))
+            self.main.start()
+        return self.main
+
+    def do_activate(self) -> None:
+        self.window().window.present()
+
+    def do_open(self, files: list[Gio.File], _count: int, _hint: str) -> None:
+        main = self.window()
+        paths = [Path(f.get_path()) for f in files if f.get_path()]
+        if paths:
+            main.open_to_sign(paths[0])
+        main.window.present()
+
+    def show(self, matter: str) -> None:
+        self.window().show_matter(matter)
+
+    def _renewal_info(self) -> None:
+        from mncd.window.window import open_renewal_info
+
+        self.hold()  # a notice's link may start the application for it alone
+        try:
+            open_renewal_info(self.main.window if self.main else None)
+        finally:
+            self.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mncd-window [PDF]``."""
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("MNCD_WINDOW_DEBUG") else logging.WARNING,
+        format="mncd-window: %(message)s",
+    )
+    asyncio.set_event_loop_policy(GLibEventLoopPolicy())
+    GLib.set_prgname(PROGRAM)  # its name for AT-SPI and the window manager, however started
+    app = WindowApplication()
+    return app.run(sys.argv if argv is None else argv)

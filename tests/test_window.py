@@ -1,0 +1,152 @@
+"""The desktop window (mncd-window) on the real stack: Xvfb, a private session bus, mncd on the
+virtual card, dunst; the window read and pressed through AT-SPI as a screen reader would
+(tests/atspi_reader.py with Debian's python3-pyatspi), the PIN dialog a scripted pinentry.
+
+Screenshots of each page are kept in ``$MNCD_TEST_ARTIFACTS/window/`` (default: ``artifacts/``
+in the checkout)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from busstack import gdbus_call, gvariant_bytes, status, wait_for
+from conftest import READERS, wait_for_card
+from windowstack import WindowStack
+
+from mncd.vcard.profile import CardProfile
+
+ROOT = Path(__file__).resolve().parent.parent
+JAPAN = ZoneInfo("Asia/Tokyo")
+CARD = "window-card"
+
+
+def artifacts() -> Path:
+    base = Path(os.environ.get("MNCD_TEST_ARTIFACTS") or ROOT / "artifacts")
+    return base / "window"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, sandbox) -> Iterator[WindowStack]:
+    sandbox.control.insert(CardProfile(), slot=0, card=CARD)
+    wait_for_card(READERS[0], present=True)
+    desktop = WindowStack(tmp_path_factory.mktemp("window"), sandbox.env)
+    try:
+        yield desktop
+    finally:
+        desktop.stop()
+        if sandbox.control.remove(0):
+            wait_for_card(READERS[0], present=False)
+    assert "Traceback" not in desktop.daemon.log
+
+
+def in_language(language: str, function, *args):
+    """``function(*args)`` with mncd's catalog in ``language`` (ja or en)."""
+    saved = os.environ.get("LANGUAGE")
+    os.environ["LANGUAGE"] = language
+    try:
+        return function(*args)
+    finally:
+        if saved is None:
+            del os.environ["LANGUAGE"]
+        else:
+            os.environ["LANGUAGE"] = saved
+
+
+def japan_date(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).astimezone(JAPAN).date().isoformat()
+
+
+def expected_texts(raw: dict) -> list[str]:
+    """What GetStatus says, in the words of mncctl status (the catalog's language now)."""
+    from mncd.client import Status
+    from mncd.client.texts import (
+        certificate_state_text,
+        certificate_title,
+        format_days_left,
+        next_step,
+        state_text,
+    )
+
+    parsed = Status.from_dbus(raw)
+    texts = [state_text(raw["state"]), raw["reader"], raw["card_id"]]
+    for which in ("auth", "sign"):
+        cert = raw[which]
+        texts.append(certificate_title(which))
+        texts.append(certificate_state_text(cert["state"]))
+        if cert["not_after"]:
+            texts.append(japan_date(cert["not_after"]))  # the expiry date in Japan
+            texts.append(format_days_left(cert["days_left"]))
+        step = next_step(which, parsed.certificate(which))
+        if step:
+            texts.append(step)
+    return texts
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("ja", ["利用者証明用電子証明書", "署名用電子証明書", "有効", "暗証番号", "3/3", "5/5"]),
+        ("en", ["User-authentication certificate", "Signing certificate", "valid", "3/3", "5/5"]),
+    ],
+)
+def test_the_window_shows_what_getstatus_says(stack, language, words):
+    raw = read_status(stack)
+    stack.start_window(language)
+    expected = in_language(language, expected_texts, raw)
+    assert str(raw["auth"]["days_left"]) in " ".join(expected)
+    shown = stack.wait_for_text(*expected, *words)
+    # Nothing of the other language's status words.
+    other = "en" if language == "ja" else "ja"
+    assert in_language(other, expected_texts, raw)[0] not in shown
+    keep(stack.screenshot(f"card-{language}"))
+
+
+@pytest.mark.stack
+def test_the_window_follows_a_card_pulled_and_inserted(stack, sandbox):
+    from mncd.client.texts import state_text
+
+    stack.start_window("ja")
+    card_id = read_status(stack)["card_id"]
+    present, absent = (
+        in_language("ja", state_text, "card-present"),
+        in_language("ja", state_text, "no-card"),
+    )
+    stack.wait_for_text(present, card_id, "3/3")
+    sandbox.control.remove(0)
+    wait_for_card(READERS[0], present=False)
+    shown = stack.wait_for_text(absent)
+    assert present not in shown
+    # The PIN counters now come from what mncd last knew: the card-info PIN only the card tells.
+    assert "券面事項入力補助用の暗証番号: 3/3" not in shown
+    sandbox.control.insert(slot=0, card=CARD)
+    wait_for_card(READERS[0], present=True)
+    shown = stack.wait_for_text(present, card_id, "券面事項入力補助用の暗証番号: 3/3")
+    assert absent not in shown
+
+
+def read_status(stack: WindowStack) -> dict:
+    """GetStatus (busctl) once the card in the reader has been read."""
+    return wait_for(
+        lambda: (raw := status(stack.bus.address))["state"] == "card-present" and raw,
+        "the card to be read",
+    )
+
+
+def keep(path: Path) -> None:
+    """Keep a screenshot as a test artifact."""
+    target = artifacts()
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, target / path.name)
+    assert path.stat().st_size > 10_000  # a drawn window, not an empty picture
+
+
+__all__ = ["gdbus_call", "gvariant_bytes", "json", "subprocess", "wait_for"]
