@@ -133,6 +133,39 @@ def test_the_window_follows_a_card_pulled_and_inserted(stack, sandbox):
     assert absent not in shown
 
 
+@pytest.mark.stack
+def test_a_notice_s_action_opens_the_window_at_its_matter(stack, sandbox):
+    """A PIN locked: clicking the notice (its default action) starts the window through D-Bus
+    activation, at the card page with the locked PIN's row focused."""
+    stack.stop_window()
+    stack.update_activation_environment("ja")
+    stack.server.close_all()
+    seen = len(stack.server.received())
+    blocked = {**CardProfile().to_dict(), "auth_tries_left": 0}
+    sandbox.control.insert(CardProfile.from_dict(blocked), slot=1, card="window-locked")
+    try:
+        wait_for_card(READERS[1], present=True)
+        notice = wait_for(
+            lambda: [n for n in stack.server.received()[seen:] if "PIN is locked" in n["summary"]],
+            "the PIN-lock notice",
+        )[0]
+        assert '"default"' in notice["actions"] and '"details"' in notice["actions"]
+        assert notice["desktop_entry"] == "io.github.mncd.Window"
+        assert not stack.window_running()
+        stack.server.action(0)
+        wait_for(stack.window_running, "the window started by the notice's action", 60)
+        stack.wait_for_window()
+        stack.wait_for_text("利用者証明用電子証明書の暗証番号")
+        wait_for(
+            lambda: any("利用者証明用電子証明書の暗証番号" in name for name in stack.focused()),
+            "the locked PIN's row to have the focus",
+        )
+        keep(stack.screenshot("notice-pin-locked"))
+    finally:
+        sandbox.control.remove(1)
+        wait_for_card(READERS[1], present=False)
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(

@@ -201,6 +201,10 @@ class WindowStack:
             raise AssertionError(f"not in the window: {missing}\n--- it shows:\n{seen}") from None
         return seen
 
+    def focused(self) -> list[str]:
+        """The names of the nodes that have the keyboard focus."""
+        return [node["name"] for node in self.tree() if node["focused"]]
+
     def click(self, name: str) -> None:
         app = self.application_name()
         assert app is not None

@@ -36,6 +36,9 @@ class CardPage:
     """Draws a :class:`Snapshot`; ``actions`` are the window's: ``change_pin(which)``,
     ``show_certificate(which)``, ``export_certificate(which)``, ``renewal_info()``."""
 
+    #: The matters this page can move the focus to.
+    MATTERS = ("auth", "sign", "pin-auth", "pin-sign", "pin-card-info")
+
     def __init__(self, actions: Any) -> None:
         self.actions = actions
         self.widget = Adw.PreferencesPage()
@@ -97,9 +100,7 @@ class CardPage:
         if step:
             suffixes = []
             if cert.state in ("expiring", "expired"):
-                suffixes.append(
-                    button(_("Renewal information"), self.actions.renewal_info, style="flat")
-                )
+                suffixes.append(button(_("How to renew"), self.actions.renewal_info, style="flat"))
             box.add(row(label_of(_("Next step:")), step, *suffixes))
         box.add(row(label_of(_("Source:")), source_text(cert.source)))
         card_in = status.state == "card-present"

@@ -89,6 +89,8 @@ class MainWindow:
         self.window.add_controller(keys)
         self._add_window_actions()
 
+        #: A matter asked for before the status had come (focused once it is drawn).
+        self._pending_matter: str | None = None
         self.watch = StatusWatch(self.card_page_draw)
         self.window.connect("close-request", self._closing)
 
@@ -100,7 +102,22 @@ class MainWindow:
         self._watch_task = asyncio.get_event_loop().create_task(self.watch.start())
 
     def card_page_draw(self, snapshot: Snapshot) -> None:
+        """Draw the new status, keeping the keyboard focus on the same matter."""
+        matter = self._pending_matter or self._focused_matter()
         self.card_page.draw(snapshot)
+        anchor = self.card_page.anchors.get(matter or "")
+        if anchor is not None:
+            focus(anchor)
+            self._pending_matter = None
+
+    def _focused_matter(self) -> str | None:
+        widget = self.window.get_focus()
+        while widget is not None:
+            for matter, anchor in self.card_page.anchors.items():
+                if widget is anchor:
+                    return matter
+            widget = widget.get_parent()
+        return None
 
     def _closing(self, _window: Any) -> bool:
         import asyncio
@@ -157,6 +174,8 @@ class MainWindow:
         anchor = self.card_page.anchors.get(matter)
         if anchor is not None:
             focus(anchor)
+        elif matter in self.card_page.MATTERS:
+            self._pending_matter = matter
 
     def open_to_sign(self, path: Path) -> None:
         self.documents.set_source(path)
