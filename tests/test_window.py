@@ -166,6 +166,32 @@ def test_a_notice_s_action_opens_the_window_at_its_matter(stack, sandbox):
         wait_for_card(READERS[1], present=False)
 
 
+@pytest.mark.stack
+def test_a_pin_changed_through_the_window(stack, sandbox):
+    """Change…: the daemon's dialog asks the current PIN and the new one; the window never sees
+    them, says it is done, and the card takes the new PIN."""
+    from mncd.cli.pin_command import TEXT
+    from mncd.cli.text import pin_label
+
+    stack.start_window("ja")
+    read_status(stack)
+    label = in_language("ja", pin_label, "auth")
+    stack.wait_for_text(f"{label}: 3/3")
+    stack.answer(["1234", "8642"])
+    sandbox.control.commands(CARD, True)
+    stack.click(f"{label}を変更")
+    done = in_language("ja", lambda: TEXT["changed"].format(label=label))
+    stack.wait_for_text(done, f"{label}: 3/3")
+    keep(stack.screenshot("pin-changed"))
+    assert [c[:8] for c in sandbox.control.commands(CARD) if c.startswith("0024")] == ["00240180"]
+    assert len(stack.pinentry.commands("GETPIN")) == 2  # the current PIN, the new one (twice)
+    signed = gdbus_call(
+        stack.bus.address, "Authenticate", gvariant_bytes(b"window"), "{'pin': <'8642'>}"
+    )
+    assert "byte" in signed or "b'" in signed
+    assert sandbox.control.tries(CARD)["auth"] == 3
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(

@@ -58,6 +58,11 @@ class WindowStack:
         self.daemon = Daemon(self.bus, env, directory / "state").start()
         self.window: subprocess.Popen[bytes] | None = None
 
+    def answer(self, answers: list[object]) -> None:
+        """What the scripted pinentry answers from now on (see scripted_pinentry.py)."""
+        self.pinentry.script.write_text(json.dumps(answers))
+        Path(str(self.pinentry.script) + ".used").unlink(missing_ok=True)
+
     # -- the environment the bus starts the window and the AT-SPI bus with ----------------------
 
     def write_activation_file(self) -> None:

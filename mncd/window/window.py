@@ -28,6 +28,9 @@ from mncd.window.widgets import named
 
 log = logging.getLogger(__name__)
 
+#: Longest text a toast shows whole; longer ones come in a dialog.
+TOAST_LENGTH = 40
+
 #: Which page shows each matter a notice or a caller asks for.
 MATTERS = {
     "card": "card",
@@ -184,18 +187,27 @@ class MainWindow:
     # -- jobs -------------------------------------------------------------------------------------
 
     def toast(self, text: str) -> None:
+        """Tell ``text``: a toast when it fits in one, else a dialog (a toast cannot wrap)."""
+        if len(text) > TOAST_LENGTH:
+            self.message(text)
+            return
         self.toasts.add_toast(Adw.Toast(title=text.replace("&", "&amp;").replace("<", "&lt;"),
                                         timeout=6))  # fmt: skip
+
+    def message(self, text: str, heading: str | None = None) -> None:
+        """A dialog saying ``text``, closed with Close, Enter or Escape."""
+        dialog = Adw.MessageDialog.new(self.window, heading, text)
+        dialog.add_response("close", _("Close"))
+        dialog.set_default_response("close")
+        dialog.set_close_response("close")
+        dialog.present()
 
     def tell_error(self, exc: BaseException, heading: str = "") -> None:
         """An error in words, with what to do: a toast when the user cancelled, else a dialog."""
         if isinstance(exc, errors.Cancelled):
             self.toast(error_line(exc))
             return
-        dialog = Adw.MessageDialog.new(self.window, heading or _("It did not work"),
-                                       error_line(exc))  # fmt: skip
-        dialog.add_response("close", _("Close"))
-        dialog.present()
+        self.message(error_line(exc), heading or _("It did not work"))
 
     def run(
         self,
@@ -237,9 +249,7 @@ class MainWindow:
         def failed(exc: BaseException) -> None:
             if isinstance(exc, errors.PinIncorrect):
                 text = TEXT["not-changed"].format(wrong=error_line(exc), label=label)
-                dialog = Adw.MessageDialog.new(self.window, _("It did not work"), text)
-                dialog.add_response("close", _("Close"))
-                dialog.present()
+                self.message(text, _("It did not work"))
             else:
                 self.tell_error(exc)
 
