@@ -192,6 +192,42 @@ def test_a_pin_changed_through_the_window(stack, sandbox):
     assert sandbox.control.tries(CARD)["auth"] == 3
 
 
+@pytest.mark.stack
+def test_a_pdf_opened_from_a_file_manager_is_signed_beside_it(stack, sandbox, tmp_path):
+    """A file manager opens a PDF with the window (D-Bus activation, Open): the sign page has it;
+    Sign: the daemon's dialog asks the signing password, the signed copy is saved beside the PDF
+    and pdfsig finds it valid; verifying it shows mncctl verify's report."""
+    from pdfkit import make_pdf
+
+    from mncd.cli.verify import VERDICT_TEXT
+
+    folder = tmp_path / "ダウンロード" / "申請 書類"
+    folder.mkdir(parents=True)
+    source = make_pdf(folder / "申請書.pdf")
+    stack.stop_window()
+    stack.update_activation_environment("ja")
+    read_status(stack)
+    stack.application("Open", f"[{json.dumps(source.as_uri())}]", "{}")
+    stack.wait_for_window()
+    stack.wait_for_text(str(source))
+    keep(stack.screenshot("documents-ja"))
+    stack.answer([CardProfile().sign_password])
+    stack.click("PDF に署名する")
+    output = folder / "申請書-signed.pdf"
+    wait_for(output.exists, "the signed copy", 60)
+    stack.wait_for_text(f"署名したコピーを {output} に保存しました")
+    report = subprocess.run(["pdfsig", str(output)], capture_output=True, text=True).stdout
+    assert "Signature Validation: Signature is Valid." in report, report
+    assert "Total document signed" in report
+    assert source.read_bytes() == make_pdf(tmp_path / "again.pdf").read_bytes()  # untouched
+
+    stack.application("ActivateAction", "'verify'", f"[<{json.dumps(str(output))}>]", "{}")
+    # The virtual card's CA is not J-LIS's: intact, not anchored, as mncctl verify says.
+    untrusted = in_language("ja", lambda: VERDICT_TEXT["untrusted"])
+    stack.wait_for_text(untrusted, "申請書-signed.pdf")
+    keep(stack.screenshot("verify-ja"))
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(

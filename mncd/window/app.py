@@ -2,7 +2,8 @@
 
 D-Bus activatable: ``org.freedesktop.Application`` ``Activate`` shows the window, ``Open`` (a
 PDF from a file manager's "Sign with My Number Card") opens the sign page with the file, and
-``ActivateAction`` runs ``show`` (a matter: the daemon's notices name one) or ``renewal-info``.
+``ActivateAction`` runs ``show`` (a matter: the daemon's notices name one), ``verify`` (a PDF's
+path) or ``renewal-info``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class WindowApplication(Adw.Application):
         show = Gio.SimpleAction.new(WINDOW_SHOW_ACTION, GLib.VariantType.new("s"))
         show.connect("activate", lambda _a, value: self.show(value.get_string()))
         self.add_action(show)
+        verify = Gio.SimpleAction.new("verify", GLib.VariantType.new("s"))
+        verify.connect("activate", lambda _a, value: self.verify(Path(value.get_string())))
+        self.add_action(verify)
         renewal = Gio.SimpleAction.new(WINDOW_RENEWAL_ACTION, None)
         renewal.connect("activate", lambda *_args: self._renewal_info())
         self.add_action(renewal)
@@ -82,6 +86,12 @@ class WindowApplication(Adw.Application):
         if paths:
             main.open_to_sign(paths[0])
         main.window.present()
+
+    def verify(self, path: Path) -> None:
+        """The documents page verifying ``path``."""
+        main = self.window()
+        main.show_matter("verify-pdf")
+        main.documents.verify(path)
 
     def show(self, matter: str) -> None:
         self.window().show_matter(matter)

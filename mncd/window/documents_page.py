@@ -70,13 +70,14 @@ class DocumentsPage:
               "asks for your signing password."),
         )  # fmt: skip
         self.file_row = row(_("File"), _("no PDF chosen"))
-        self.file_row.add_suffix(button(_("Choose…"), self.choose_to_sign,
-                                        name=_("Choose a PDF to sign")))  # fmt: skip
         self.sign_group.add(self.file_row)
         self.sign_button = button(_("Sign"), self.sign, name=_("Sign the PDF"),
                                   style="suggested-action")  # fmt: skip
         self.sign_button.set_sensitive(False)
-        self.sign_group.set_header_suffix(self.sign_button)
+        buttons = Gtk.Box(spacing=6)
+        buttons.append(button(_("Choose…"), self.choose_to_sign, name=_("Choose a PDF to sign")))
+        buttons.append(self.sign_button)
+        self.sign_group.set_header_suffix(buttons)
         self.result_row = row(_("Result"), "")
         self.result_row.set_visible(False)
         self.sign_group.add(self.result_row)
