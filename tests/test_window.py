@@ -228,6 +228,55 @@ def test_a_pdf_opened_from_a_file_manager_is_signed_beside_it(stack, sandbox, tm
     keep(stack.screenshot("verify-ja"))
 
 
+@pytest.mark.stack
+def test_the_checks_page_lists_the_doctors_findings_and_compares_personal_data(stack):
+    from mncd.cli.check import TEXT as CHECK
+    from mncd.cli.doctor import TEXT as DOCTOR
+
+    stack.start_window("ja")
+    read_status(stack)
+    stack.application("ActivateAction", "'show'", "[<'doctor'>]", "{}")
+    stack.click("診断を実行")
+    pcscd = in_language("ja", lambda: f"{DOCTOR['level']['ok']} · {DOCTOR['name']['pcscd']}")
+    reachable = in_language("ja", lambda: DOCTOR["pcscd-ok"])
+    stack.wait_for_text(f"{pcscd}: {reachable}", in_language("ja", lambda: DOCTOR["name"]["card"]))
+    # mncd does not hold the signing certificate yet: the signing password, then the card-info PIN.
+    stack.answer([CardProfile().sign_password, CardProfile().card_info_pin])
+    stack.click("個人情報を署名用電子証明書と照合")
+    stack.wait_for_text(in_language("ja", lambda: CHECK["matches"]))
+    keep(stack.screenshot("checks-ja"))
+
+
+@pytest.mark.stack
+def test_a_long_action_is_cancelled_and_the_dialog_closes(stack, sandbox):
+    """Cancel while the daemon's dialog waits for the PIN: the window leaves the bus for that
+    call, the daemon closes the dialog, and nothing reaches the card."""
+    from mncd.cli.text import pin_label
+
+    stack.start_window("ja")
+    read_status(stack)
+    label = in_language("ja", pin_label, "card-info")
+    stack.wait_for_text(f"{label}: 3/3")
+    stack.answer(["hold"])
+    started = stack.pinentry.started()
+    sandbox.control.commands(CARD, True)
+    stack.click(f"{label}を変更")
+    wait_for(lambda: stack.pinentry.started() > started, "the PIN dialog")
+    stack.wait_for_text("進み具合")
+    stack.click("キャンセル")
+    wait_for(lambda: not pinentry_alive(stack), "the PIN dialog to close")
+    # (VERIFY without data only reads the tries left.)
+    sent = [c for c in sandbox.control.commands(CARD) if c.startswith(("0020", "0024"))]
+    assert not [c for c in sent if c.startswith("0024") or len(c) > 8], sent
+    stack.wait_for_text(f"{label}: 3/3")
+
+
+def pinentry_alive(stack: WindowStack) -> bool:
+    """Whether a scripted pinentry of this stack still runs."""
+    result = subprocess.run(["pgrep", "-f", str(stack.pinentry.script)], capture_output=True)
+    return result.returncode == 0
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(

@@ -35,6 +35,7 @@ class WindowStack:
 
     def __init__(self, directory: Path, sandbox_env: dict[str, str]) -> None:
         self.dir = directory
+        self.sandbox_env = sandbox_env
         self.services = directory / "services"
         self.services.mkdir(parents=True)
         shutil.copy(A11Y_SERVICE, self.services)
@@ -74,6 +75,7 @@ class WindowStack:
     def window_env(self, language: str | None = None) -> dict[str, str]:
         language = language or self.language
         return {
+            **self.sandbox_env,  # the doctor's checks look at pcscd and the card themselves
             "DISPLAY": self.display,
             "DBUS_SESSION_BUS_ADDRESS": self.bus.address,
             "LANGUAGE": language,
