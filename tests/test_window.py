@@ -277,6 +277,33 @@ def pinentry_alive(stack: WindowStack) -> bool:
     return result.returncode == 0
 
 
+@pytest.mark.stack
+def test_an_expiry_notice_links_jlis_renewal_page(stack, sandbox):
+    """An expiring certificate's notice carries a link and an action to J-LIS's renewal page;
+    the window's renewal action opens it in the user's browser."""
+    from mncd.api import RENEWAL_INFO_URL
+
+    stack.server.close_all()
+    seen = len(stack.server.received())
+    expiring = {**CardProfile().to_dict(), "not_after_days": 20, "name": "更新 太郎"}
+    sandbox.control.insert(CardProfile.from_dict(expiring), slot=1, card="window-expiring")
+    try:
+        wait_for_card(READERS[1], present=True)
+        notices = wait_for(
+            lambda: [n for n in stack.server.received()[seen:] if "expires in" in n["summary"]],
+            "the expiry notice",
+        )
+    finally:
+        sandbox.control.remove(1)
+        wait_for_card(READERS[1], present=False)
+    assert '"renewal-info": "How to renew"' in notices[0]["actions"]
+    assert f'<a href="{RENEWAL_INFO_URL}">How to renew</a>' in notices[0]["body"]
+    stack.opened_uris.unlink(missing_ok=True)
+    stack.application("ActivateAction", "'renewal-info'", "@av []", "{}")
+    wait_for(stack.opened_uris.exists, "the browser to be asked", 30)
+    assert stack.opened_uris.read_text().split() == [RENEWAL_INFO_URL]
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(

@@ -43,6 +43,8 @@ class WindowStack:
         self.home = directory / "home"
         (self.home / "data").mkdir(parents=True)
         self.write_activation_file()
+        self.opened_uris = directory / "opened-uris.txt"
+        self.write_browser()
         self.bus = PrivateBus(directory, service_dirs=[self.services])
         self.server = NotifyServer(directory, self.bus.address).start()
         self.display = self.server.display
@@ -70,6 +72,24 @@ class WindowStack:
         command = shlex.join([sys.executable, "-m", "mncd.window", "--gapplication-service"])
         (self.services / f"{WINDOW_APP_ID}.service").write_text(
             f"[D-BUS Service]\nName={WINDOW_APP_ID}\nExec={command}\n"
+        )
+
+    def write_browser(self) -> None:
+        """A stand-in browser: the default https handler of the stack's user writes the address
+        it was asked to open to :attr:`opened_uris`."""
+        applications = self.home / "data" / "applications"
+        applications.mkdir(parents=True, exist_ok=True)
+        record = shlex.quote(str(self.opened_uris))
+        (applications / "record-uri.desktop").write_text(
+            "[Desktop Entry]\nType=Application\nName=Recorder\n"
+            f"Exec=sh -c 'echo \"$1\" >> {record}' sh %u\n"
+            "MimeType=x-scheme-handler/https;x-scheme-handler/http;\n"
+        )
+        config = self.home / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "mimeapps.list").write_text(
+            "[Default Applications]\nx-scheme-handler/https=record-uri.desktop\n"
+            "x-scheme-handler/http=record-uri.desktop\n"
         )
 
     def window_env(self, language: str | None = None) -> dict[str, str]:

@@ -99,11 +99,13 @@ class WindowApplication(Adw.Application):
     def _renewal_info(self) -> None:
         from mncd.window.window import open_renewal_info
 
-        self.hold()  # a notice's link may start the application for it alone
-        try:
-            open_renewal_info(self.main.window if self.main else None)
-        finally:
-            self.release()
+        if self.main is not None:
+            self.main.renewal_info()
+            return
+        try:  # a notice's link started the application for it alone: no window to show
+            open_renewal_info()
+        except GLib.Error as exc:
+            log.warning("cannot open J-LIS's renewal page: %s", exc.message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -336,7 +336,12 @@ class MainWindow:
         )
 
     def renewal_info(self) -> None:
-        open_renewal_info(self.window)
+        from gi.repository import GLib
+
+        try:
+            open_renewal_info()
+        except GLib.Error as exc:
+            self.message(f"{RENEWAL_INFO_URL}\n{exc.message}", _("It did not work"))
 
     # -- screenshots (tests and docs) -------------------------------------------------------------
 
@@ -354,6 +359,6 @@ class MainWindow:
         texture.save_to_png(os.fspath(path))
 
 
-def open_renewal_info(parent: Any = None) -> None:
-    """J-LIS's renewal information page in the user's browser."""
-    Gtk.show_uri(parent, RENEWAL_INFO_URL, 0)
+def open_renewal_info() -> None:
+    """J-LIS's renewal information page in the user's browser (GLib.Error if there is none)."""
+    Gio.AppInfo.launch_default_for_uri(RENEWAL_INFO_URL, None)
