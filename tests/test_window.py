@@ -304,6 +304,15 @@ def test_an_expiry_notice_links_jlis_renewal_page(stack, sandbox):
     assert stack.opened_uris.read_text().split() == [RENEWAL_INFO_URL]
 
 
+@pytest.mark.stack
+def test_a_certificate_is_shown(stack):
+    """Show: the user-authentication certificate's details as mncctl cert show prints them."""
+    stack.start_window("en")
+    raw = read_status(stack)
+    stack.click("Show the User-authentication certificate")
+    stack.wait_for_text(raw["auth"]["serial"].upper(), raw["auth"]["fingerprint"], "SHA-256")
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(
