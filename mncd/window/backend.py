@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 SETTLE = 0.15
 #: While mncd cannot be reached, try again this often.
 RETRY = 5.0
+#: Reading the PIN counters failed (the card busy with a PIN dialog, just pulled): try again a
+#: second later, at most this many times in a row.
+PIN_RETRIES = 3
 
 
 class Snapshot(NamedTuple):
@@ -42,6 +45,7 @@ class StatusWatch:
         self._stop: Callable[[], None] | None = None
         self._pending: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pin_failures = 0
 
     async def start(self) -> None:
         """Connect, listen to the daemon's signals, and take the first snapshot."""
@@ -60,6 +64,7 @@ class StatusWatch:
 
     def _heard(self, event: Event) -> None:
         log.debug("heard %s", event.name)
+        self._pin_failures = 0
         self.schedule()
 
     def schedule(self, delay: float = SETTLE) -> None:
@@ -88,9 +93,12 @@ class StatusWatch:
         if status.state == "card-present":
             try:
                 pins = await self.card.get_pin_status()
+                self._pin_failures = 0
             except (ClientError, errors.MncdError) as exc:  # taken out meanwhile, busy, ...
                 log.debug("no PIN counters: %s", exc)
-                self.schedule(1.0)
+                self._pin_failures += 1
+                if self._pin_failures <= PIN_RETRIES:
+                    self.schedule(1.0)
         elif status.state == "reading":
             self.schedule(0.5)  # read in a moment: its certificates and counters then
         self._publish(Snapshot(status, pins))

@@ -17,6 +17,8 @@ def named(widget: Any, name: str, description: str = "") -> Any:
         properties.append(Gtk.AccessibleProperty.DESCRIPTION)
         values.append(description)
     widget.update_property(properties, values)
+    # Adw's rows name themselves after their title label too: the name is ours alone.
+    widget.reset_relation(Gtk.AccessibleRelation.LABELLED_BY)
     return widget
 
 
