@@ -194,22 +194,26 @@ def test_a_pin_changed_through_the_window(stack, sandbox):
 
 @pytest.mark.stack
 def test_a_pdf_opened_from_a_file_manager_is_signed_beside_it(stack, sandbox, tmp_path):
-    """A file manager opens a PDF with the window (D-Bus activation, Open): the sign page has it;
-    Sign: the daemon's dialog asks the signing password, the signed copy is saved beside the PDF
-    and pdfsig finds it valid; verifying it shows mncctl verify's report."""
-    from pdfkit import make_pdf
+    """A file manager opens a PDF with the window (D-Bus activation, Open): the sign page has it
+    and offers its prepared signature fields; Sign: the daemon's dialog asks the signing
+    password, the signed copy is saved beside the PDF and pdfsig finds it valid, in the field
+    chosen; verifying it shows mncctl verify's report."""
+    from test_documents_fields import form_with_fields
 
-    from mncd.cli.verify import VERDICT_TEXT
+    from mncd.documents.report import verdict_text
+    from mncd.documents.verdict import Verdict
 
     folder = tmp_path / "ダウンロード" / "申請 書類"
     folder.mkdir(parents=True)
-    source = make_pdf(folder / "申請書.pdf")
+    # A prepared form with two empty signature fields: the window offers them, the first chosen.
+    source = form_with_fields(folder / "申請書.pdf", "ApplicantSignature", "AgentSignature")
+    original = source.read_bytes()
     stack.stop_window()
     stack.update_activation_environment("ja")
     read_status(stack)
     stack.application("Open", f"[{json.dumps(source.as_uri())}]", "{}")
     stack.wait_for_window()
-    stack.wait_for_text(str(source))
+    stack.wait_for_text(str(source), "署名欄", "ApplicantSignature")
     keep(stack.screenshot("documents-ja"))
     stack.answer([CardProfile().sign_password])
     stack.click("PDF に署名する")
@@ -219,11 +223,12 @@ def test_a_pdf_opened_from_a_file_manager_is_signed_beside_it(stack, sandbox, tm
     report = subprocess.run(["pdfsig", str(output)], capture_output=True, text=True).stdout
     assert "Signature Validation: Signature is Valid." in report, report
     assert "Total document signed" in report
-    assert source.read_bytes() == make_pdf(tmp_path / "again.pdf").read_bytes()  # untouched
+    assert "Signature Field Name: ApplicantSignature" in report, report
+    assert source.read_bytes() == original  # the PDF itself is untouched
 
     stack.application("ActivateAction", "'verify'", f"[<{json.dumps(str(output))}>]", "{}")
     # The virtual card's CA is not J-LIS's: intact, not anchored, as mncctl verify says.
-    untrusted = in_language("ja", lambda: VERDICT_TEXT["untrusted"])
+    untrusted = in_language("ja", verdict_text, Verdict.UNTRUSTED)
     stack.wait_for_text(untrusted, "申請書-signed.pdf")
     keep(stack.screenshot("verify-ja"))
 

@@ -10,6 +10,7 @@ from gi.repository import Adw, Gdk, Gtk
 
 from mncd.client import MyNumberCard
 from mncd.i18n import gettext as _
+from mncd.window.jobs import in_thread
 from mncd.window.widgets import button, group, named, row
 
 #: What the signed copy of ``NAME.pdf`` is called, beside it (``NAME-signed-2.pdf`` if taken).
@@ -27,12 +28,30 @@ def signed_copy_path(source: Path) -> Path:
     return candidate
 
 
-async def sign_document(card: MyNumberCard, source: Path, output: Path) -> Any:
-    """Sign ``source`` into ``output`` with the signing key, the daemon asking for the password:
-    the window's one call of the documents API (signature-field choice goes here)."""
+async def sign_document(
+    card: MyNumberCard, source: Path, output: Path, field: str | None = None
+) -> Any:
+    """Sign ``source`` into ``output`` with the signing key, in the signature field ``field``
+    (None: the only empty one, else a new one), the daemon asking for the password: the
+    window's one call of the documents API."""
     from mncd import documents
 
-    return await documents.sign_pdf(card, source, output)
+    return await documents.sign_pdf(card, source, output, field=field)
+
+
+def signature_fields(path: Path) -> tuple[list[str], str]:
+    """The PDF's empty signature fields (prepared for a signature), and the name a new field
+    would get; nothing when the file cannot be read (signing then says why)."""
+    from mncd.documents.errors import DocumentError
+    from mncd.documents.pdf import free_field_name, open_pdf
+    from mncd.documents.pdf import signature_fields as fields_of
+
+    try:
+        with path.open("rb") as stream:
+            fields = fields_of(open_pdf(stream, path))
+    except (OSError, DocumentError):
+        return [], ""
+    return [name for name, signed in fields.items() if not signed], free_field_name(fields)
 
 
 async def verify_document(path: Path) -> Any:
@@ -42,17 +61,11 @@ async def verify_document(path: Path) -> Any:
     return await documents.verify_pdf(path)
 
 
-def verification_report(result: Any) -> list[str]:
-    """mncctl verify's report of ``result``, line by line (the same words, written once)."""
-    import contextlib
-    import io
+def verification_report(result: Any) -> tuple[str, list[str]]:
+    """The verdict in words, and mncctl verify's report of ``result`` line by line."""
+    from mncd.documents.report import report_lines, verdict_text
 
-    from mncd.cli.verify import print_report
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        print_report(result)
-    return out.getvalue().splitlines()
+    return verdict_text(result.verdict), report_lines(result)
 
 
 class DocumentsPage:
@@ -78,6 +91,11 @@ class DocumentsPage:
         buttons.append(button(_("Choose…"), self.choose_to_sign, name=_("Choose a PDF to sign")))
         buttons.append(self.sign_button)
         self.sign_group.set_header_suffix(buttons)
+        self.fields: list[str] = []  #: the choices of the field row: field names, None = new
+        self.field_row = Adw.ComboRow(title=_("Signature field"))
+        named(self.field_row, _("Signature field"))
+        self.field_row.set_visible(False)
+        self.sign_group.add(self.field_row)
         self.result_row = row(_("Result"), "")
         self.result_row.set_visible(False)
         self.sign_group.add(self.result_row)
@@ -101,10 +119,27 @@ class DocumentsPage:
     def set_source(self, path: Path) -> None:
         """Take ``path`` as the PDF to sign (chosen, dropped or opened)."""
         self.source = path
-        self.file_row.set_subtitle(str(path))
+        self.file_row.set_title(path.name)  # the folder below: a long path cannot break
+        self.file_row.set_subtitle(str(path.parent))
         named(self.file_row, f"{_('File')}: {path}")
         self.sign_button.set_sensitive(True)
         self.result_row.set_visible(False)
+        self.field_row.set_visible(False)
+        self.window.run(
+            _("Reading {file}…").format(file=path.name),
+            lambda: in_thread(lambda: signature_fields(path)),
+            lambda found: self._show_fields(path, *found),
+        )
+
+    def _show_fields(self, path: Path, empty: list[str], new: str) -> None:
+        """Offer the PDF's prepared (empty) signature fields, and a new one."""
+        if path != self.source or not empty:
+            return
+        self.fields = [*empty, new]
+        labels = [*empty, _("a new field ({name})").format(name=new)]
+        self.field_row.set_model(Gtk.StringList.new(labels))
+        self.field_row.set_selected(0)
+        self.field_row.set_visible(True)
 
     def _dropped(self, _target: Any, value: Any, _x: float, _y: float) -> bool:
         files = value.get_files() if hasattr(value, "get_files") else [value]
@@ -144,6 +179,9 @@ class DocumentsPage:
             return
         source = self.source
         output = signed_copy_path(source)
+        field = None
+        if self.field_row.get_visible() and self.fields:
+            field = self.fields[min(self.field_row.get_selected(), len(self.fields) - 1)]
 
         def done(_result: Any) -> None:
             text = _("Signed copy saved as {path}").format(path=output)
@@ -156,7 +194,7 @@ class DocumentsPage:
             _("Signing {file}: enter your signing password in the PIN dialog…").format(
                 file=source.name
             ),
-            lambda card: sign_document(card, source, output),
+            lambda card: sign_document(card, source, output, field),
             done,
         )
 
@@ -164,15 +202,15 @@ class DocumentsPage:
 
     def verify(self, path: Path) -> None:
         def done(result: Any) -> None:
-            lines = verification_report(result)
+            verdict, lines = verification_report(result)
             for old in self.verify_rows:
                 self.verify_group.remove(old)
             report = Gtk.Label(label="\n".join(lines), xalign=0, wrap=True, selectable=True)
             report.add_css_class("monospace")
-            self.verify_rows = [row(path.name, lines[-1] if lines else ""), report]
+            self.verify_rows = [row(path.name, verdict), report]
             for widget in self.verify_rows:
                 self.verify_group.add(widget)
-            self.window.toast(f"{path.name}: {lines[-1] if lines else ''}")
+            self.window.toast(f"{path.name}: {verdict}")
 
         self.window.run(
             _("Verifying {file}…").format(file=path.name), lambda: verify_document(path), done
