@@ -70,15 +70,16 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "click":
         wanted = argv[3]
-        for node in nodes:
-            if node["name"] == wanted and node["role"] in BUTTONS:
-                action = node["node"].queryAction()
-                for index in range(action.nActions):
-                    if action.getName(index) in ("click", "press", "activate"):
-                        action.doAction(index)
-                        return 0
-                action.doAction(0)
-                return 0
+        buttons = [node for node in nodes if node["role"] in BUTTONS]
+        # GTK 4.8 names a dialog's buttons "Save Save" (label and mnemonic label): that too.
+        exact = [node for node in buttons if node["name"] == wanted]
+        doubled = [node for node in buttons if node["name"] == f"{wanted} {wanted}"]
+        for node in exact or doubled:
+            action = node["node"].queryAction()
+            names = [action.getName(index) for index in range(action.nActions)]
+            pressing = [n for n in ("click", "press", "activate") if n in names]
+            action.doAction(names.index(pressing[0]) if pressing else 0)
+            return 0
         return 4
     print(f"unknown command {command}", file=sys.stderr)
     return 2

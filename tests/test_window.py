@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from busstack import gdbus_call, gvariant_bytes, status, wait_for
 from conftest import READERS, wait_for_card
+from cryptography.hazmat.primitives import serialization
 from windowstack import WindowStack
 
 from mncd.vcard.profile import CardProfile
@@ -316,6 +317,25 @@ def test_a_certificate_is_shown(stack):
     raw = read_status(stack)
     stack.click("Show the User-authentication certificate")
     stack.wait_for_text(raw["auth"]["serial"].upper(), raw["auth"]["fingerprint"], "SHA-256")
+
+
+@pytest.mark.stack
+def test_a_certificate_is_exported(stack, sandbox):
+    """Export…: the file dialog offers auth.pem in the home folder; Save writes the PEM."""
+    stack.start_window("en")
+    read_status(stack)
+    target = stack.home / "auth.pem"
+    target.unlink(missing_ok=True)
+    stack.click("Export the User-authentication certificate")
+    wait_for(lambda: stack.reader("click", "mncd-window", "Save").returncode == 0, "the dialog")
+    wait_for(target.exists, "the exported certificate")
+    from cryptography import x509
+
+    exported = x509.load_pem_x509_certificate(target.read_bytes())
+    assert (
+        exported.public_bytes(serialization.Encoding.DER)
+        == sandbox.control.certificates(CARD)["auth"]
+    )
 
 
 def read_status(stack: WindowStack) -> dict:

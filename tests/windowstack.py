@@ -103,6 +103,7 @@ class WindowStack:
             "LC_ALL": "",
             "GSK_RENDERER": "cairo",  # no GL under Xvfb; also what the screenshots render with
             "GTK_A11Y": "atspi",
+            "GSETTINGS_BACKEND": "memory",  # no dconf on the private bus
             "XDG_DATA_HOME": str(self.home / "data"),
             "XDG_CONFIG_HOME": str(self.home / "config"),
             "XDG_CACHE_HOME": str(self.home / "cache"),

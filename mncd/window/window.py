@@ -296,6 +296,9 @@ class MainWindow:
             _("Cancel"),
         )
         chooser.set_current_name(f"{which}.pem")
+        from gi.repository import GLib
+
+        chooser.set_current_folder(Gio.File.new_for_path(GLib.get_home_dir()))
 
         def answered(dialog: Any, response: int) -> None:
             gfile = dialog.get_file()
