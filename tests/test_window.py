@@ -352,6 +352,3 @@ def keep(path: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, target / path.name)
     assert path.stat().st_size > 10_000  # a drawn window, not an empty picture
-
-
-__all__ = ["gdbus_call", "gvariant_bytes", "json", "subprocess", "wait_for"]

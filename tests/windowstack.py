@@ -250,11 +250,9 @@ class WindowStack:
             self.server.stop()
             self.bus.stop()
             if a11y is not None:
-                with_suppressed_kill(a11y)
+                end_process(a11y)
 
     def _a11y_pid(self) -> int | None:
-        from busstack import owner_pid  # noqa: F401 (same call for another name below)
-
         result = subprocess.run(
             ["busctl", f"--address={self.bus.address}", "--json=short", "call",
              "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
@@ -264,7 +262,7 @@ class WindowStack:
         return json.loads(result.stdout)["data"][0] if result.returncode == 0 else None
 
 
-def with_suppressed_kill(pid: int) -> None:
+def end_process(pid: int) -> None:
     """End the AT-SPI bus launcher this stack's bus started (and wait a moment for it)."""
     try:
         os.kill(pid, signal.SIGTERM)
