@@ -4,13 +4,14 @@ dialog asks for it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gi.repository import Adw, Gio, Gtk
+from gi.repository import Adw, Gdk, Gio, GLib, Gtk
 
 from mncd import errors
 from mncd.api import RENEWAL_INFO_URL
@@ -100,8 +101,6 @@ class MainWindow:
     # -- live status ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        import asyncio
-
         self._watch_task = asyncio.get_event_loop().create_task(self.watch.start())
 
     def card_page_draw(self, snapshot: Snapshot) -> None:
@@ -123,8 +122,6 @@ class MainWindow:
         return None
 
     def _closing(self, _window: Any) -> bool:
-        import asyncio
-
         self.jobs.stop()
         asyncio.get_event_loop().create_task(self.watch.close())
         return False
@@ -132,9 +129,7 @@ class MainWindow:
     # -- keyboard -------------------------------------------------------------------------------
 
     def _add_window_actions(self) -> None:
-        page = Gio.SimpleAction.new_stateful(
-            "page", self._variant_type("s"), self._variant("s", "card")
-        )
+        page = Gio.SimpleAction.new("page", GLib.VariantType.new("s"))
         page.connect("activate", lambda _a, value: self.show_matter(value.get_string()))
         self.window.add_action(page)
         for index, name in enumerate(("card", "documents", "checks"), 1):
@@ -148,21 +143,7 @@ class MainWindow:
         self.window.add_action(open_pdf)
         self.app.set_accels_for_action("win.open-pdf", ["<Control>o"])
 
-    @staticmethod
-    def _variant_type(text: str) -> Any:
-        from gi.repository import GLib
-
-        return GLib.VariantType.new(text)
-
-    @staticmethod
-    def _variant(kind: str, value: Any) -> Any:
-        from gi.repository import GLib
-
-        return GLib.Variant(kind, value)
-
     def _key(self, _controller: Any, keyval: int, _code: int, _state: Any) -> bool:
-        from gi.repository import Gdk
-
         if keyval == Gdk.KEY_Escape and self.jobs.busy:
             self.jobs.stop()
             return True
@@ -194,9 +175,12 @@ class MainWindow:
         self.toasts.add_toast(Adw.Toast(title=text.replace("&", "&amp;").replace("<", "&lt;"),
                                         timeout=6))  # fmt: skip
 
-    def message(self, text: str, heading: str | None = None) -> None:
-        """A dialog saying ``text``, closed with Close, Enter or Escape."""
-        dialog = Adw.MessageDialog.new(self.window, heading, text)
+    def message(self, text: str, heading: str | None = None, extra: Any = None) -> None:
+        """A dialog saying ``text`` (and showing ``extra``), closed with Close, Enter or
+        Escape."""
+        dialog = Adw.MessageDialog.new(self.window, heading, text or None)
+        if extra is not None:
+            dialog.set_extra_child(extra)
         dialog.add_response("close", _("Close"))
         dialog.set_default_response("close")
         dialog.set_close_response("close")
@@ -275,10 +259,7 @@ class MainWindow:
             text = Gtk.Label(label="\n".join(lines[1:]), xalign=0, selectable=True, wrap=True)
             text.add_css_class("monospace")
             named(text, "\n".join(lines))
-            dialog = Adw.MessageDialog.new(self.window, lines[0], None)
-            dialog.set_extra_child(text)
-            dialog.add_response("close", _("Close"))
-            dialog.present()
+            self.message("", lines[0], text)
 
         waiting = (
             _("Reading the signing certificate: enter your signing password in the PIN dialog…")
@@ -296,8 +277,6 @@ class MainWindow:
             _("Cancel"),
         )
         chooser.set_current_name(f"{which}.pem")
-        from gi.repository import GLib
-
         chooser.set_current_folder(Gio.File.new_for_path(GLib.get_home_dir()))
 
         def answered(dialog: Any, response: int) -> None:
@@ -339,8 +318,6 @@ class MainWindow:
         )
 
     def renewal_info(self) -> None:
-        from gi.repository import GLib
-
         try:
             open_renewal_info()
         except GLib.Error as exc:
