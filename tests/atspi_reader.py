@@ -4,7 +4,8 @@ system Python (Debian's python3-pyatspi), with DISPLAY and DBUS_SESSION_BUS_ADDR
     /usr/bin/python3 atspi_reader.py dump APP            # JSON: every node of APP's tree
     /usr/bin/python3 atspi_reader.py click APP NAME      # press the button named NAME
 
-A node is ``{"role", "name", "description", "text", "showing", "focused", "depth"}``;
+A node is ``{"role", "name", "description", "text", "showing", "focused", "focusable",
+"depth"}``;
 ``text`` is the Text interface's content (a label's text). Exit 3 when APP is not on the
 desktop, 4 when no button is named NAME.
 """
@@ -47,6 +48,7 @@ def walk(node, depth=0, out=None):
             "text": text,
             "showing": states.contains(pyatspi.STATE_SHOWING),
             "focused": states.contains(pyatspi.STATE_FOCUSED),
+            "focusable": states.contains(pyatspi.STATE_FOCUSABLE),
             "depth": depth,
             "node": node,
         }

@@ -338,6 +338,23 @@ def test_a_certificate_is_exported(stack, sandbox):
     )
 
 
+#: The roles of the controls a person operates.
+CONTROLS = ("push button", "toggle button", "page tab", "combo box", "check box", "text")
+
+
+@pytest.mark.stack
+def test_every_control_has_an_accessible_name_and_takes_the_keyboard(stack):
+    stack.start_window("ja")
+    read_status(stack)
+    stack.wait_for_text("券面事項入力補助用の暗証番号を変更")
+    controls = [node for node in stack.tree() if node["role"] in CONTROLS]
+    assert len(controls) >= 15  # the pages' buttons, the page tabs, the window's own
+    for control in controls:
+        name = control["name"]
+        assert name and not name.startswith(("Gtk", "Adw")), control
+        assert control["focusable"], control
+
+
 def read_status(stack: WindowStack) -> dict:
     """GetStatus (busctl) once the card in the reader has been read."""
     return wait_for(
