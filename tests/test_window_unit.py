@@ -31,3 +31,20 @@ def test_the_expiry_is_the_date_in_japan(monkeypatch):
     monkeypatch.setenv("LANGUAGE", "ja")
     assert expires_text(cert) == "2029-05-31(あと12日)"
     assert expires_text(cert._replace(days_left=None)) == "2029-05-31"
+
+
+def test_without_pygobject_3_50_the_window_says_what_to_install():
+    """Debian's own python3-gi (3.42) has no gi.events: the window says what it needs."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["/usr/bin/python3", "-c", "import mncd.window.app"],
+        env={**os.environ, "PYTHONPATH": str(root), "LANGUAGE": "en"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "the window needs PyGObject 3.50" in done.stderr
+    assert "gir1.2-gtk-4.0" in done.stderr and "Traceback" not in done.stderr

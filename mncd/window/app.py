@@ -15,16 +15,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import gi
+from mncd.api import WINDOW_APP_ID, WINDOW_RENEWAL_ACTION, WINDOW_SHOW_ACTION
+from mncd.i18n import gettext as _
 
-gi.require_version("Gtk", "4.0")
-gi.require_version("Adw", "1")
+try:
+    import gi
 
-from gi.events import GLibEventLoopPolicy  # noqa: E402
-from gi.repository import Adw, Gio, GLib  # noqa: E402
-
-from mncd.api import WINDOW_APP_ID, WINDOW_RENEWAL_ACTION, WINDOW_SHOW_ACTION  # noqa: E402
-from mncd.i18n import gettext as _  # noqa: E402
+    gi.require_version("Gtk", "4.0")
+    gi.require_version("Adw", "1")
+    from gi.events import GLibEventLoopPolicy
+    from gi.repository import Adw, Gio, GLib
+except (ImportError, ValueError) as exc:  # no PyGObject, or no GTK 4 / libadwaita typelibs
+    raise SystemExit(
+        _(
+            "mncd-window: the window needs PyGObject 3.50 (the 'window' extra: ./scripts/setup "
+            "installs it) and GTK 4 and libadwaita (sudo apt install gir1.2-gtk-4.0 "
+            "gir1.2-adw-1): {error}"
+        ).format(error=exc)
+    ) from exc
 
 log = logging.getLogger(__name__)
 
