@@ -59,8 +59,8 @@ def run_on_bus(tmp_path, scenario, *, with_window: bool):
     from mncd.desktop.window_link import WindowLink
     from mncd.vcard.sessionbus import PrivateSessionBus
 
-    bus = PrivateSessionBus(tmp_path)
     fake = FakeApplication()
+    bus = PrivateSessionBus(tmp_path)
 
     async def main():
         daemon_side = await MessageBus(bus_address=bus.address).connect()
