@@ -19,3 +19,17 @@ CARD_ID_MIN_DIGITS = 8
 MAX_SERVICE_DIGESTS = 16
 #: Longest ``site`` option (an origin such as ``https://www.example.go.jp``).
 MAX_SITE = 260
+
+#: The desktop window (``mncd-window``), a client of the API: its application id (also its bus
+#: name, its ``.desktop`` file's name and its icon's), and the object GApplication exports for
+#: ``org.freedesktop.Application``. The daemon's notices open it through D-Bus activation.
+WINDOW_APP_ID = "io.github.mncd.Window"
+WINDOW_OBJECT_PATH = "/io/github/mncd/Window"
+#: The window's action that shows a matter: ``card``, ``auth``, ``sign`` (a certificate),
+#: ``pin-auth``, ``pin-sign`` (a PIN), ``doctor``, ``sign-pdf``, ``verify-pdf``.
+WINDOW_SHOW_ACTION = "show"
+#: The window's action that opens J-LIS's renewal information page in the browser.
+WINDOW_RENEWAL_ACTION = "renewal-info"
+#: J-LIS's portal of the public certification service (公的個人認証サービス), where renewing the
+#: certificates is explained.
+RENEWAL_INFO_URL = "https://www.jpki.go.jp/"

@@ -1,5 +1,7 @@
 """``mncd --install-user-service`` / ``--uninstall-user-service``: the systemd user unit and the
-D-Bus activation file, both running this installation's ``mncd``.
+D-Bus activation file, both running this installation's ``mncd``; and, when this installation
+has the window (``mncd-window`` beside ``mncd``), its ``.desktop`` entry, icon and D-Bus
+activation file, so the menu, file managers ("open PDFs with") and mncd's notices can start it.
 
 The shipped files (``systemd/mncd.service``, ``dbus/io.github.mncd.MyNumberCard1.service``; in the
 package under ``mncd/daemon/service-files/``) are copied with only their ``ExecStart=`` / ``Exec=``
@@ -22,12 +24,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mncd.api import BUS_NAME
+from mncd.api import BUS_NAME, WINDOW_APP_ID
 
 __all__ = ["InstallError", "ServicePaths", "find_executable", "install", "uninstall"]
 
 UNIT = "mncd.service"
 ACTIVATION = f"{BUS_NAME}.service"
+WINDOW_COMMAND = "mncd-window"
+WINDOW_DESKTOP = f"{WINDOW_APP_ID}.desktop"
+WINDOW_ACTIVATION = f"{WINDOW_APP_ID}.service"
+WINDOW_ICON = f"{WINDOW_APP_ID}.svg"
 #: Characters systemd or dbus-daemon would expand or split in the path (%, $, quotes, \\, `).
 UNSAFE = re.compile(r"[%$\"'\\`\x00-\x1f\x7f]")
 
@@ -50,6 +56,48 @@ class ServicePaths:
         config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
         data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
         return cls(config / "systemd" / "user" / UNIT, data / "dbus-1" / "services" / ACTIVATION)
+
+
+@dataclass(frozen=True)
+class WindowPaths:
+    """Where the window's desktop entry, icon and D-Bus activation file go for a user."""
+
+    desktop: Path
+    icon: Path
+    activation: Path
+
+    @classmethod
+    def for_user(cls, env: Mapping[str, str] = os.environ) -> WindowPaths:
+        """Under ``$XDG_DATA_HOME``: ``applications/``, ``icons/hicolor/scalable/apps/``,
+        ``dbus-1/services/``."""
+        home = Path(env.get("HOME") or Path.home())
+        data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+        return cls(
+            data / "applications" / WINDOW_DESKTOP,
+            data / "icons" / "hicolor" / "scalable" / "apps" / WINDOW_ICON,
+            data / "dbus-1" / "services" / WINDOW_ACTIVATION,
+        )
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.desktop, self.icon, self.activation)
+
+
+def install_window(
+    mncd: Path, paths: WindowPaths | None = None, say: Callable[[str], None] = print
+) -> WindowPaths | None:
+    """The window's files, when ``mncd-window`` is beside ``mncd`` (else nothing)."""
+    window = mncd.parent / WINDOW_COMMAND
+    if not _is_executable(window):
+        return None
+    value = exec_value(window)
+    paths = paths or WindowPaths.for_user()
+    _write(paths.desktop, render(shipped(WINDOW_DESKTOP), "Exec", f"{value} %F"))
+    _write(paths.icon, shipped(WINDOW_ICON))
+    _write(paths.activation, render(shipped(WINDOW_ACTIVATION), "Exec",
+                                    f"{value} --gapplication-service"))  # fmt: skip
+    _run("update-desktop-database", "-q", str(paths.desktop.parent))  # "open PDFs with" menus
+    say(f"installed {paths.desktop}, {paths.icon} and {paths.activation}; they run {window}")
+    return paths
 
 
 def find_executable() -> Path:
@@ -91,9 +139,11 @@ def install(
     executable: Path | None = None,
     paths: ServicePaths | None = None,
     say: Callable[[str], None] = print,
+    window_paths: WindowPaths | None = None,
 ) -> ServicePaths:
     """Write the unit and the activation file for ``executable`` (default: this installation's
-    ``mncd``), reload the user manager and the bus, and restart a running mncd."""
+    ``mncd``) and the window's files (see :func:`install_window`), reload the user manager and
+    the bus, and restart a running mncd."""
     executable = Path(os.path.abspath(executable)) if executable else find_executable()
     if not _is_executable(executable):
         raise InstallError(f"{executable} is not an executable file")
@@ -102,6 +152,7 @@ def install(
     _write(paths.unit, render(shipped(UNIT), "ExecStart", value))
     _write(paths.activation, render(shipped(ACTIVATION), "Exec", value))
     say(f"installed {paths.unit} and {paths.activation}; both run {executable}")
+    install_window(executable, window_paths, say)
     if _have_manager():
         _systemctl("daemon-reload")
         _systemctl("try-restart", UNIT)
@@ -115,9 +166,15 @@ def install(
     return paths
 
 
-def uninstall(paths: ServicePaths | None = None, say: Callable[[str], None] = print) -> None:
-    """Stop mncd, disable and remove the unit and the activation file."""
+def uninstall(
+    paths: ServicePaths | None = None,
+    say: Callable[[str], None] = print,
+    window_paths: WindowPaths | None = None,
+) -> None:
+    """Stop mncd, disable and remove the unit and the activation file, and the window's files."""
     paths = paths or ServicePaths.for_user()
+    for path in (window_paths or WindowPaths.for_user()).all():
+        path.unlink(missing_ok=True)
     managed = _have_manager()
     if managed:
         _systemctl("disable", "--now", UNIT)

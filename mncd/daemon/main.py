@@ -26,7 +26,7 @@ from dbus_next import BusType
 from dbus_next.constants import NameFlag, RequestNameReply
 
 from mncd import __version__
-from mncd.api import BUS_NAME, OBJECT_PATH
+from mncd.api import BUS_NAME, OBJECT_PATH, WINDOW_APP_ID
 from mncd.core.cache import CardCache
 from mncd.core.cardthread import CARD_TIMEOUT
 from mncd.core.events import (
@@ -140,13 +140,22 @@ async def run(state_dir: Path | None = None) -> int:
     from mncd.desktop.alerts import NoticeCenter
     from mncd.desktop.notifications import DesktopNotifier
     from mncd.desktop.prompts import pin_dialogs
+    from mncd.desktop.window_link import WindowLink
 
     config = Config.load()
     manager.gate.dialogs = pin_dialogs(config.pinentry)
     udev = UdevReaderWatcher(loop, manager.handle_usb_reader)
     if udev.start():
         manager.usb_readers.update(udev.present)
-    notifier = DesktopNotifier(bus, ids_path=cache.root / "notifications.json")
+    window = WindowLink(bus)
+    notifier = DesktopNotifier(
+        bus,
+        desktop_entry=WINDOW_APP_ID,
+        on_action=window.on_action,
+        ids_path=cache.root / "notifications.json",
+        default_action=True,
+    )
+    window.notifier = notifier
     notice_center = NoticeCenter(manager, notifier, config, cache.root / "notices.json")
     pkcs11 = await _pkcs11_server(manager, config)
 

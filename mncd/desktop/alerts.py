@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mncd.api import RENEWAL_INFO_URL
 from mncd.config import Config
 from mncd.core.cache import CardRecord
 from mncd.core.events import CardForgotten, CoreEvent, StateChanged
 from mncd.core.manager import CardManager
 from mncd.desktop import notices
 from mncd.desktop.notifications import DesktopNotifier, Notice
+from mncd.desktop.window_link import RENEWAL_ACTION
 from mncd.i18n import translator
 from mncd.jpki import calendar
 from mncd.jpki.summary import CertificateSummary
@@ -238,7 +241,16 @@ class NoticeCenter:
 
 
 def to_notice(message: notices.NoticeText, details: str = "") -> Notice:
-    """The desktop notification for a message."""
+    """The desktop notification for a message; one about renewal links J-LIS's page on it."""
+    _ = translator().gettext
+    links: tuple[tuple[str, str], ...] = ()
+    markup = ""
+    if message.category == "expiry":
+        links = ((RENEWAL_ACTION, _("How to renew")),)
+        markup = (
+            f"{html.escape(message.body, quote=False)}\n"
+            f'<a href="{html.escape(RENEWAL_INFO_URL)}">{html.escape(_("How to renew"))}</a>'
+        )
     return Notice(
         subject=message.subject,
         summary=message.summary,
@@ -247,5 +259,7 @@ def to_notice(message: notices.NoticeText, details: str = "") -> Notice:
         category=f"x-mncd.{message.category}",
         details=details or message.details,
         icon=ICONS.get(message.category, "dialog-information"),
-        details_label=translator().gettext("Details"),
+        details_label=_("Details"),
+        markup=markup,
+        links=links,
     )

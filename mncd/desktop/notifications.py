@@ -36,6 +36,8 @@ BUS_NAME = "org.freedesktop.Notifications"
 OBJECT_PATH = "/org/freedesktop/Notifications"
 INTERFACE = "org.freedesktop.Notifications"
 DETAILS_ACTION = "details"
+#: The action a server invokes when the notification itself is clicked.
+DEFAULT_ACTION = "default"
 #: Seconds to wait for a reply; a little over dbus-daemon's activation timeout.
 CALL_TIMEOUT = 30.0
 
@@ -68,6 +70,8 @@ class Notice:
     details_label: str = "Details"
     #: Body with markup (<b>, <i>, <a href>), used instead of ``body`` if the server has it.
     markup: str = ""
+    #: More actions, (key, label) each, after 「詳細」 (e.g. J-LIS's renewal page).
+    links: tuple[tuple[str, str], ...] = ()
 
 
 #: ``on_action(subject, action_key)``; may return an awaitable, which is run as a task.
@@ -118,11 +122,15 @@ class DesktopNotifier:
         desktop_entry: str = "io.github.mncd",
         on_action: ActionCallback | None = None,
         ids_path: Path | None = None,
+        default_action: bool = False,
     ) -> None:
+        """``default_action``: clicking a notification (the server's "default" action) calls
+        ``on_action`` as 「詳細」 does."""
         self._bus = bus
         self.app_name = app_name
         self.desktop_entry = desktop_entry
         self._on_action = on_action
+        self._default_action = default_action and on_action is not None
         #: Called with a notice's subject as soon as the server has accepted it (also for a
         #: notice that waited for a server).
         self.on_shown: Callable[[str], None] | None = None
@@ -259,7 +267,12 @@ class DesktopNotifier:
     async def _send_notify(self, notice: Notice, caps: frozenset[str], replaces_id: int) -> int:
         actions: list[str] = []
         if "actions" in caps and (notice.details or self._on_action is not None):
-            actions = [DETAILS_ACTION, notice.details_label]
+            if self._default_action:
+                actions = [DEFAULT_ACTION, notice.details_label]
+            actions += [DETAILS_ACTION, notice.details_label]
+            if self._on_action is not None:
+                for key, label in notice.links:
+                    actions += [key, label]
         if "body-markup" in caps:
             body = notice.markup or html.escape(notice.body, quote=False)
         else:
@@ -348,16 +361,24 @@ class DesktopNotifier:
                 return
             if inspect.isawaitable(result):
                 self._spawn(result)
-        elif key == DETAILS_ACTION and notice.details:
-            details = replace(
-                notice,
-                subject=notice.subject + ":details",
-                body=notice.details,
-                markup="",
-                details="",
-                urgency=min(int(notice.urgency), Urgency.NORMAL),
-            )
-            self._spawn(self.show(details))
+        elif key == DETAILS_ACTION:
+            self._spawn(self.show_details(notice.subject))
+
+    async def show_details(self, subject: str) -> None:
+        """The details of the live notice for ``subject`` as a notice of their own."""
+        notice = next((n for n in self._live.values() if n.subject == subject), None)
+        if notice is None or not notice.details:
+            return
+        details = replace(
+            notice,
+            subject=notice.subject + ":details",
+            body=notice.details,
+            markup="",
+            details="",
+            links=(),
+            urgency=min(int(notice.urgency), Urgency.NORMAL),
+        )
+        await self.show(details)
 
     def _spawn(self, awaitable: Any) -> None:
         task = asyncio.ensure_future(awaitable)
