@@ -304,19 +304,19 @@ BAD_INPUTS = [
     ("not-a-pdf", "in.pdf is not a PDF file: sign other files with --cms.",
      "in.pdfはPDFファイルではありません。PDF以外のファイルには --cms で署名してください。"),
     ("empty", "in.pdf is empty (0 bytes): check that it was saved completely.",
-     "in.pdfは空のファイルです(0バイト)。正しく保存されているか確認してください。"),
+     "in.pdfは空のファイルです（0バイト）。正しく保存されているか確認してください。"),
     ("directory", "in.pdf is a folder, not a file: give a file in it.",
      "in.pdfはフォルダーです。中のファイルを指定してください。"),
     ("missing", "in.pdf does not exist: check the file's name and folder.",
      "in.pdfが見つかりません。ファイル名と保存場所を確認してください。"),
     ("encrypted",
      "in.pdf is encrypted (password-protected): remove the protection, then sign it.",
-     "in.pdfは暗号化(パスワード保護)されているため、署名できません。保護を解除してから"
+     "in.pdfは暗号化（パスワード保護）されているため、署名できません。保護を解除してから"
      "署名してください。"),
     ("damaged",
      "in.pdf is damaged and cannot be signed (Could not read malformed PDF file): make the PDF "
      "again with the program that made it.",
-     "in.pdfは壊れているため、署名できません(Could not read malformed PDF file)。PDFを作成した"
+     "in.pdfは壊れているため、署名できません（Could not read malformed PDF file）。PDFを作成した"
      "ソフトで作り直してください。"),
     ("locked",
      "in.pdf is locked by its signature 'Author' (no changes allowed): another signature "
@@ -400,8 +400,8 @@ def test_expired_certificate_is_refused_with_its_own_exit_code(daemon, insert_ca
     card.commands(clear=True)
     again = sign_pdf(daemon, card, source, output, lang=JAPANESE)
     assert again.returncode == 6, again.stderr
-    assert again.stderr.startswith("mncctl: 署名用電子証明書の有効期限(20"), again.stderr
-    assert "日)が切れています。この電子証明書で署名した文書は受け付けられません。" in again.stderr
+    assert again.stderr.startswith("mncctl: 署名用電子証明書の有効期限（20"), again.stderr
+    assert "日）が切れています。この電子証明書で署名した文書は受け付けられません。" in again.stderr
     assert "市区町村の窓口で新しい電子証明書の発行を受けてください。" in again.stderr
     assert verifies_with_pin(card.commands()) == 0
 
