@@ -135,7 +135,7 @@ def test_pin_change_at_the_last_card_info_try_needs_allow_last_try(daemon, inser
     assert refused.stderr.splitlines() == [
         UNCONFIRMED,
         "mncctl: Only one try is left for the card-info PIN; a wrong one locks it until it is "
-        "reset at your municipal office. To use it anyway, add --allow-last-try."
+        "reset at your municipal office. To use it anyway, add --allow-last-try.",
     ]
     assert verifies_with_pin(card.commands()) == 0
     allowed = mncctl(address, "pin", "change", "card-info", "--pin-stdin", "--allow-last-try",
