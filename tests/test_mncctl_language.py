@@ -30,8 +30,8 @@ def terminals():
     """Factory of mncctl terminals in a locale, all closed afterwards."""
     opened = []
 
-    def open_terminal(address: str, lang: str, *args: str):
-        opened.append(run_in_terminal(address, *args, lang=lang))
+    def open_terminal(address: str, lang: str, *args: str, **extra: str):
+        opened.append(run_in_terminal(address, *args, lang=lang, **extra))
         return opened[-1]
 
     yield open_terminal
@@ -70,13 +70,35 @@ def test_status_in_the_users_language(daemon, card, terminals, lang):
     wait_state(daemon.bus.address, "card-present")
     screen = terminals(daemon.bus.address, lang, "status").wait("[exit ")
     assert "[exit 0]" in screen, screen
-    for text in STATUS[lang]:
-        assert text in flat(screen), (text, screen)
+    for text in STATUS[lang]:  # (a long line wraps to the terminal, under its value)
+        assert unspaced(text) in unspaced(screen), (text, screen)
     english_only = ("State:", "Signing certificate", "days left")
     japanese_only = ("状態", "署名用電子証明書", "あと")
     for text in english_only if lang == JAPANESE else japanese_only:
         assert text not in screen, (text, screen)
     assert "Token:" not in screen and "トークン" not in screen  # an ordinary card
+    for detail in ("\nCard:", "\nカード:", "Fingerprint", "フィンガープリント", "Issuer", "発行者"):
+        assert detail not in screen, (detail, screen)  # for people: no ids, DNs, fingerprints
+    assert not re.search(r"[0-9a-f]{32}", screen), screen
+
+
+@pytest.mark.parametrize("lang", [JAPANESE, ENGLISH], ids=["ja", "en"])
+def test_status_wraps_to_a_narrow_terminal_with_a_hanging_indent(daemon, card, terminals, lang):
+    """A terminal 50 columns wide: no line is longer, and a long value goes on under itself."""
+    from mncd.cli.text import display_width
+
+    wait_state(daemon.bus.address, "card-present")
+    term = terminals(daemon.bus.address, lang, "status", "--details", COLUMNS="50")
+    screen = term.wait("[exit ")
+    assert "[exit 0]" in screen, screen
+    lines = screen[: screen.index("[exit ")].rstrip("\n").splitlines()
+    assert all(display_width(line) <= 50 for line in lines), screen
+    step = next(i for i, line in enumerate(lines) if re.search("Next step:|次にすること:", line))
+    head, value = lines[step].split(":", 1)
+    column = display_width(head) + 1 + len(value) - len(value.lstrip())  # where the value starts
+    continuation = lines[step + 1]
+    assert continuation[:column].strip() == "" and continuation[column] != " ", screen
+    assert re.search(r"\n(カード|Card): +[0-9a-f]{16}", screen), screen  # --details: its id
 
 
 PIN_ERRORS = {

@@ -75,8 +75,9 @@ def test_a_family_then_one_renewal_gives_each_person_their_reminders(
         got = summaries(server)
         assert (got.count(ALICE), got.count(BOB), got.count(RENEWED)) == (1, 1, 1)
 
-        # mncctl status lists the other cards by id; Bob's card is forgotten by a prefix.
-        listing = mncctl(bus.address, "status")
+        # mncctl status --details lists the other cards by id; Bob's card is forgotten by a
+        # prefix.
+        listing = mncctl(bus.address, "status", "--details")
         assert listing.returncode == 0, listing.stderr
         assert f"Card:             {alice_new}" in listing.stdout and bob_id in listing.stdout
         refused = mncctl(bus.address, "forget", alice_new)  # in the reader

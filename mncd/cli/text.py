@@ -46,16 +46,20 @@ def display_width(text: str) -> int:
 #: What must not start a line in Japanese: closing punctuation, the prolonged sound mark, small
 #: kana (kinsoku).
 _NO_LINE_START = "、。，．・：；？！）」』】〕ー々ぁぃぅぇぉっゃゅょァィゥェォッャュョ"
+#: What must not end a line: opening brackets.
+_NO_LINE_END = "「『（【〔"
 #: Wide characters: Japanese (and other East Asian) scripts, full-width forms.
 _WIDE = "\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
 #: Pieces a line may break between: runs of spaces, words of narrow characters, and single wide
-#: characters (Japanese has no spaces), each with the punctuation that must follow it.
-_PIECES = rf"\s+|[^\s{_WIDE}]+[{_NO_LINE_START}]*|.[{_NO_LINE_START}]*"
+#: characters (Japanese has no spaces), each with the brackets and punctuation that must stay
+#: with it.
+_PIECES = rf"\s+|[{_NO_LINE_END}]*(?:[^\s{_WIDE}]+|.)[{_NO_LINE_START}]*"
 
 
 def wrap(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` terminal columns, broken at spaces and between
-    Japanese characters (never before 、。 and the like), never inside a word."""
+    Japanese characters (never before 、。 or after 「 and the like), inside a word only when
+    it is wider than a line (a fingerprint)."""
     lines: list[str] = []
     line = ""
     for piece in re.findall(_PIECES, text):  # compiled on first use (help only), then cached
@@ -65,10 +69,35 @@ def wrap(text: str, width: int) -> list[str]:
         if line and display_width(line + piece) > width:
             lines.append(line.rstrip())
             line = ""
+        while display_width(piece) > width > 1:
+            cut = next(i for i in range(len(piece), 0, -1) if display_width(piece[:i]) <= width)
+            lines.append(piece[:cut])
+            piece = piece[cut:]
         line += piece
     if line.strip() or not lines:
         lines.append(line.rstrip())
     return lines
+
+
+def output_width() -> int | None:
+    """The width to wrap mncctl's output to: the terminal's when standard output is one (or
+    ``$COLUMNS`` is set), None (no wrapping) when it goes to a file or a pipe."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return terminal_columns()
+    try:
+        return terminal_columns() if sys.stdout.isatty() else None
+    except (AttributeError, ValueError):
+        return None
+
+
+def hanging(head: str, text: str, width: int | None) -> str:
+    """``head`` then ``text``, wrapped to ``width`` columns with the lines after the first
+    starting under the text's first column (unwrapped when ``width`` is None or too narrow)."""
+    indent = display_width(head)
+    if width is None or width - indent < 20:
+        return head + text
+    lines = wrap(text, width - indent)
+    return "\n".join([head + lines[0], *(" " * indent + line for line in lines[1:])])
 
 
 class HelpFormatter(argparse.HelpFormatter):
