@@ -90,7 +90,7 @@ def test_a_family_then_one_renewal_gives_each_person_their_reminders(
         assert malformed.returncode == 2 and "8 to 32 digits of 0-9 and a-f" in malformed.stderr
         japanese = mncctl(bus.address, "forget", alice_new, lang="ja_JP.UTF-8")
         assert japanese.stderr == (
-            f"mncctl: カード {alice_new} はリーダーに挿さっています。"
+            f"mncctl: カード {alice_new} はカードリーダーに挿さっています。"
             "取り出してから実行してください。\n"
         )
         forgot = mncctl(bus.address, "forget", bob_id[:10])

@@ -109,7 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help=_("print the counters as JSON"))
     status.set_defaults(func=run_status)
     change = actions.add_parser("change", help=_("change a PIN of the card"))
-    change.add_argument("which", choices=WHICH, help=_("which PIN: auth, sign or card-info"))
+    change.add_argument(
+        "which", choices=WHICH, metavar=_("WHICH"), help=_("which PIN: auth, sign or card-info")
+    )
     change.add_argument(
         "--pin-stdin",
         action="store_true",
