@@ -10,6 +10,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
+import shlex
+import sys
 
 import pytest
 from cryptography import x509
@@ -29,6 +32,10 @@ from mncd.client import Event, Status, connection, error_for_reply
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 JST = dt.timezone(dt.timedelta(hours=9))
+#: This installation's mncd --install-user-service as mncctl names it when mncd is not on the PATH.
+INSTALL = (
+    f"{shlex.quote(os.path.join(os.path.dirname(sys.executable), 'mncd'))} --install-user-service"
+)
 # 2029-05-30 15:30 UTC is already 2029-05-31 in Japan.
 NOT_AFTER = int(dt.datetime(2029, 5, 30, 15, 30, tzinfo=dt.UTC).timestamp())
 FINGERPRINT = "ab" * 32
@@ -161,15 +168,26 @@ def test_empty_error_text_still_gets_a_sentence() -> None:
     assert lines_for(ERR + "CertificateMissing", "") == ["The card has no such certificate."]
 
 
-def test_daemon_not_installed_says_how_to_install_it() -> None:
+def test_daemon_not_installed_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a checkout: its mncd is not on the PATH
     lines = lines_for(
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "The name io.github.mncd.MyNumberCard1 was not provided by any .service files",
     )
     assert lines == [
-        "mncd is not installed for this user: install it with "
-        "'mncd --install-user-service', then try again."
+        f"mncd is not installed for this user: install it with '{INSTALL}', then try again."
     ]
+
+
+def test_the_install_command_is_mncd_only_when_the_path_finds_this_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkout's mncd is .venv/bin/mncd: the hint names it unless the PATH leads to it."""
+    bin_dir = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin")
+    assert cli_errors.install_command() == "mncd --install-user-service"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert cli_errors.install_command() == INSTALL
 
 
 @pytest.mark.parametrize("name", ["NoReply", "Disconnected"])
