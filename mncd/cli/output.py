@@ -300,8 +300,7 @@ def _status_lines(status: Status, tz: dt.tzinfo | None, details: bool) -> list[s
             if status.state == "reading" and cert.source == "cache":
                 cert = cert._replace(source="reading")
             lines += format_certificate(which, cert, tz, details)
-    current = status.card_id if card_in else ""
-    others = [card for card in status.cards if card.card_id != current]
+    others = [card for card in status.cards if card.card_id != status.card_id]
     if others and details:
         lines += ["", _("Other cards seen ('mncctl forget CARD' removes one you no longer have)")]
         lines += [f"  {format_known_card(card, tz)}" for card in others]
