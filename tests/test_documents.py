@@ -485,7 +485,8 @@ def test_the_daemon_never_imports_pyhanko():
 
 
 def readme_documents_example() -> str:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    doc = Path(__file__).resolve().parent.parent / "docs" / "signed-documents.md"
+    text = doc.read_text(encoding="utf-8")
     start = text.index("From Python, `mncd.documents`")
     match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
     assert match is not None
