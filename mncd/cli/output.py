@@ -211,47 +211,49 @@ def _label_width(catalog: gettext.NullTranslations) -> int:
     return INDENT + max(display_width(catalog.gettext(label)) for label in LABELS)
 
 
-#: The width the status is wrapped to (None: not wrapped), set by :func:`format_status`.
-_width: int | None = None
-
-
-def _line(label: str, value: str, indent: str = " " * INDENT) -> str:
-    """``label`` and ``value`` in the table's columns, the value wrapped under itself."""
-    return hanging(f"{indent}{pad(label, label_width() - len(indent))} ", value, _width)
+def _line(label: str, value: str, indent: str = " " * INDENT, width: int | None = None) -> str:
+    """``label`` and ``value`` in the table's columns, the value wrapped to ``width`` under
+    itself (None: not wrapped)."""
+    return hanging(f"{indent}{pad(label, label_width() - len(indent))} ", value, width)
 
 
 def format_certificate(
-    which: str, cert: CertificateStatus, tz: dt.tzinfo | None = None, details: bool = False
-) -> list[str]:
+    which: str, cert: CertificateStatus, tz: dt.tzinfo | None = None, details: bool = False,
+    width: int | None = None,
+) -> list[str]:  # fmt: skip
     """Lines about one certificate of the status (``which`` is ``auth`` or ``sign``): its
     state, expiry, what to do and the tries left; with ``details`` also where it was read,
     serial, issuer, fingerprint and algorithm."""
     lines = [certificate_title(which)]
     tries = format_pin_tries(cert.pin_tries_left, MAX_PIN_TRIES.get(which, 0))
-    pin_line = _line(_("PIN tries:") if which == "auth" else _("Password tries:"), tries)
+    pin_line = _line(
+        _("PIN tries:") if which == "auth" else _("Password tries:"), tries, width=width
+    )
     step = next_step(which, cert)
     if not cert.present and cert.source == "none":  # nothing read yet: never "not present"
-        lines.append(_line(_("State:"), _("not known yet")))
-        lines.append(_line(_("Next step:"), step))
+        lines.append(_line(_("State:"), _("not known yet"), width=width))
+        lines.append(_line(_("Next step:"), step, width=width))
         return lines
     if not cert.present:
-        lines.append(_line(_("State:"), _("not on this card")))
-        lines.append(_line(_("Why:"), step))
+        lines.append(_line(_("State:"), _("not on this card"), width=width))
+        lines.append(_line(_("Why:"), step, width=width))
         if cert.pin_tries_left is not None:
             lines.append(pin_line)
         return lines
-    lines.append(_line(_("State:"), certificate_state_text(cert.state) or _("unknown")))
+    lines.append(
+        _line(_("State:"), certificate_state_text(cert.state) or _("unknown"), width=width)
+    )
     if cert.state != "invalidated":
         expires = format_date(cert.not_after, tz or japan())  # the date in Japan, as days_left
         if cert.days_left is not None:
             expires = _("{date} ({days})").format(
                 date=expires, days=format_days_left(cert.days_left)
             )
-        lines.append(_line(_("Expires:"), expires))
+        lines.append(_line(_("Expires:"), expires, width=width))
     if step:
-        lines.append(_line(_("Next step:"), step))
+        lines.append(_line(_("Next step:"), step, width=width))
     if details:
-        lines.append(_line(_("Source:"), source_text(cert.source)))
+        lines.append(_line(_("Source:"), source_text(cert.source), width=width))
     lines.append(pin_line)
     if not details:
         return lines
@@ -262,7 +264,7 @@ def format_certificate(
         (_("Algorithm:"), cert.algorithm),
     ):
         if value:
-            lines.append(_line(label, value))
+            lines.append(_line(label, value, width=width))
     return lines
 
 
@@ -272,34 +274,31 @@ def format_status(
     """The status for people: the card in or not, both certificates, days left, tries and what
     to do; ``details`` adds the card's id, where each certificate was read, serials, issuers,
     fingerprints and the other cards seen. Lines are wrapped to ``width`` (None: not)."""
-    global _width
-    _width = width
-    try:
-        return "\n".join(_status_lines(status, tz, details))
-    finally:
-        _width = None
+    return "\n".join(_status_lines(status, tz, details, width))
 
 
-def _status_lines(status: Status, tz: dt.tzinfo | None, details: bool) -> list[str]:
+def _status_lines(
+    status: Status, tz: dt.tzinfo | None, details: bool, width: int | None
+) -> list[str]:
     lines = [
-        _line(_("State:"), state_text(status.state), indent=""),
-        _line(_("Reader:"), status.reader or _("(none)"), indent=""),
+        _line(_("State:"), state_text(status.state), indent="", width=width),
+        _line(_("Reader:"), status.reader or _("(none)"), indent="", width=width),
     ]
     readers = status.readers
     if len(readers) > 1 or (readers and readers[0] != status.reader):
-        lines.append(_line(_("Readers:"), ", ".join(readers), indent=""))
+        lines.append(_line(_("Readers:"), ", ".join(readers), indent="", width=width))
     card_in = status.state in ("card-present", "reading")
     if card_in and status.token and status.token != "card":
-        lines.append(_line(_("Token:"), token_text(status.token), indent=""))
+        lines.append(_line(_("Token:"), token_text(status.token), indent="", width=width))
     if details and card_in and status.card_id:
-        lines.append(_line(_("Card:"), status.card_id, indent=""))
+        lines.append(_line(_("Card:"), status.card_id, indent="", width=width))
     for which in ("auth", "sign"):
         if isinstance(status.raw.get(which), Mapping):
             lines.append("")
             cert = status.certificate(which)
             if status.state == "reading" and cert.source == "cache":
                 cert = cert._replace(source="reading")
-            lines += format_certificate(which, cert, tz, details)
+            lines += format_certificate(which, cert, tz, details, width)
     others = [card for card in status.cards if card.card_id != status.card_id]
     if others and details:
         lines += ["", _("Other cards seen ('mncctl forget CARD' removes one you no longer have)")]
@@ -310,7 +309,7 @@ def _status_lines(status: Status, tz: dt.tzinfo | None, details: bool) -> list[s
             "{n} other cards seen: 'mncctl status --details' lists them.",
             len(others),
         ).format(n=len(others))
-        lines += ["", hanging("", text, _width)]
+        lines += ["", hanging("", text, width)]
     return lines
 
 
