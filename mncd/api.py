@@ -15,3 +15,7 @@ DIGEST_TIMEOUT = 30.0
 #: first CARD_ID_MIN_DIGITS or more.
 CARD_ID_DIGITS = 32
 CARD_ID_MIN_DIGITS = 8
+#: Most DigestInfos one SignDigestInfo call signs (under one PIN).
+MAX_SERVICE_DIGESTS = 16
+#: Longest ``site`` option (an origin such as ``https://www.example.go.jp``).
+MAX_SITE = 260

@@ -76,9 +76,13 @@ class Pkcs11Daemon:
 
 @contextmanager
 def pkcs11_daemon(
-    directory: Path, sandbox_env: dict[str, str], answers: list[object] | None = None
+    directory: Path,
+    sandbox_env: dict[str, str],
+    answers: list[object] | None = None,
+    display: str = ":0",
 ) -> Iterator[Pkcs11Daemon]:
-    """mncd with a runtime directory (so it serves PKCS#11) and a scripted pinentry."""
+    """mncd with a runtime directory (so it serves PKCS#11) and a scripted pinentry;
+    ``display``: its DISPLAY ("": none, nor a Wayland display or terminal)."""
     runtime = directory / "runtime"
     runtime.mkdir(mode=0o700, parents=True)
     entry = ScriptedPinentry(directory / "pinentry", answers or [])
@@ -87,8 +91,10 @@ def pkcs11_daemon(
         **config_with(directory, entry),
         "XDG_RUNTIME_DIR": str(runtime),
         "LANG": "C.UTF-8",
-        "DISPLAY": ":0",
+        "DISPLAY": display,
     }
+    if not display:
+        env.update({"WAYLAND_DISPLAY": "", "GPG_TTY": ""})
     bus = PrivateBus(directory)
     try:
         daemon = Daemon(bus, env, directory / "state").start()

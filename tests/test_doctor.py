@@ -95,7 +95,9 @@ def test_a_good_stack_is_all_ok(tmp_path, sandbox, card, home):
         env.pop("WAYLAND_DISPLAY", None)
         result = doctor(env)
         assert result.returncode == 0, result.stdout + result.stderr
-        checks = lines_by_check(result.stdout)
+        # The PKCS#11 lines depend on the user's set-up: tests/test_browsers.py checks them.
+        pkcs11 = {"PKCS#11 socket", "PKCS#11 module file", "dialog's display", "TLS 1.3 log-in"}
+        checks = {k: v for k, v in lines_by_check(result.stdout).items() if k not in pkcs11}
         assert all(level(line) == "ok" for lines in checks.values() for line in lines), (
             result.stdout
         )

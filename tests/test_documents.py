@@ -314,10 +314,12 @@ BAD_INPUTS = [
      "in.pdfは暗号化（パスワード保護）されているため、署名できません。保護を解除してから"
      "署名してください。"),
     ("damaged",
-     "in.pdf is damaged and cannot be signed (Could not read malformed PDF file): make the PDF "
-     "again with the program that made it.",
-     "in.pdfは壊れているため、署名できません（Could not read malformed PDF file）。PDFを作成した"
-     "ソフトで作り直してください。"),
+     "in.pdf cannot be read well enough to sign it (Could not read malformed PDF file). If "
+     "qpdf reads it, 'qpdf {dir}/in.pdf repaired.pdf' writes a repaired copy to sign; "
+     "otherwise make the PDF again with the program that made it.",
+     "in.pdfを署名できるほど正しく読み取れません（Could not read malformed PDF file）。qpdfで"
+     "読み取れる場合は「qpdf {dir}/in.pdf repaired.pdf」で修復したコピーを作り、それに署名して"
+     "ください。読み取れない場合は、PDFを作成したソフトで作り直してください。"),
     ("locked",
      "in.pdf is locked by its signature 'Author' (no changes allowed): another signature "
      "would invalidate it.",
@@ -355,6 +357,7 @@ def test_bad_inputs_get_clear_errors_and_nothing_changes(
         source.write_bytes(plain.read_bytes())
         output.write_bytes(b"keep me")
     before = source.read_bytes() if source.is_file() else None
+    message, japanese = (text.replace("{dir}", str(tmp_path)) for text in (message, japanese))
     card.commands(clear=True)
     result = sign_pdf(daemon, card, source, output)
     assert result.returncode == 1, result.stdout + result.stderr

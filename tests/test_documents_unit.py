@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -13,11 +15,18 @@ from pdfkit import software_key
 
 from mncd.cli import errors as cli_errors
 from mncd.cli.errors import ExitCode
+from mncd.cli.verify import EXIT_CODES
 from mncd.client import CertificateStatus, Status
 from mncd.documents import CertificateUnusable, DocumentError, OutputExists
 from mncd.documents.files import atomic_output, check_output, write_private
 from mncd.documents.signer import JST, check_status
-from mncd.documents.verify import SignatureCheck, TrustAnchor, Verdict, check_certificate
+from mncd.documents.verdict import Intact, SignatureCheck, Timing, Validity, Verdict, Verification
+from mncd.documents.verify import (
+    TrustAnchor,
+    check_certificate,
+    claimed_time,
+    jlis_trust_anchors,
+)
 from mncd.jpki import trust
 
 
@@ -114,27 +123,72 @@ def test_certificate_texts_follow_the_locale_when_they_are_made(monkeypatch):
     assert "municipal office" in check_status(_status("expiring", 20)).warning
 
 
-def test_certificate_rules_at_the_signing_time(monkeypatch):
+def intact_check() -> SignatureCheck:
+    """A signature whose bytes checked out: its certificate decides the rest."""
+    return SignatureCheck("sig", intact=Intact(ok=True))
+
+
+def test_certificate_rules_at_the_judged_time(monkeypatch):
     monkeypatch.setenv("LANGUAGE", "en")
     _key, cert = software_key()
     der = cert.public_bytes(serialization.Encoding.DER)
     anchor = TrustAnchor(der, "a test CA")  # self-signed: its own issuer
     now = dt.datetime.now(dt.UTC)
-    check = SignatureCheck("sig")
+    check = intact_check()
     check_certificate(check, der, now, [])
     assert check.verdict is Verdict.UNTRUSTED and "does not chain" in check.notes[0]
-    late = SignatureCheck("sig")
+    late = intact_check()
     check_certificate(late, der, now + dt.timedelta(days=400), [])
-    assert late.verdict is Verdict.INVALID
-    assert "not valid at the signing time" in late.problems[0]
-    anchored = SignatureCheck("sig")
+    assert late.verdict is Verdict.EXPIRED and late.timing.validity is Validity.EXPIRED
+    assert "no timestamp proves" in late.timing.notes[0]
+    proven = intact_check()
+    check_certificate(proven, der, now + dt.timedelta(days=400), [], proven=True)
+    assert proven.verdict is Verdict.INVALID
+    assert "not valid at the proven signing time" in proven.timing.problems[0]
+    anchored = intact_check()
     check_certificate(anchored, der, now, [anchor])
     # The anchor is the certificate itself, which is no CA: a broken chain, not a valid one.
-    assert anchored.verdict is Verdict.INVALID and "is not a CA" in anchored.problems[0]
+    assert anchored.verdict is Verdict.INVALID and "is not a CA" in anchored.trust.problems[0]
+
+
+def test_a_document_signature_under_an_authentication_ca_is_not_trusted(monkeypatch):
+    """J-LIS's user-authentication CAs certify logging in: never a document signature."""
+    from signkit import SoftwareCA
+
+    monkeypatch.setenv("LANGUAGE", "en")
+    ca = SoftwareCA("Authentication CA")
+    leaf = ca.issue("Holder")
+    as_auth = intact_check()
+    check_certificate(as_auth, leaf.der, None, [TrustAnchor(ca.root.der, "an auth CA", "auth")])
+    assert as_auth.verdict is Verdict.INVALID and not as_auth.trust.ok
+    assert "certifies logging in, not signing documents" in as_auth.trust.problems[0]
+    as_sign = intact_check()
+    check_certificate(as_sign, leaf.der, None, [TrustAnchor(ca.root.der, "a signing CA")])
+    assert as_sign.verdict is Verdict.VALID and as_sign.trust.anchor == "a signing CA"
+    # The bundled J-LIS anchors keep their kind.
+    kinds = {anchor.purpose for anchor in jlis_trust_anchors()}
+    assert kinds == {"sign", "auth"}
+
+
+def test_a_claimed_time_without_zone_is_japan_time():
+    timing = Timing()
+    claimed_time(dt.datetime(2026, 4, 1, 9, 30), timing)
+    assert timing.claimed_zone_assumed
+    assert timing.claimed == dt.datetime(2026, 4, 1, 0, 30, tzinfo=dt.UTC)
+
+
+def test_the_verdict_is_plain_data_for_json():
+    result = Verification(Path("x.pdf"), "pdf", signatures=[SignatureCheck("s")])
+    data = result.to_json()
+    assert data["verdict"] == "invalid" and data["signatures"][0]["verdict"] == "invalid"
+    assert Verification(Path("y.pdf"), "pdf").verdict is Verdict.NO_SIGNATURE
+    json.dumps(data)  # JSON-ready
 
 
 def test_verify_exit_codes_are_distinct():
     assert ExitCode.INVALID == 7 and ExitCode.UNTRUSTED == 8
+    assert ExitCode.EXPIRED == 9 and ExitCode.NO_SIGNATURE == 10
+    assert set(EXIT_CODES) == {verdict.value for verdict in Verdict}
     assert cli_errors.error_lines(DocumentError("x.pdf is not a PDF file")) == [
         "x.pdf is not a PDF file"
     ]

@@ -143,11 +143,13 @@ JAPANESE_TEXT = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
 VERIFY = {
     JAPANESE: {
         "intact": [
-            ": PDF、署名1件", "署名1（Signature1）: 有効", "  署名日時:   ",
-            "+09:00（署名者のコンピューターの時刻）", "  対象:       ファイル全体",
-            "  認証経路:   --ca で指定した認証局（",
+            ": PDF、署名1件", "署名1（Signature1）: 有効", "  申告日時:   ",
+            " JST（署名者のコンピューターの時刻）", "  対象:       ファイル全体",
+            "  改ざんなし: はい", "  信頼:       はい（--ca で指定した認証局（",
+            "  時点の有効性: はい: 電子証明書は有効、現在（",
             "失効の確認はしていません。失効情報はJ-LISから署名検証者として登録された事業者"
-            "にのみ提供されるため、失効した電子証明書をオフラインで見分けることはできません。",
+            "にのみ提供されるため、失効した電子証明書をオフラインで見分けることはできません"
+            "（失効リストがあれば --crl で指定してください）。",
             "結果: 有効",
         ],
         "tampered": [
@@ -158,12 +160,14 @@ VERIFY = {
     },
     ENGLISH: {
         "intact": [
-            ": PDF, 1 signature", "signature 1 (Signature1): valid", "  signed at:  ",
-            "+09:00 (as the signer's computer says)",  # Japan's time, as the PDF gives it
-            "  covers:     the whole file",
-            "  chain:      the CA given with --ca (",
+            ": PDF, 1 signature", "signature 1 (Signature1): valid", "  claimed:    ",
+            " JST (as the signer's computer says)",  # Japan's time
+            "  covers:     the whole file", "  intact:     yes",
+            "  trusted:    yes (the CA given with --ca (",
+            "  in time:    yes: certificate valid, judged now (",
             "Revocation was not checked: J-LIS gives revocation data only to registered "
-            "verifiers, so an invalidated certificate cannot be recognised offline.",
+            "verifiers, so an invalidated certificate cannot be recognised offline (give a CRL "
+            "with --crl).",
             "result: valid",
         ],
         "tampered": [
@@ -177,7 +181,8 @@ VERIFY = {
 
 #: mncctl's and mncd.documents' English words that a Japanese screen never shows.
 ENGLISH_WORDS = (
-    "signature 1", "signed by", "signed at", "covers", "chain", "problem", "result", "Revocation",
+    "signature 1", "signed by", "claimed", "covers", "trusted", "in time", "intact", "problem",
+    "result", "Revocation",
     "whole file", "does not exist", "exists", "overwritten", "valid", "INVALID", "note:",
 )  # fmt: skip
 

@@ -40,6 +40,15 @@ def digest_info(hash_name: str, digest_value: bytes) -> bytes:
     return _PREFIXES[hash_name] + digest_value
 
 
+def parse_digest_info(data: bytes) -> tuple[str, bytes]:
+    """The hash and digest of a DER DigestInfo of a known hash, exactly as :func:`digest_info`
+    writes it (so the card signs the very bytes given); ValueError for anything else."""
+    for hash_name, prefix in _PREFIXES.items():
+        if data.startswith(prefix) and len(data) == len(prefix) + digest_size(hash_name):
+            return hash_name, bytes(data[len(prefix) :])
+    raise ValueError("not a DER DigestInfo of SHA-1, SHA-256, SHA-384 or SHA-512")
+
+
 def _check(hash_name: str) -> None:
     if hash_name not in _PREFIXES:
         raise ValueError(f"unsupported hash {hash_name!r}; use one of {', '.join(HASHES)}")

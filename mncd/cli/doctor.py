@@ -15,6 +15,9 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+import struct
+import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +26,14 @@ from mncd.api import BUS_NAME
 from mncd.card.errors import CardError, NoCardError, NotJpkiCardError, PcscUnavailableError
 from mncd.card.jpki import JpkiSession, TokenKind
 from mncd.card.pcsc import PcscContext
+from mncd.cli import p11kit
 from mncd.cli.errors import ExitCode, install_command
+from mncd.cli.pkcs11 import MODULE_FILE
 from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import BusError, BusUnavailable, CallTimeout, MyNumberCard
 from mncd.config import Config, default_path
 from mncd.daemon import udev
+from mncd.pkcs11.location import LOGIN, address, socket_path
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 NOTIFICATIONS = "org.freedesktop.Notifications"
@@ -49,6 +55,12 @@ TEXT = Texts(
             "notifications": N_("notifications"),
             "pinentry": N_("PIN dialog"),
             "settings": N_("settings"),
+            "pkcs11-socket": N_("PKCS#11 socket"),
+            "pkcs11-module": N_("PKCS#11 module file"),
+            "pkcs11-others": N_("other PKCS#11 modules"),
+            "display": N_("dialog's display"),
+            "tls13": N_("TLS 1.3 log-in"),
+            "browser": N_("browser bridge"),
         },
         "level": {OK: N_("ok"), WARN: N_("warn"), FAIL: N_("FAIL"), SKIP: N_("skip")},
         "pcscd-ok": N_("reachable"),
@@ -392,6 +404,187 @@ def check_pinentry(
     return Finding("pinentry", OK, TEXT["pinentry-ok"].format(program=shown, path=path))
 
 
+# -- PKCS#11 and the daemon's dialog ------------------------------------------------------------
+
+PKCS11_TEXT = Texts(
+    {
+        "socket-ok": N_("served at {path}"),
+        "socket-missing": N_(
+            "not served at {path}: mncd serves it while it runs (it starts when first used; "
+            "[pkcs11] enabled = false in the settings turns it off)"
+        ),
+        "socket-no-runtime": N_("XDG_RUNTIME_DIR is not set: run mncctl in your desktop session"),
+        "module-ok": N_("{path}: p11-kit's proxy (browsers, ssh, GnuTLS) reaches mncd"),
+        "module-missing": N_(
+            "not installed: browsers and other PKCS#11 programs do not see the card; run "
+            "mncctl pkcs11 install"
+        ),
+        "module-stale": N_(
+            "{path} points at {found}, not {expected}: run mncctl pkcs11 install again"
+        ),
+        "others-ok": N_("no other module of p11-kit's proxy drives the card"),
+        "others-opensc": N_(
+            "OpenSC's module ({path}) is loaded in p11-kit's proxy too: it drives the card "
+            "itself, browsers see it twice and their log-in hangs; run mncctl pkcs11 install "
+            "(it writes {override} with disable-in: p11-kit-proxy)"
+        ),
+        "others-card": N_(
+            "the module {name} also sees the card (token {token!r}) in p11-kit's proxy: "
+            "browsers see it twice; keep it out of the proxy with disable-in: p11-kit-proxy in "
+            "{override}"
+        ),
+        "display-ok": N_("mncd can show its PIN dialog ({variables})"),
+        "display-missing": N_(
+            "mncd runs without DISPLAY or WAYLAND_DISPLAY, so it cannot show its PIN dialog and "
+            "applications get an error instead: run systemctl --user import-environment DISPLAY "
+            "WAYLAND_DISPLAY, then systemctl --user restart mncd (or your desktop's own way to "
+            "give user services its display)"
+        ),
+        "display-unknown": N_("not checked: mncd is not running"),
+        "tls13": N_(
+            "not possible with RSA cards (today's): TLS 1.3 needs RSA-PSS signatures, which the "
+            "card cannot make; mncd says so to applications before any PIN is asked, and log-ins "
+            "work where the server allows TLS 1.2"
+        ),
+    }
+)
+DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "GPG_TTY")
+#: p11-kit's own modules, which hold no card.
+TRUST_MODULES = ("p11-kit-trust",)
+
+
+def pkcs11_findings() -> list[Finding]:
+    """The PKCS#11 door: its socket, the module file, other modules, the dialog's display."""
+    socket_finding, daemon_pid = check_pkcs11_socket()
+    findings = [socket_finding, check_pkcs11_module()]
+    if p11kit.user_dir().joinpath(MODULE_FILE).exists():
+        findings.append(check_other_modules())
+    findings.append(check_display(daemon_pid))
+    findings.append(Finding("tls13", OK, PKCS11_TEXT["tls13"]))
+    return findings
+
+
+def check_pkcs11_socket() -> tuple[Finding, int | None]:
+    """Whether the daemon answers on its log-in socket, and its pid (the socket's peer)."""
+    path = socket_path(LOGIN)
+    if path is None:
+        return Finding("pkcs11-socket", WARN, PKCS11_TEXT["socket-no-runtime"]), None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+            pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                       12))[0]  # fmt: skip
+        except OSError:
+            return Finding("pkcs11-socket", WARN,
+                           PKCS11_TEXT["socket-missing"].format(path=path)), None  # fmt: skip
+    return Finding("pkcs11-socket", OK, PKCS11_TEXT["socket-ok"].format(path=path)), pid
+
+
+def check_pkcs11_module() -> Finding:
+    """``mncd.module``: present, and pointing at this session's socket."""
+    path = p11kit.user_dir() / MODULE_FILE
+    if not path.exists():
+        return Finding("pkcs11-module", WARN, PKCS11_TEXT["module-missing"])
+    found = p11kit.parse(path.read_text(errors="replace")).get("remote", "")
+    expected_path = socket_path(LOGIN)
+    expected = address(expected_path) if expected_path else ""
+    if expected and found != expected:
+        text = PKCS11_TEXT["module-stale"].format(path=path, found=found, expected=expected)
+        return Finding("pkcs11-module", WARN, text)
+    return Finding("pkcs11-module", OK, PKCS11_TEXT["module-ok"].format(path=path))
+
+
+def check_other_modules(listing: str | None = None) -> Finding:
+    """A second module in p11-kit's proxy that drives the card (OpenSC's, above all)."""
+    configs = {c.name: c for c in p11kit.modules()}
+    for config in configs.values():
+        if config.is_opensc and config.loaded_by(p11kit.PROXY):
+            override = p11kit.user_dir() / f"{config.name}.module"
+            text = PKCS11_TEXT["others-opensc"].format(
+                path=config.system_file or config.user_file, override=override
+            )
+            return Finding("pkcs11-others", FAIL, text)
+    others = [c for c in configs.values() if c.loaded_by(p11kit.PROXY)
+              and not c.name.startswith("mncd") and c.name not in TRUST_MODULES]  # fmt: skip
+    if listing is None:
+        # Listing drives every module's card reader: only when one could see the card.
+        listing = _list_modules() if others else ""
+    for name, token in _card_tokens(listing):
+        config = configs.get(name)
+        if name.startswith("mncd") or (config and not config.loaded_by(p11kit.PROXY)):
+            continue
+        override = p11kit.user_dir() / f"{name}.module"
+        text = PKCS11_TEXT["others-card"].format(name=name, token=token, override=override)
+        return Finding("pkcs11-others", FAIL, text)
+    return Finding("pkcs11-others", OK, PKCS11_TEXT["others-ok"])
+
+
+def _list_modules() -> str:
+    """``p11-kit list-modules``: every module p11-kit loads and its tokens ("" if it fails)."""
+    if shutil.which("p11-kit") is None:
+        return ""
+    try:
+        done = subprocess.run(["p11-kit", "list-modules"], capture_output=True, text=True,
+                              timeout=30, stdin=subprocess.DEVNULL)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout
+
+
+def _card_tokens(listing: str) -> list[tuple[str, str]]:
+    """(module, token label) of every JPKI token in a ``p11-kit list-modules`` listing."""
+    found, module = [], ""
+    for line in listing.splitlines():
+        if line and not line[0].isspace() and ":" in line:
+            module = line.split(":", 1)[0]
+        elif line.strip().startswith("token:"):
+            label = line.split(":", 1)[1].strip()
+            if "JPKI" in label:
+                found.append((module, label))
+    return found
+
+
+def check_display(daemon_pid: int | None) -> Finding:
+    """Whether the running daemon has a display (or terminal) to show its PIN dialog on."""
+    if daemon_pid is None:
+        return Finding("display", SKIP, PKCS11_TEXT["display-unknown"])
+    try:
+        raw = Path(f"/proc/{daemon_pid}/environ").read_bytes()
+    except OSError:
+        return Finding("display", SKIP, PKCS11_TEXT["display-unknown"])
+    environment = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    present = [name for name in DISPLAY_VARIABLES if environment.get(name.encode())]
+    if not present:
+        return Finding("display", FAIL, PKCS11_TEXT["display-missing"])
+    return Finding("display", OK, PKCS11_TEXT["display-ok"].format(variables=", ".join(present)))
+
+
+def check_browser_bridge(home: Path | None = None) -> Finding | None:
+    """The browser bridge, once it is installed (``mncctl browser install``): whether each
+    browser's host manifest names a working host for the bridge's extension. None when it
+    was never installed (it is optional)."""
+    from mncd.cli import browser
+
+    problems = {loc.browser: browser.problem(loc) for loc in browser.locations(home=home)}
+    installed = {name: problem for name, problem in problems.items() if problem != "missing"}
+    if not installed:
+        return None
+    sandboxed = browser.sandboxed_browsers(home)
+    broken = {name: problem for name, problem in installed.items() if problem is not None}
+    if broken:
+        text = "; ".join(f"{name}: {_(browser.PROBLEMS[problem])}"
+                         for name, problem in broken.items())  # fmt: skip
+        return Finding("browser", WARN, text)
+    text = _("host installed for {browsers}").format(browsers=", ".join(installed))
+    if sandboxed:
+        text += "; " + _("{browsers} cannot start it (sandboxed)").format(
+            browsers=", ".join(sandboxed)
+        )
+        return Finding("browser", WARN, text)
+    return Finding("browser", OK, text)
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -409,6 +602,10 @@ def diagnose() -> list[Finding]:
     findings += [f for f in bus if f.check != "daemon"]
     findings.append(check_settings())
     findings.append(check_pinentry())
+    findings += pkcs11_findings()
+    bridge = check_browser_bridge()
+    if bridge is not None:
+        findings.append(bridge)
     return findings
 
 

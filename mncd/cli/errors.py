@@ -125,6 +125,11 @@ class ExitCode(enum.IntEnum):
     INVALID = 7
     #: mncctl verify: every signature is intact, but not every one chains to a known CA.
     UNTRUSTED = 8
+    #: mncctl verify: intact, but a certificate is expired or revoked now and no RFC 3161
+    #: timestamp proves the signature was made before.
+    EXPIRED = 9
+    #: mncctl verify: the file carries no signature.
+    NO_SIGNATURE = 10
 
 
 class UsageError(Exception):

@@ -15,6 +15,7 @@ mncctl doctor [--json]                        pcscd, readers, card, daemon: what
 mncctl watch [--json]                         print signals and property changes until Ctrl-C
 mncctl forget CARD                            forget a card you no longer have
 mncctl pkcs11 install|uninstall [--nss DIR]   PKCS#11 for browsers, ssh and GnuTLS via mncd
+mncctl browser install|uninstall|status [--chromium DIR]   the bridge for government sites
 
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, 4 PIN problem,
 5 cancelled, 6 signing certificate expired or invalidated, 7 signature invalid (verify),
@@ -48,6 +49,7 @@ COMMANDS = {
     "watch": "watch",
     "forget": "forget",
     "pkcs11": "pkcs11",
+    "browser": "browser",
 }
 
 
@@ -67,7 +69,8 @@ def exit_codes_text() -> str:
     return _(
         "exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon not reachable, "
         "4 PIN problem, 5 cancelled, 6 signing certificate expired or invalidated, "
-        "7 signature invalid, 8 signature not anchored"
+        "7 signature invalid, 8 signature not anchored, 9 signature from an expired or revoked "
+        "certificate with no timestamp, 10 no signature"
     )
 
 

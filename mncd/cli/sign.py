@@ -1,12 +1,14 @@
 """``mncctl sign``: sign with the signing certificate (署名用).
 
-``--pdf IN -o OUT``  a signed PDF the Legal Affairs Bureau accepts (``--pades``: PAdES B-B)
-``--cms FILE``       a detached CMS signature, ``FILE.p7s``
+``--pdf IN -o OUT``  a signed PDF the Legal Affairs Bureau accepts (``--pades``: PAdES B-B,
+                     B-T with ``--timestamp URL``; ``--field NAME``: the signature field)
+``--cms FILE``       a detached CMS signature, ``FILE.p7s`` (CAdES-T with ``--timestamp URL``)
 ``FILE``             a raw PKCS#1 v1.5 signature (``FILE.sig``), for scripts
 
 Each costs one PIN and one card signature. The signing certificate holds the holder's name,
 address, birth date and sex: it is written only with ``--certificate``, 0600. Nothing is
-overwritten without ``--force``.
+overwritten without ``--force``; temporary files are removed on every way out (errors,
+Ctrl-C, SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from mncd.cli.output import certificate_summary
 from mncd.cli.pin import PinRequest, add_pin_arguments, call_with_pin
 from mncd.cli.session import session
 from mncd.cli.text import N_, _, subcommand
-from mncd.documents.files import check_output, write_private
+from mncd.documents.files import check_output, removed_on_signals, write_private
 
 CERTIFICATE_NOTE = N_(
     "it holds your name, address, birth date and sex: share it only with whom it is for"
@@ -57,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=_("also write the signing certificate (DER, 0600; it holds personal data)"),
     )  # fmt: skip
     command.add_argument("--force", action="store_true", help=_("replace existing output files"))
+    command.add_argument(
+        "--timestamp", metavar="URL",
+        help=_("add an RFC 3161 timestamp from this authority (http:// or https://), so the "
+               "signature can be proven after the certificate expires: with --pades (PAdES B-T) "
+               "or --cms (CAdES-T)"),
+    )  # fmt: skip
     pdf = command.add_argument_group(_("PDF signatures (--pdf)"))
     pdf.add_argument("--reason", metavar="TEXT", help=_("/Reason of the signature"))
     pdf.add_argument("--location", metavar="TEXT", help=_("/Location of the signature"))
@@ -68,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=_("PAdES B-B (ETSI.CAdES.detached) instead of adbe.pkcs7.detached, which the "
                "Legal Affairs Bureau requires"),
     )  # fmt: skip
+    pdf.add_argument(
+        "--field", metavar="NAME",
+        help=_("the signature field to sign (default: the document's only empty one, else a new "
+               "invisible field)"),
+    )  # fmt: skip
     add_pin_arguments(command, "sign")
     command.set_defaults(func=run)
 
@@ -76,13 +89,21 @@ def run(args: argparse.Namespace) -> int:
     given = [name for name in ("file", "pdf", "cms") if getattr(args, name) is not None]
     if len(given) != 1:
         raise UsageError(_("Give one of FILE, --pdf IN.pdf or --cms FILE."))
-    if args.pdf is None and (args.reason or args.location or args.name or args.pades):
-        raise UsageError(_("--reason, --location, --name and --pades go with --pdf."))
+    if args.pdf is None and (
+        args.reason or args.location or args.name or args.pades or args.field is not None
+    ):
+        raise UsageError(_("--reason, --location, --name, --pades and --field go with --pdf."))
+    if args.timestamp and args.cms is None and not args.pades:
+        from mncd.documents.pdf import timestamp_needs_pades
+
+        raise UsageError(timestamp_needs_pades())
     if args.pdf is not None or args.cms is not None:
         if args.hash != "sha256":
             raise UsageError(_("Documents are signed with SHA-256; --hash is for raw signatures."))
-        return sign_document(args)
-    return sign_raw(args)
+        with removed_on_signals():
+            return sign_document(args)
+    with removed_on_signals():
+        return sign_raw(args)
 
 
 def _check_certificate_output(args: argparse.Namespace, *inputs: Path) -> None:
@@ -147,8 +168,9 @@ def sign_document(args: argparse.Namespace) -> int:
     from mncd import documents
     from mncd.documents.cms import default_output
     from mncd.documents.files import open_input
-    from mncd.documents.pdf import open_pdf
+    from mncd.documents.pdf import choose_field, open_pdf
     from mncd.documents.signer import check_status
+    from mncd.documents.timestamps import check_authority
 
     source: Path = args.pdf if args.pdf is not None else args.cms
     if args.pdf is not None:
@@ -156,7 +178,8 @@ def sign_document(args: argparse.Namespace) -> int:
             raise UsageError(_("--pdf needs the output file: -o OUT.pdf"))
         output: Path = args.output
         with open_input(source) as stream:
-            open_pdf(stream, source)  # not a PDF, damaged, encrypted, locked: before any PIN
+            # Not a PDF, damaged, encrypted, locked, no field to choose: before any PIN.
+            choose_field(open_pdf(stream, source), source, args.field)
     else:
         output = args.output or default_output(source)
         open_input(source).close()
@@ -164,6 +187,8 @@ def sign_document(args: argparse.Namespace) -> int:
     _check_certificate_output(args, source, output)
     shown: set[str] = set()
     with session() as (call, card):
+        if args.timestamp:
+            call(check_authority(args.timestamp))  # there and answering: before any PIN
         # An expired or invalidated certificate is refused before any PIN is asked.
         warning = check_status(call(card.get_status())).warning
         _warn([warning] if warning else [], shown)
@@ -173,9 +198,12 @@ def sign_document(args: argparse.Namespace) -> int:
             if args.pdf is not None:
                 return documents.sign_pdf(
                     card, source, output, reason=args.reason, location=args.location,
-                    name=args.name, pades=args.pades, force=args.force, pin=options,
+                    name=args.name, pades=args.pades, field=args.field,
+                    timestamp_url=args.timestamp, force=args.force, pin=options,
                 )  # fmt: skip
-            return documents.sign_cms(card, source, output, force=args.force, pin=options)
+            return documents.sign_cms(
+                card, source, output, force=args.force, pin=options, timestamp_url=args.timestamp
+            )
 
         result = call_with_pin(PinRequest.from_args(args, "sign"), call, card, operation)
     _warn(result.warnings, shown)
@@ -186,11 +214,14 @@ def sign_document(args: argparse.Namespace) -> int:
             )
         )
         print(f"  /Name: {result.name}")
+        print(_("  field: {field}").format(field=result.field_name))
     else:
         print(
             _("signed {file} → {output} (detached CMS, SHA-256)").format(file=source, output=output)
         )
     print(_("  signing time: {time}").format(time=result.signing_time.isoformat()))
+    if args.timestamp:
+        print(_("  timestamp: from {url}").format(url=args.timestamp))
     print(
         _("  note: {file} is readable by you only (0600): {note}").format(
             file=output, note=_(DOCUMENT_NOTE)

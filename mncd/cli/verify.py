@@ -1,48 +1,54 @@
 """``mncctl verify``: check a signed PDF, or a file and its detached CMS signature, offline.
 
-Exit codes: 0 every signature intact and anchored (J-LIS, or a CA given with ``--ca``),
-7 a signature is invalid, 8 intact but not anchored. No daemon and no card are needed.
+Each signature in three parts: intact, trusted (a J-LIS signing CA, or one given with ``--ca``),
+valid in time (at the time an RFC 3161 timestamp proves, otherwise now). Exit codes: 0 valid,
+7 invalid, 8 intact but not anchored, 9 expired or revoked with no timestamp proving the
+signature came before, 10 no signature. No daemon and no card are needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 from pathlib import Path
 
 from mncd.cli.errors import ExitCode, UsageError
-from mncd.cli.text import N_, Texts, _, ngettext, subcommand
-from mncd.jpki.calendar import japan
-
-VERDICT_TEXT = Texts(
-    {
-        "valid": N_("valid"),
-        "untrusted": N_("intact, but not anchored at a known CA"),
-        "invalid": N_("INVALID"),
-    }
-)
+from mncd.cli.text import _, subcommand
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     command = subcommand(
         sub, "verify", _("verify a signed PDF or a detached CMS signature (offline)"),
-        _("Verify every signature of a PDF, or a file against its detached CMS signature, and "
-          "the signer's certificate up to J-LIS's CAs (bundled) or a CA given with --ca. Needs "
-          "no card and no PIN. Exit codes: 0 valid, 7 invalid, 8 intact but not anchored."),
+        _("Verify every signature of a PDF, or a file against its detached CMS signature "
+          "(FILE.p7s beside it is found): intact, trusted (J-LIS's signing CAs, bundled, or a CA "
+          "given with --ca) and valid in time (when an RFC 3161 timestamp proves it, otherwise "
+          "now). Needs no card and no PIN. Exit codes: 0 valid, 7 invalid, 8 intact but not "
+          "anchored, 9 the certificate is expired or revoked and no timestamp proves the "
+          "signature came before, 10 no signature."),
         "mncctl verify signed.pdf", "mncctl verify contract.txt --signature contract.txt.p7s",
     )  # fmt: skip
     command.add_argument("file", type=Path, metavar="FILE", help=_("a signed PDF, or the file"))
     command.add_argument(
         "--signature", type=Path, metavar="FILE.p7s",
-        help=_("the detached CMS signature of FILE (default for a file that is not a PDF: "
-               "FILE.p7s)"),
+        help=_("the detached CMS signature of FILE (default: FILE.p7s when it exists)"),
     )  # fmt: skip
     command.add_argument(
         "--ca", type=Path, action="append", default=[], metavar="CA.pem",
         help=_("also trust this CA certificate (PEM or DER; e.g. the virtual card's test CA); "
                "may be repeated"),
     )  # fmt: skip
+    command.add_argument(
+        "--tsa-ca", type=Path, action="append", default=[], metavar="CA.pem",
+        help=_("also trust timestamps from authorities under this CA (the system's CAs are "
+               "trusted); may be repeated"),
+    )  # fmt: skip
+    command.add_argument(
+        "--crl", type=Path, action="append", default=[], metavar="CRL",
+        help=_("a certificate revocation list of the signer's CA (PEM or DER); may be repeated"),
+    )  # fmt: skip
+    command.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     command.set_defaults(func=run)
 
 
@@ -54,78 +60,52 @@ def _is_pdf(path: Path) -> bool:
         return False
 
 
+def detached_signature(file: Path, given: Path | None) -> Path | None:
+    """The .p7s to check ``file`` against: the one given, else ``FILE.p7s`` when it exists;
+    None for a PDF without one (its embedded signatures are checked)."""
+    if given is not None:
+        return given
+    candidate = file.with_name(file.name + ".p7s")
+    if candidate.is_file():
+        return candidate
+    if _is_pdf(file) or not file.is_file():
+        return None
+    raise UsageError(
+        _("{file} is not a PDF: give its detached signature with --signature").format(file=file)
+    )
+
+
+#: Exit codes by verdict value.
+EXIT_CODES = {
+    "valid": ExitCode.OK,
+    "untrusted": ExitCode.UNTRUSTED,
+    "expired": ExitCode.EXPIRED,
+    "invalid": ExitCode.INVALID,
+    "no-signature": ExitCode.NO_SIGNATURE,
+}
+
+
 def run(args: argparse.Namespace) -> int:
     from mncd import documents
+    from mncd.documents.files import open_input
+    from mncd.documents.report import report_lines
 
     # pyHanko logs every untrusted path with a traceback; the report below says it in words.
     for name in ("pyhanko", "pyhanko_certvalidator"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    from mncd.documents.files import open_input
-
-    anchors = [documents.TrustAnchor.from_file(path) for path in args.ca]
-    signature: Path | None = args.signature
-    if signature is None and not _is_pdf(args.file):
-        candidate = args.file.with_name(args.file.name + ".p7s")
-        if not args.file.is_file() or not candidate.exists():
-            if args.file.is_file():
-                raise UsageError(
-                    _("{file} is not a PDF: give its detached signature with --signature").format(
-                        file=args.file
-                    )
-                )
-            open_input(args.file).close()  # says why it cannot be read
-        signature = candidate
-    if signature is None:
-        result = asyncio.run(documents.verify_pdf(args.file, anchors))
-    else:
-        result = asyncio.run(documents.verify_cms(args.file, signature, anchors))
-    print_report(result)
-    return {
-        documents.Verdict.VALID: ExitCode.OK,
-        documents.Verdict.UNTRUSTED: ExitCode.UNTRUSTED,
-        documents.Verdict.INVALID: ExitCode.INVALID,
-    }[result.verdict]
-
-
-def print_report(result: object) -> None:
-    """The verification in words: each signature, then the verdict."""
-    from mncd.documents import Verification, revocation_note
-
-    assert isinstance(result, Verification)
-    count = len(result.signatures)
-    kind = _("PDF") if result.kind == "pdf" else _("file with a detached CMS signature")
-    signatures = ngettext("{n} signature", "{n} signatures", count).format(n=count)
-    print(
-        _("{file}: {kind}, {signatures}").format(file=result.file, kind=kind, signatures=signatures)
+    open_input(args.file).close()  # says why it cannot be read
+    options = documents.VerifyOptions(
+        anchors=[documents.TrustAnchor.from_file(path) for path in args.ca],
+        tsa_anchors=[documents.TrustAnchor.from_file(path) for path in args.tsa_ca],
+        crls=[documents.load_crl(path) for path in args.crl],
     )
-    for problem in result.problems:
-        print(_("  problem: {problem}").format(problem=problem))
-    for number, check in enumerate(result.signatures, 1):
-        print(
-            _("signature {number} ({label}): {verdict}").format(
-                number=number, label=check.label, verdict=VERDICT_TEXT[check.verdict.value]
-            )
-        )
-        if check.signer:
-            print(_("  signed by:  {signer}").format(signer=check.signer))
-        if check.signed_at is not None:
-            print(
-                _("  signed at:  {time} (as the signer's computer says)").format(
-                    time=check.signed_at.astimezone(japan()).isoformat()
-                )
-            )
-        if check.covers:
-            print(_("  covers:     {covers}").format(covers=check.covers))
-        if check.serial:
-            print(
-                _("  certificate: serial {serial}, issuer {issuer}").format(
-                    serial=check.serial.upper(), issuer=check.issuer
-                )
-            )
-        print(_("  chain:      {chain}").format(chain=check.anchor or _("not anchored")))
-        for problem in check.problems:
-            print(_("  problem: {problem}").format(problem=problem))
-        for note in check.notes:
-            print(_("  note: {note}").format(note=note))
-    print(revocation_note())
-    print(_("result: {verdict}").format(verdict=VERDICT_TEXT[result.verdict.value]))
+    signature = detached_signature(args.file, args.signature)
+    if signature is None:
+        result = asyncio.run(documents.verify_pdf(args.file, options))
+    else:
+        result = asyncio.run(documents.verify_cms(args.file, signature, options))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(report_lines(result)))
+    return EXIT_CODES[result.verdict.value]

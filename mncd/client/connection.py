@@ -16,9 +16,11 @@ from mncd.api import BUS_NAME, INTERFACE, OBJECT_PATH
 from mncd.client.digest import DigestSource
 from mncd.client.errors import BusUnavailable, CallTimeout, error_for_reply
 from mncd.client.results import (
+    CardInfo,
     Event,
     PersonalDataCheck,
     PinStatus,
+    ServiceSignatures,
     SignedData,
     Status,
     _str,
@@ -188,6 +190,54 @@ class MyNumberCard:
             "Authenticate", "aya{sv}", [bytes(challenge), options], timeout=DIALOG_TIMEOUT
         )
         return SignedData(bytes(signature), bytes(certificate))
+
+    async def sign_digest_infos(
+        self,
+        which: str,
+        digest_infos: Sequence[bytes],
+        *,
+        site: str | None = None,
+        combination_code: bool = False,
+        pin: str | None = None,
+        interactive: bool | None = None,
+        allow_last_try: bool = False,
+    ) -> ServiceSignatures:
+        """SignDigestInfo: each DER DigestInfo signed as it is with the ``auth`` or ``sign``
+        key, under one PIN; ``site``: the origin the daemon's dialog names."""
+        options = _options(
+            pin=pin,
+            interactive=interactive,
+            allow_last_try=allow_last_try or None,
+            site=site,
+            combination_code=combination_code or None,
+        )
+        (body,) = await self.call(
+            "SignDigestInfo",
+            "saaya{sv}",
+            [which, [bytes(item) for item in digest_infos], options],
+            timeout=DIALOG_TIMEOUT,
+        )
+        return ServiceSignatures.from_dbus(body)
+
+    async def read_card_info(
+        self,
+        *,
+        site: str | None = None,
+        combination_code: bool = False,
+        pin: str | None = None,
+        interactive: bool | None = None,
+        allow_last_try: bool = False,
+    ) -> CardInfo:
+        """ReadCardInfo: name, address, birth date and sex after the card-info PIN."""
+        options = _options(
+            pin=pin,
+            interactive=interactive,
+            allow_last_try=allow_last_try or None,
+            site=site,
+            combination_code=combination_code or None,
+        )
+        (body,) = await self.call("ReadCardInfo", "a{sv}", [options], timeout=DIALOG_TIMEOUT)
+        return CardInfo.from_dbus(body)
 
     async def check_personal_data(
         self,

@@ -219,3 +219,51 @@ class Event(NamedTuple):
 
     name: str
     args: list[Any] | dict[str, Any]
+
+
+class ServiceSignatures(NamedTuple):
+    """SignDigestInfo's answer: the signatures in the order asked, the key's certificate, and
+    when asked for the installation's id and the card's combination code."""
+
+    signatures: tuple[bytes, ...]
+    certificate: bytes
+    installation_id: str = ""
+    combination_code: str = ""
+
+    @classmethod
+    def from_dbus(cls, body: Mapping[str, Any]) -> ServiceSignatures:
+        values = {key: value.value if isinstance(value, Variant) else value
+                  for key, value in body.items()}  # fmt: skip
+        return cls(
+            tuple(bytes(item) for item in values.get("signatures") or ()),
+            bytes(values.get("certificate") or b""),
+            _str(values.get("installation-id")),
+            _str(values.get("combination-code")),
+        )
+
+
+class CardInfo(NamedTuple):
+    """ReadCardInfo's answer: personal data for this caller only (keep it no longer than
+    needed; its repr shows none of it)."""
+
+    name: str
+    address: str
+    birth_date: str  #: YYYYMMDD, as on the card
+    sex: str  #: ISO 5218 digit, as on the card
+    installation_id: str = ""
+    combination_code: str = ""
+
+    def __repr__(self) -> str:
+        return "CardInfo(<personal data>)"
+
+    @classmethod
+    def from_dbus(cls, body: Mapping[str, Any]) -> CardInfo:
+        values = plain(dict(body))
+        return cls(
+            _str(values.get("name")),
+            _str(values.get("address")),
+            _str(values.get("birth-date")),
+            _str(values.get("sex")),
+            _str(values.get("installation-id")),
+            _str(values.get("combination-code")),
+        )

@@ -377,3 +377,19 @@ class CallerProcess:
             with contextlib.suppress(OSError):
                 os.close(self.pidfd)
             self.pidfd = None
+
+
+def parent_executable(pid: int, proc: str = PROC) -> str:
+    """Full path of the executable of ``pid``'s parent (the browser that started a
+    native-messaging host, say), as the kernel gives it; empty when it cannot be read."""
+    if pid <= 0:
+        return ""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as stat_file:
+            fields_after_name = stat_file.read(MAX_READ).rpartition(b")")[2].split()
+        parent = int(fields_after_name[1])
+        if parent <= 1:
+            return ""
+        return sanitise(_text(os.readlink(f"{proc}/{parent}/exe".encode())))
+    except (OSError, ValueError, IndexError):
+        return ""

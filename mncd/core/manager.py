@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from mncd import errors
@@ -42,6 +43,7 @@ from mncd.core.events import (
     PinEvent,
     PinOutcome,
 )
+from mncd.core.installation import combination_code, installation_id
 from mncd.core.model import CardModel, LiveCard
 from mncd.core.pingate import CardChangedError, PinGate, PinRequest, PinTicket
 
@@ -57,6 +59,27 @@ class VerifiedPin(NamedTuple):
     pin: bytearray | None
     last_try: bool
     certificate: bytes | None
+
+
+@dataclass
+class ServiceAnswer:
+    """Signatures for a service, the key's certificate, and when asked for this installation's
+    id and the card's combination code with it."""
+
+    signatures: list[bytes]
+    certificate: bytes
+    installation_id: str = ""
+    combination_code: str = field(default="", repr=False)
+
+
+@dataclass
+class CardInfoAnswer:
+    """The basic four information for the caller that asked (never kept), and when asked for
+    this installation's id and the card's combination code with it."""
+
+    info: BasicInfo
+    installation_id: str = ""
+    combination_code: str = field(default="", repr=False)
 
 
 class CardManager(CardModel):
@@ -171,15 +194,7 @@ class CardManager(CardModel):
             # Front doors refuse it first; the signing key never signs a legacy hash.
             raise errors.InvalidArgument(f"the signing key does not sign {hash_name} digests")
         live = await self._usable_card(reader)
-        record = live.record
-        if key is AUTH_KEY:
-            certificate = live.snapshot.auth_der if live.snapshot else None
-            if certificate is None:
-                raise errors.CertificateMissing("the card has no user-authentication certificate")
-        else:
-            if not live.snapshot or not live.snapshot.sign_present:
-                raise errors.CertificateMissing("the card has no signing certificate")
-            certificate = live.sign_der
+        certificate = self._key_certificate(live, key)
         card = self._card_for(live, key.pin)
         issuer = live.snapshot.sign_ca_der if live.snapshot else None
         source = None if digest_for is None else _from_loop(digest_for, DIGEST_TIMEOUT)
@@ -200,19 +215,106 @@ class CardManager(CardModel):
                 await self._certificate_read(live, exc.certificate)
             raise
         except KeyUnusableError as exc:
-            if key is SIGN_KEY and record is not None:
-                if exc.certificate is not None:  # read in this operation: the one refused
-                    await self._pin_learnt(card, key.pin, PinOutcome.VERIFIED, key.pin.max_tries)
-                    self._learn_sign_certificate(live, exc.certificate)
-                # Mark what is known: the certificate, or the card's unread one.
-                known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
-                self._invalidate(record, known, "refused")
-                await self._save(record)
-                self._changed()
+            await self._key_refused(live, key, card, exc)
             raise
         if key is SIGN_KEY:
             await self._certificate_read(live, result.certificate)
         return result
+
+    async def _key_refused(
+        self, live: LiveCard, key: KeySlot, card: CardRef, exc: KeyUnusableError
+    ) -> None:
+        """The card refused to sign with ``key`` after its PIN: for the signing key, the
+        certificate is marked invalidated (the card no longer signs for it)."""
+        record = live.record
+        if key is not SIGN_KEY or record is None:
+            return
+        if exc.certificate is not None:  # read in this operation: the one refused
+            await self._pin_learnt(card, key.pin, PinOutcome.VERIFIED, key.pin.max_tries)
+            self._learn_sign_certificate(live, exc.certificate)
+        # Mark what is known: the certificate, or the card's unread one.
+        known = record.sign.summary.fingerprint if record.sign else f"card:{record.card_id}"
+        self._invalidate(record, known, "refused")
+        await self._save(record)
+        self._changed()
+
+    def _key_certificate(self, live: LiveCard, key: KeySlot) -> bytes | None:
+        """The certificate of ``key`` on ``live`` when known (the signing certificate may still
+        have to be read after the password); CertificateMissing when the card has none."""
+        if key is AUTH_KEY:
+            certificate = live.snapshot.auth_der if live.snapshot else None
+            if certificate is None:
+                raise errors.CertificateMissing("the card has no user-authentication certificate")
+            return certificate
+        if not live.snapshot or not live.snapshot.sign_present:
+            raise errors.CertificateMissing("the card has no signing certificate")
+        return live.sign_der
+
+    async def sign_for_service(
+        self,
+        key: KeySlot,
+        digests: list[tuple[str, bytes]],
+        request: PinRequest,
+        combination: bool = False,
+    ) -> ServiceAnswer:
+        """Sign every ``(hash, digest)`` with ``key`` under one PIN (one VERIFY) for a service
+        such as a government site; with ``combination``, the card's combination code with this
+        installation too (its manufacture number read in the same transaction, then forgotten)."""
+        if key is SIGN_KEY and any(name in LEGACY_HASHES for name, _ in digests):
+            raise errors.InvalidArgument("the signing key does not sign SHA-1 digests")
+        live = await self._usable_card()
+        certificate = self._key_certificate(live, key)
+        card = self._card_for(live, key.pin)
+        issuer = live.snapshot.sign_ca_der if live.snapshot else None
+
+        async def operation(ticket: PinTicket) -> operations.ServiceSignatures:
+            return await self._gated(
+                ticket, operations.sign_for_service, key, digests, ticket, certificate, issuer,
+                combination,
+            )  # fmt: skip
+
+        try:
+            result = await self.gate.use(request, card, operation)
+        except KeyUnusableError as exc:
+            await self._key_refused(live, key, card, exc)
+            raise
+        if key is SIGN_KEY:
+            await self._certificate_read(live, result.certificate)
+        answer = ServiceAnswer(result.signatures, result.certificate)
+        if combination:
+            answer.installation_id, answer.combination_code = await self._combination(
+                result.manufacture_number
+            )
+        return answer
+
+    async def read_card_info(
+        self, request: PinRequest, combination: bool = False
+    ) -> CardInfoAnswer:
+        """The card's basic four information after the card-info PIN (through the gate), for
+        the caller that asked only: never cached or logged. With ``combination``, the card's
+        combination code with this installation too."""
+        live = await self._usable_card()
+        card = self._card_for(live, request.policy)
+
+        async def operation(ticket: PinTicket) -> operations.CardInfoRead:
+            return await self._gated(ticket, operations.read_card_info, ticket, combination)
+
+        result = await self.gate.use(request, card, operation)
+        answer = CardInfoAnswer(result.info)
+        if combination:
+            answer.installation_id, answer.combination_code = await self._combination(
+                result.manufacture_number
+            )
+        return answer
+
+    async def _combination(self, number: str | None) -> tuple[str, str]:
+        """This installation's id and the combination code of the card whose manufacture
+        number is ``number`` (empty when the card has none that can be read)."""
+        loop = asyncio.get_running_loop()
+        installation = await loop.run_in_executor(None, installation_id, self.cache.root)
+        if number is None:
+            return installation, ""
+        return installation, combination_code(number, installation)
 
     async def verify_pin(
         self, key: KeySlot, request: PinRequest, reader: str, keep_pin: bool = False

@@ -178,17 +178,12 @@ def sign(
     ``digest`` once the certificate is known (a document naming its signer). The card is reset
     afterwards.
     """
-    from mncd.jpki import certificates, signatures
+    from mncd.jpki import signatures
 
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
         session = JpkiSession(conn)
         admit_jpki(conn, session, key, ticket)
-        if certificate is None:
-            if key is not SIGN_KEY:
-                raise SecurityStatusError(0x6982, "certificate unknown")
-            certificate = session.read_certificate(Certificate.SIGN)
-            if issuer is not None:
-                certificates.check_issued_by(certificate, issuer)
+        certificate = _key_certificate(session, key, certificate, issuer)
         if digest_for is not None:
             try:
                 digest = digest_for(certificate)
@@ -202,6 +197,72 @@ def sign(
             raise
     signatures.verify(certificate, signature, hash_name, digest)
     return SignResult(signature, certificate)
+
+
+def _key_certificate(
+    session: JpkiSession, key: KeySlot, certificate: bytes | None, issuer: bytes | None
+) -> bytes:
+    """``certificate`` when known; else the signing certificate, read now that the password
+    was verified and checked against its CA (``issuer``)."""
+    if certificate is not None:
+        return certificate
+    if key is not SIGN_KEY:
+        raise SecurityStatusError(0x6982, "certificate unknown")
+    from mncd.jpki import certificates
+
+    certificate = session.read_certificate(Certificate.SIGN)
+    if issuer is not None:
+        certificates.check_issued_by(certificate, issuer)
+    return certificate
+
+
+@dataclass
+class ServiceSignatures:
+    """Several signatures under one VERIFY, for a service (a government site's login or
+    application), with the card's manufacture number when it was asked for (the caller turns
+    it into the combination code and forgets it)."""
+
+    signatures: list[bytes]
+    certificate: bytes
+    manufacture_number: str | None = field(default=None, repr=False)
+
+
+def sign_for_service(
+    context: PcscContext,
+    key: KeySlot,
+    digests: list[tuple[str, bytes]],
+    ticket: PinTicket,
+    certificate: bytes | None,
+    issuer: bytes | None = None,
+    read_number: bool = False,
+) -> ServiceSignatures:
+    """VERIFY the key's PIN once through the gate and sign every ``(hash, digest)`` in order,
+    in one transaction (with ``read_number``, the manufacture number is read first, before
+    the JPKI AP is selected); every signature verified. The card is reset afterwards."""
+    from mncd.jpki import signatures
+
+    with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
+        number = _manufacture_number(conn, ticket) if read_number else None
+        session = JpkiSession(conn)
+        admit_jpki(conn, session, key, ticket)
+        certificate = _key_certificate(session, key, certificate, issuer)
+        try:
+            answers = [
+                session.sign(key, signatures.card_input(certificate, hash_name, digest))
+                for hash_name, digest in digests
+            ]
+        except KeyUnusableError as exc:
+            exc.certificate = certificate  # read with the right password: the one refused
+            raise
+    for (hash_name, digest), signature in zip(digests, answers, strict=True):
+        signatures.verify(certificate, signature, hash_name, digest)
+    return ServiceSignatures(answers, certificate, number)
+
+
+def _manufacture_number(conn: PcscConnection, ticket: PinTicket) -> str | None:
+    """The manufacture number of the ticket's card (checked to be the one asked for first)."""
+    same_card(conn, ticket.card)
+    return read_manufacture_number(conn)
 
 
 def admit_jpki(conn: PcscConnection, session: JpkiSession, key: KeySlot, ticket: PinTicket) -> None:
@@ -238,10 +299,27 @@ def read_sign_certificate(
 def read_personal_data(context: PcscContext, ticket: PinTicket) -> BasicInfo:
     """The card's basic four information, read after the card-info PIN (through the gate);
     never the individual number. One transaction; the card is reset afterwards."""
+    return read_card_info(context, ticket).info
+
+
+@dataclass
+class CardInfoRead:
+    """The basic four information, with the manufacture number when it was asked for."""
+
+    info: BasicInfo
+    manufacture_number: str | None = field(default=None, repr=False)
+
+
+def read_card_info(
+    context: PcscContext, ticket: PinTicket, read_number: bool = False
+) -> CardInfoRead:
+    """:func:`read_personal_data`, and with ``read_number`` the manufacture number read first in
+    the same transaction."""
     with context.connect(ticket.card.reader) as conn, conn.transaction(reset_after=True):
+        number = _manufacture_number(conn, ticket) if read_number else None
         session = CardInfoSession(conn)
         admit(conn, ticket, session.pin_tries_left, session.verify_pin)
-        return session.read_basic_info()
+        return CardInfoRead(session.read_basic_info(), number)
 
 
 def changed_personal_data(sign_certificate: bytes, info: BasicInfo) -> list[str]:

@@ -196,7 +196,7 @@ async def _pkcs11_server(manager: CardManager, config: Config) -> Pkcs11Server |
         return None
     from mncd.pkcs11.server import Pkcs11Server, SocketDirectoryError
 
-    server = Pkcs11Server(manager, path, config.pkcs11_login_timeout)
+    server = Pkcs11Server(manager, path.parent, config.pkcs11_login_timeout)
     try:
         await server.start()
     except (OSError, SocketDirectoryError) as exc:

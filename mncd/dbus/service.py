@@ -8,6 +8,7 @@ PIN ever does. Every exception from the layers below becomes one of them through
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -17,9 +18,9 @@ from dbus_next.aio import MessageBus
 from dbus_next.service import dbus_property, method, signal
 
 from mncd import errors
-from mncd.api import INTERFACE, MAX_DATA
+from mncd.api import INTERFACE, MAX_DATA, MAX_SERVICE_DIGESTS, MAX_SITE
 from mncd.card import errors as card_errors
-from mncd.card.digestinfo import HASHES, digest, digest_size
+from mncd.card.digestinfo import HASHES, digest, digest_size, parse_digest_info
 from mncd.card.jpki import AUTH_KEY, SIGN_KEY, KeySlot
 from mncd.card.pin import AUTH_PIN, CARD_INFO_PIN, SIGN_PASSWORD, PinPolicy, wipe
 from mncd.core.cache import CardRecord
@@ -116,6 +117,15 @@ class MyNumberCardInterface(ExportedInterface):
         "new-pin": "s",
         "interactive": "b",
         "allow-last-try": "b",
+    }
+
+    #: Options of SignDigestInfo and ReadCardInfo.
+    SERVICE_OPTIONS: ClassVar[dict[str, str]] = {
+        "pin": "s",
+        "interactive": "b",
+        "allow-last-try": "b",
+        "site": "s",
+        "combination-code": "b",
     }
 
     def __init__(self, manager: CardManager, bus: MessageBus | None = None) -> None:
@@ -380,6 +390,74 @@ class MyNumberCardInterface(ExportedInterface):
             if pin is not None:
                 wipe(pin)
 
+    @method()
+    async def SignDigestInfo(self, which: "s", digest_infos: "aay", options: "a{sv}") -> "a{sv}":
+        """Sign DER DigestInfos as they are with one key under one PIN (one VERIFY), for a
+        service such as a government site; each signature verified."""
+        key = {"auth": AUTH_KEY, "sign": SIGN_KEY}.get(which)
+        if key is None:
+            raise errors.InvalidArgument("which must be auth or sign")
+        check_options(options, self.SERVICE_OPTIONS)
+        if not 0 < len(digest_infos) <= MAX_SERVICE_DIGESTS:
+            raise errors.InvalidArgument(f"give 1 to {MAX_SERVICE_DIGESTS} DigestInfos")
+        try:
+            digests = [parse_digest_info(bytes(item)) for item in digest_infos]
+        except ValueError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        site = _site_option(options)
+        pin = pin_option(options, "pin", key.pin)  # its shape, before the card
+        try:
+            caller = await self._caller()
+            log.info("SignDigestInfo %s (%d) requested by %s", which, len(digests), caller)
+            if key is AUTH_KEY:
+                purpose = _("log in to {site}") if site else _("prove who you are (log in)")
+            else:
+                purpose = _("sign for {site}") if site else _("sign a document")
+            request = self._request(options, key.pin, pin, caller, _for_site(purpose, site, caller))
+            answer = await self.manager.sign_for_service(
+                key, digests, request, option(options, "combination-code", "b", False)
+            )
+        finally:
+            if pin is not None:
+                wipe(pin)
+        return {
+            "signatures": Variant("aay", answer.signatures),
+            "certificate": Variant("ay", answer.certificate),
+            **_combination(answer.installation_id, answer.combination_code),
+        }
+
+    @method()
+    async def ReadCardInfo(self, options: "a{sv}") -> "a{sv}":
+        """The card's name, address, birth date and sex (card-info PIN), for this caller only."""
+        check_options(options, self.SERVICE_OPTIONS)
+        site = _site_option(options)
+        pin = pin_option(options, "pin", CARD_INFO_PIN)
+        try:
+            caller = await self._caller()
+            log.info("ReadCardInfo requested by %s", caller)
+            purpose = (
+                _("give your name, address, birth date and sex to {site}")
+                if site
+                else _("read your name, address, birth date and sex")
+            )
+            request = self._request(
+                options, CARD_INFO_PIN, pin, caller, _for_site(purpose, site, caller)
+            )
+            answer = await self.manager.read_card_info(
+                request, option(options, "combination-code", "b", False)
+            )
+        finally:
+            if pin is not None:
+                wipe(pin)
+        info = answer.info
+        return {
+            "name": Variant("s", info.name),
+            "address": Variant("s", info.address),
+            "birth-date": Variant("s", info.birth_date.strftime("%Y%m%d")),
+            "sex": Variant("s", info.sex),
+            **_combination(answer.installation_id, answer.combination_code),
+        }
+
     async def _sign(
         self, key: KeySlot, data: bytes, hash_name: str, options: dict[str, Variant]
     ) -> list[bytes]:
@@ -485,6 +563,41 @@ class MyNumberCardInterface(ExportedInterface):
         while len(self._callers) > CALLER_CACHE_SIZE:
             self._callers.pop(next(iter(self._callers))).close()
         return process.read()
+
+
+#: What a ``site`` option may be: an https origin (scheme, host, optional port).
+_SITE = re.compile(r"https://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?")
+
+
+def _site_option(options: dict[str, Variant]) -> str:
+    """The ``site`` option (the origin the caller acts for, as its browser reports it)."""
+    site = option(options, "site", "s", "")
+    if site and (len(site) > MAX_SITE or not _SITE.fullmatch(site)):
+        raise errors.InvalidArgument("site must be an https origin such as https://example.jp")
+    return site
+
+
+def _for_site(purpose: str, site: str, caller: "Caller") -> str:
+    """``purpose`` naming the site and the browser that reports it: the program that started
+    the caller, as the kernel names it (the caller's own claim is only the site)."""
+    if not site:
+        return purpose
+    from mncd.core.callers import parent_executable, shorten
+
+    browser = parent_executable(caller.pid) or _("an unknown program")
+    return _("{purpose} (the site as {browser} reports it)").format(
+        purpose=purpose.format(site=site), browser=shorten(browser)
+    )
+
+
+def _combination(installation: str, code: str) -> dict[str, Variant]:
+    """The installation id and combination code of an answer, when they were asked for."""
+    if not installation:
+        return {}
+    return {
+        "installation-id": Variant("s", installation),
+        "combination-code": Variant("s", code),
+    }
 
 
 def _change_purpose(policy: PinPolicy) -> str:

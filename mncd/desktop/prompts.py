@@ -122,6 +122,14 @@ def last_try_dialog(caller: Caller, policy: PinPolicy) -> Dialog:
     )
 
 
+#: Why no dialog can be shown without a display, and the fix (the log and the callers say it).
+NO_DISPLAY = (
+    "mncd has no DISPLAY or WAYLAND_DISPLAY in its environment to show the PIN dialog on: run "
+    "systemctl --user import-environment DISPLAY WAYLAND_DISPLAY, then systemctl --user "
+    "restart mncd"
+)
+
+
 class PinDialog:
     """One pinentry conversation for one PIN request: confirmations and entries, with texts;
     ``changing``: a PIN change, which asks the current PIN and then the new one twice."""
@@ -143,7 +151,7 @@ class PinDialog:
     async def __aenter__(self) -> PinDialog:
         if not any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "GPG_TTY")):
             # A pinentry needs a screen or a terminal: without either, fail before the card.
-            raise PromptUnavailableError("no display or terminal to show the PIN dialog on")
+            raise PromptUnavailableError(NO_DISPLAY)
         try:
             await self._entry.__aenter__()
         except PinentryError as exc:

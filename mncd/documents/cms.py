@@ -1,7 +1,8 @@
 """Detached CMS signatures (``.p7s``) over any file, with the My Number Card.
 
 SignedData with SHA-256, signed attributes contentType, messageDigest, signingTime (Japan's
-time) and the signing certificate's hash, the signing certificate and its CA inside. Checked by
+time) and the signing certificate's hash, the signing certificate and its CA inside; with a
+timestamp authority's URL, an RFC 3161 signature timestamp too (CAdES-T). Checked by
 ``openssl cms -verify -binary -inform DER -in FILE.p7s -content FILE``.
 """
 
@@ -16,6 +17,7 @@ from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from mncd.client import MyNumberCard
 from mncd.documents.files import check_output, open_input, write_private
 from mncd.documents.signer import CardSigner, PinOptions, now_in_japan, sign_once
+from mncd.documents.timestamps import timestamper
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ async def sign_cms(
     *,
     force: bool = False,
     pin: PinOptions | None = None,
+    timestamp_url: str | None = None,
 ) -> CmsSignature:
     """A detached CMS signature over ``source`` in ``output`` (default ``FILE.p7s``): one PIN,
     one card signature; written atomically, 0600, never over a file unless ``force``."""
@@ -54,6 +57,7 @@ async def sign_cms(
                 stream,
                 "sha256",
                 detached=True,
+                timestamper=timestamper(timestamp_url),
                 signed_attr_settings=PdfCMSSignedAttributes(signing_time=signing_time),
             )
             return signed.dump()

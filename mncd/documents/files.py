@@ -1,10 +1,15 @@
 """Reading inputs and writing outputs: never over an existing file unless asked, atomically,
-0600 (a signed document carries the signing certificate, which holds personal data)."""
+0600 (a signed document carries the signing certificate, which holds personal data).
+
+Temporary files are made 0600 beside the output and removed on every way out: an error, Ctrl-C,
+and — inside :func:`removed_on_signals` — SIGTERM and SIGHUP (a ``kill``, a closed terminal).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +21,39 @@ from mncd.documents.text import _
 
 #: Signed documents and certificates hold the holder's name, address, birth date and sex.
 PRIVATE_MODE = 0o600
+#: Signals that end mncctl while it writes (SIGINT raises KeyboardInterrupt by itself).
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: The temporary files being written now, removed by :func:`remove_temporaries`.
+_temporaries: set[str] = set()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while writing: mncctl ends as on Ctrl-C, its temporary files gone."""
+
+
+def remove_temporaries() -> None:
+    """Unlink every temporary file being written (nothing else)."""
+    for temporary in list(_temporaries):
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        _temporaries.discard(temporary)
+
+
+def _ended(signum: int, _frame: object) -> None:
+    remove_temporaries()
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def removed_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP remove the temporary files and raise
+    :class:`Terminated` (as Ctrl-C raises KeyboardInterrupt) so every clean-up runs."""
+    previous = {number: signal.signal(number, _ended) for number in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def open_input(path: Path) -> BinaryIO:
@@ -93,7 +131,15 @@ def atomic_output(path: Path, *, force: bool = False) -> Iterator[BinaryIO]:
     """A temporary file beside ``path`` that becomes ``path`` (0600) only when the block ends
     without an error; ``path`` is never replaced unless ``force``."""
     check_output(path, force=force)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # No signal between making the file and recording it (mkstemp makes it 0600).
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *ENDING_SIGNALS})
+    try:
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+        _temporaries.add(temporary)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     stream = os.fdopen(handle, "w+b")
     done = False
     try:
@@ -110,6 +156,7 @@ def atomic_output(path: Path, *, force: bool = False) -> Iterator[BinaryIO]:
         if not done:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+        _temporaries.discard(temporary)
 
 
 def _publish(temporary: Path, path: Path, force: bool) -> None:

@@ -3,14 +3,18 @@
 By default ``/SubFilter /adbe.pkcs7.detached`` (the ministry's rules refuse ETSI SubFilters),
 ``/Name`` the holder's name, ``/M`` in Japan's time, CMS SignedData with SHA-256 and
 sha256WithRSAEncryption carrying the signing certificate and its CA. ``pades=True`` gives PAdES
-B-B (``/ETSI.CAdES.detached``) for other recipients. Always an incremental update: existing
-signatures stay valid; the input is never changed.
+B-B (``/ETSI.CAdES.detached``) for other recipients, B-T with a timestamp authority's URL.
+Always an incremental update: existing signatures stay valid; the input is never changed.
+
+The signature goes into the field named, else into the document's only empty signature field
+(the one a contract or a form prepared), else into a new invisible field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,7 +29,8 @@ from mncd.client import MyNumberCard
 from mncd.documents.errors import DocumentError, NotSignable
 from mncd.documents.files import atomic_output, check_output, open_input
 from mncd.documents.signer import CardSigner, PinOptions, holder_name, now_in_japan, sign_once
-from mncd.documents.text import _
+from mncd.documents.text import _, ngettext
+from mncd.documents.timestamps import timestamper
 
 #: How far into the file the ``%PDF-`` header may start (as PDF readers allow).
 HEADER_WINDOW = 1024
@@ -40,7 +45,8 @@ class PdfSignature:
     name: str  #: the /Name written
     signing_time: dt.datetime  #: /M, in Japan's time
     subfilter: str  #: adbe.pkcs7.detached or ETSI.CAdES.detached
-    warnings: list[str] = field(default_factory=list)
+    field_name: str = ""  #: the signature field signed
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 class _JapanTimePdfSigner(PdfSigner):
@@ -63,9 +69,20 @@ def open_pdf(stream: BinaryIO, path: Path) -> IncrementalPdfFileWriter:
     file cannot be signed (not a PDF, damaged, encrypted)."""
     head = stream.read(HEADER_WINDOW)
     stream.seek(0)
-    if b"%PDF-" not in head:
+    offset = head.find(b"%PDF-")
+    if offset < 0:
         raise NotSignable(
             _("{path} is not a PDF file: sign other files with --cms.").format(path=path)
+        )
+    if offset > 0:
+        raise NotSignable(
+            ngettext(
+                "{path} has {n} byte before its PDF header (%PDF-), which a signed PDF must "
+                "start with: repair it with 'qpdf {path} repaired.pdf' and sign repaired.pdf.",
+                "{path} has {n} bytes before its PDF header (%PDF-), which a signed PDF must "
+                "start with: repair it with 'qpdf {path} repaired.pdf' and sign repaired.pdf.",
+                offset,
+            ).format(path=path, n=offset)
         )
     try:
         writer = IncrementalPdfFileWriter(stream, strict=True)
@@ -103,19 +120,48 @@ def damaged(path: Path, exc: Exception) -> NotSignable:
     """The error for a PDF that cannot be read well enough to sign it."""
     return NotSignable(
         _(
-            "{path} is damaged and cannot be signed ({detail}): make the PDF again with the "
-            "program that made it."
+            "{path} cannot be read well enough to sign it ({detail}). If qpdf reads it, 'qpdf "
+            "{path} repaired.pdf' writes a repaired copy to sign; otherwise make the PDF again "
+            "with the program that made it."
         ).format(path=path, detail=exc)
     )
 
 
-def free_field_name(writer: IncrementalPdfFileWriter) -> str:
-    """``Signature1``, ``Signature2``, …: the first name no field of the document has."""
+def signature_fields(writer: IncrementalPdfFileWriter) -> dict[str, bool]:
+    """The document's signature fields: name → signed already."""
     try:
-        taken = {str(name) for name, _, _ in enumerate_sig_fields(writer)}
+        return {
+            str(name): value is not None for name, value, _field in enumerate_sig_fields(writer)
+        }
     except (PdfError, ValueError, KeyError, TypeError):
-        taken = set()
+        return {}
+
+
+def free_field_name(taken: dict[str, bool]) -> str:
+    """``Signature1``, ``Signature2``, …: the first name no field of the document has."""
     return next(f"Signature{n}" for n in range(1, len(taken) + 2) if f"Signature{n}" not in taken)
+
+
+def choose_field(writer: IncrementalPdfFileWriter, path: Path, wanted: str | None = None) -> str:
+    """The field to sign: ``wanted`` (empty, or new), else the only empty signature field, else
+    a new one. Several empty fields and none named: :class:`NotSignable` listing them."""
+    fields = signature_fields(writer)
+    if wanted is not None:
+        if fields.get(wanted):
+            raise NotSignable(
+                _("{path}: the field '{field}' is signed already: name an empty one.").format(
+                    path=path, field=wanted
+                )
+            )
+        return wanted
+    empty = [name for name, signed in fields.items() if not signed]
+    if len(empty) > 1:
+        raise NotSignable(
+            _(
+                "{path} has {n} empty signature fields ({fields}): choose one with --field NAME."
+            ).format(path=path, n=len(empty), fields=", ".join(empty))
+        )
+    return empty[0] if empty else free_field_name(fields)
 
 
 async def sign_pdf(
@@ -127,14 +173,20 @@ async def sign_pdf(
     location: str | None = None,
     name: str | None = None,
     pades: bool = False,
+    field: str | None = None,
+    timestamp_url: str | None = None,
     force: bool = False,
     pin: PinOptions | None = None,
 ) -> PdfSignature:
     """Sign the PDF ``source`` with the card's signing key into ``output`` (one PIN, one card
-    signature). ``output`` is written atomically, 0600, never over a file unless ``force``."""
+    signature), in ``field`` (see :func:`choose_field`); with ``timestamp_url`` (PAdES only) a
+    B-T signature. ``output`` is written atomically, 0600, never over a file unless ``force``."""
+    if timestamp_url and not pades:
+        raise DocumentError(timestamp_needs_pades())
     check_output(output, force=force, inputs=(source,))
     with open_input(source) as stream:
         writer = open_pdf(stream, source)  # refused before any PIN is asked
+        field_name = choose_field(writer, source, field)
         signing_time = now_in_japan()
         subfilter = SigSeedSubFilter.PADES if pades else SigSeedSubFilter.ADOBE_PKCS7_DETACHED
         written: dict[str, str] = {}
@@ -142,14 +194,19 @@ async def sign_pdf(
         async def build(signer: CardSigner) -> None:
             written["name"] = name or holder_name(signer.certificate)
             metadata = PdfSignatureMetadata(
-                field_name=free_field_name(writer),
+                field_name=field_name,
                 name=written["name"],
                 reason=reason or None,
                 location=location or None,
                 subfilter=subfilter,
                 md_algorithm="sha256",
             )
-            pdf_signer = _JapanTimePdfSigner(metadata, signer=signer, signing_time=signing_time)
+            pdf_signer = _JapanTimePdfSigner(
+                metadata,
+                signer=signer,
+                signing_time=signing_time,
+                timestamper=timestamper(timestamp_url),
+            )
             with atomic_output(output, force=force) as out:
                 try:
                     await pdf_signer.async_sign_pdf(writer, output=out)
@@ -169,5 +226,15 @@ async def sign_pdf(
         name=written["name"],
         signing_time=signing_time,
         subfilter=subfilter.value.lstrip("/"),
+        field_name=field_name,
         warnings=[check.warning] if check.warning else [],
+    )
+
+
+def timestamp_needs_pades() -> str:
+    """Why the default PDF signature takes no timestamp."""
+    return _(
+        "--timestamp needs --pades (PAdES B-T) or --cms (CAdES-T): the default PDF signature is "
+        "the form the Legal Affairs Bureau accepts, and its checker rejects ETSI SubFilters and "
+        "document timestamps."
     )

@@ -36,6 +36,12 @@ EC_MECHANISMS: dict[int, str | None] = {
     CKM.ECDSA_SHA384: "sha384",
     CKM.ECDSA_SHA512: "sha512",
 }
+#: RSA-PSS, which the card cannot make (TLS 1.3 client authentication needs it): refused
+#: before any PIN is asked, and said so in the log.
+RSA_PSS_MECHANISMS = frozenset(
+    {CKM.RSA_PKCS_PSS, CKM.SHA1_RSA_PKCS_PSS, CKM.SHA256_RSA_PKCS_PSS, CKM.SHA384_RSA_PKCS_PSS,
+     CKM.SHA512_RSA_PKCS_PSS}
+)  # fmt: skip
 #: Most bytes a mechanism without host hashing accepts (a DigestInfo of SHA-512 is 83).
 MAX_PREHASHED = 512
 

@@ -56,7 +56,7 @@ from mncd.pkcs11.constants import (
 )
 from mncd.pkcs11.context import ModuleContext
 from mncd.pkcs11.errors import Pkcs11Error
-from mncd.pkcs11.mechanisms import InputError, Signing
+from mncd.pkcs11.mechanisms import RSA_PSS_MECHANISMS, InputError, Signing
 from mncd.pkcs11.sessions import Login, Logins, Session, SignOperation
 from mncd.pkcs11.tokens import Slot, TokenObject, slot_of_handle
 from mncd.pkcs11.wire import Attribute, AttributeAnswer, Reader, ValueKind, Writer, value_kind
@@ -97,6 +97,7 @@ class Pkcs11Module:
         self.logins = Logins(context, caller, self._login_ended)
         self._next_session = 1
         self._events = _Events()
+        self._told_no_pss: set[int] = set()
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class Pkcs11Module:
                 session.end()
                 del self.sessions[handle]
         self.logins.cards_changed(current)
+        changed_slots = {s for s in changed_slots if self.context.slots.shows(s)}
         if changed_slots:
             self._events.slots |= changed_slots
             self._events.changed.set()
@@ -245,6 +247,14 @@ class Pkcs11Module:
         r.end()
         key = self._token(slot_id).key_info()
         types = sorted(key.mechanisms) if key else []
+        if key is not None and key.rsa and slot_id not in self._told_no_pss:
+            self._told_no_pss.add(slot_id)
+            log.info(
+                "PKCS#11: %s reads the mechanisms of the card's RSA key: no RSA-PSS (the card "
+                "pads with PKCS#1 v1.5 itself), so it cannot log in over TLS 1.3; over TLS 1.2 "
+                "it can",
+                self.caller,
+            )
         return _ulongs(Writer(r.call), types, room)
 
     def C_GetMechanismInfo(self, r: Reader) -> Writer:
@@ -254,6 +264,7 @@ class Pkcs11Module:
         key = self._token(slot_id).key_info()
         info = key.mechanism_info(mechanism) if key else None
         if info is None:
+            self._unsupported(mechanism)
             raise Pkcs11Error(CKR.MECHANISM_INVALID)
         return Writer(r.call).u(info[0]).u(info[1]).u(info[2])
 
@@ -305,7 +316,10 @@ class Pkcs11Module:
         if session is None:
             raise Pkcs11Error(CKR.SESSION_HANDLE_INVALID)
         session.end()
-        if not any(s.slot_id == session.slot_id for s in self.sessions.values()):
+        slot = self.context.slots.slot(session.slot_id)
+        if slot is not None and slot.login_free:
+            pass  # its login is not tied to sessions (browsers close one per signature)
+        elif not any(s.slot_id == session.slot_id for s in self.sessions.values()):
             self.logins.end(session.slot_id)  # the last session: the login ends with it
         return Writer(r.call)
 
@@ -357,6 +371,15 @@ class Pkcs11Module:
     async def _login(
         self, call: wire.Call, session: Session, slot: Slot, pin: bytearray | None
     ) -> Writer:
+        log.info("PKCS#11 C_Login on the %s token by %s", slot.spec.key.name, self.caller)
+        try:
+            await self._verify_login(slot, pin)
+        finally:
+            session.busy = False
+        return Writer(call)
+
+    async def _verify_login(self, slot: Slot, pin: bytearray | None) -> Login:
+        """Verify the PIN (``pin``, else the daemon asks) and start the token's login."""
         key = slot.spec.key
         purpose = (
             _("prove who you are (log in)") if key is AUTH_KEY
@@ -364,7 +387,6 @@ class Pkcs11Module:
                    "and sex)")
         )  # fmt: skip
         manager = self.context.manager
-        log.info("PKCS#11 C_Login on the %s token by %s", key.name, self.caller)
         try:
             verified = await self.logins.with_last_try(
                 self._request(key.pin, purpose, pin),
@@ -374,15 +396,15 @@ class Pkcs11Module:
                 ),
             )
         finally:
-            session.busy = False
             if pin is not None:
                 wipe(pin)
         if verified.card != slot.card or not self.initialized:
             if verified.pin is not None:
                 wipe(verified.pin)
             raise Pkcs11Error(CKR.DEVICE_REMOVED)
-        self.logins.start(slot, Login(verified.card, verified.pin, verified.last_try))
-        return Writer(call)
+        login = Login(verified.card, verified.pin, verified.last_try)
+        self.logins.start(slot, login)
+        return login
 
     def _context_login(self, session: Session, slot: Slot, given: bytes | None) -> None:
         """The PIN for the next signature (CKA_ALWAYS_AUTHENTICATE); NULL: the daemon asks."""
@@ -488,12 +510,23 @@ class Pkcs11Module:
         key = self._private_key(slot, key_handle)
         info = slot.key_info()
         if info is None or mechanism.type not in info.mechanisms:
+            self._unsupported(mechanism.type)
             raise Pkcs11Error(CKR.MECHANISM_INVALID)
         if mechanism.parameter is not None:
             raise Pkcs11Error(CKR.MECHANISM_PARAM_INVALID)
         assert key.attributes[CKA.CLASS] == CKO.PRIVATE_KEY
         session.signing = SignOperation(slot.spec, Signing(mechanism.type, info))
         return Writer(r.call)
+
+    def _unsupported(self, mechanism: int) -> None:
+        """Say why an application asking for RSA-PSS gets no signature (nothing is asked)."""
+        if mechanism in RSA_PSS_MECHANISMS:
+            log.info(
+                "PKCS#11: %s asked for RSA-PSS, which the card cannot make (it pads with "
+                "PKCS#1 v1.5 itself): answered as unsupported, no PIN asked. TLS 1.3 log-ins "
+                "need RSA-PSS; the server must allow TLS 1.2 for client certificates",
+                self.caller,
+            )
 
     def _private_key(self, slot: Slot, handle: int) -> TokenObject:
         if slot_of_handle(handle) != slot.id:
@@ -582,6 +615,11 @@ class Pkcs11Module:
             key = operation.spec.key
             pin, last_try = operation.pin, False
             login = self.logins.get(slot)
+            if pin is None and key is AUTH_KEY and login is None and slot.login_free:
+                # A key used without C_Login: the daemon's dialog logs in, as C_Login would.
+                log.info("PKCS#11: %s signs with the %s key without C_Login; asking for its "
+                         "PIN", self.caller, key.name)  # fmt: skip
+                login = await self._verify_login(slot, None)
             if pin is None and key is AUTH_KEY and login is not None:
                 pin, last_try = login.pin, login.last_try
             purpose = _("sign a document") if key is SIGN_KEY else _("prove who you are (log in)")

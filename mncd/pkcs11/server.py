@@ -1,6 +1,7 @@
-"""The socket applications' ``p11-kit-client.so`` connects to: ``$XDG_RUNTIME_DIR/mncd/pkcs11``.
+"""The sockets applications' ``p11-kit-client.so`` connects to, in ``$XDG_RUNTIME_DIR/mncd/``:
+one per door of :mod:`mncd.pkcs11.location` (all tokens, the log-in token, the signing token).
 
-The directory is 0700 and the socket 0600; a peer of another user is refused (SO_PEERCRED), and
+The directory is 0700 and each socket 0600; a peer of another user is refused (SO_PEERCRED), and
 the process on the other end is named in PIN dialogs by what the kernel vouches for. Each
 connection is one application: it speaks the version it offers (up to
 :data:`~mncd.pkcs11.wire.PROTOCOL_VERSION`), then frames; requests are answered as they finish,
@@ -39,7 +40,7 @@ from mncd.pkcs11 import wire
 from mncd.pkcs11.constants import CKR
 from mncd.pkcs11.context import ModuleContext
 from mncd.pkcs11.errors import to_ckr
-from mncd.pkcs11.location import address
+from mncd.pkcs11.location import DOORS, Door, address
 from mncd.pkcs11.module import Pkcs11Module
 from mncd.pkcs11.sessions import LOGIN_TIMEOUT
 from mncd.pkcs11.tokens import SlotTable
@@ -86,41 +87,64 @@ class Pkcs11Server:
     def __init__(
         self,
         manager: CardManager,
-        path: Path,
+        directory: Path,
         login_timeout: float = LOGIN_TIMEOUT,
         idle_timeout: float | None = None,
+        doors: tuple[Door, ...] = DOORS,
     ) -> None:
         self.manager = manager
-        self.path = path
+        self.directory = directory
+        self.doors = doors
         self.idle_timeout = idle_timeout if idle_timeout is not None else _idle_timeout()
         self.slots = SlotTable(manager)
-        #: What each application's module may use of the daemon.
-        self.context = ModuleContext(manager, self.slots, login_timeout)
+        #: What an application's module may use of the daemon, by the door it came through.
+        self.contexts = {
+            door: ModuleContext(manager, self.slots.view(door.keys, door.login_free), login_timeout)
+            for door in doors
+        }
         self.modules: set[Pkcs11Module] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._served: set[Connection] = set()
         self._seen: dict[int, object] = {}
         self._subscription: Subscription | None = None
 
+    def path(self, door: Door) -> Path:
+        return self.directory / door.name
+
     async def start(self) -> None:
-        """Listen on the socket (a stale one from a crashed daemon is replaced)."""
-        _private_directory(self.path.parent)
-        if self.path.is_socket() or self.path.is_symlink():
-            if _answers(self.path):
-                raise SocketDirectoryError(f"another mncd already serves {self.path}")
-            self.path.unlink()  # left behind by a daemon that crashed
+        """Listen on every door's socket (stale ones from a crashed daemon are replaced)."""
+        _private_directory(self.directory)
+        for door in self.doors:
+            path = self.path(door)
+            if (path.is_socket() or path.is_symlink()) and _answers(path):
+                raise SocketDirectoryError(f"another mncd already serves {path}")
+        try:
+            for door in self.doors:
+                await self._listen(door)
+        except BaseException:
+            await self.close()
+            raise
+        self._seen = self._slot_states()
+        self._subscription = self.manager.events.subscribe(self._heard)
+
+    async def _listen(self, door: Door) -> None:
+        path = self.path(door)
+        if path.is_socket() or path.is_symlink():
+            path.unlink()  # left behind by a daemon that crashed
         umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(
-                self._connected, path=str(self.path), limit=wire.MAX_BODY
+            server = await asyncio.start_unix_server(
+                lambda reader, writer: self._connected(door, reader, writer),
+                path=str(path),
+                limit=wire.MAX_BODY,
             )
         finally:
             os.umask(umask)
-        os.chmod(self.path, 0o600)
-        self._seen = self._slot_states()
-        self._subscription = self.manager.events.subscribe(self._heard)
-        log.info("PKCS#11 (p11-kit RPC) served at %s", address(self.path))
+        self._servers.append(server)
+        os.chmod(path, 0o600)
+        tokens = ", ".join(sorted(door.keys))
+        log.info("PKCS#11 (p11-kit RPC) served at %s (tokens: %s)", address(path), tokens)
 
     def _heard(self, event: CoreEvent) -> None:
         """The core's events: slots follow the cards, logins follow the PINs."""
@@ -134,15 +158,17 @@ class Pkcs11Server:
         if self._subscription is not None:
             self._subscription.cancel()
             self._subscription = None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in self._servers:
+            server.close()
+        listened = len(self._servers)
+        self._servers = []
         for task in list(self._connections):
             task.cancel()
         if self._connections:
             await asyncio.wait(self._connections, timeout=5)
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        for door in self.doors[:listened]:
+            with contextlib.suppress(OSError):
+                self.path(door).unlink()
 
     def refresh(self) -> None:
         """The manager's state changed: tell every application which slots changed."""
@@ -161,7 +187,9 @@ class Pkcs11Server:
 
     # -- connections -----------------------------------------------------------------------
 
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connected(
+        self, door: Door, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -170,7 +198,7 @@ class Pkcs11Server:
             caller = self._peer(sock) if sock is not None else None
             if caller is None or not self._make_room(caller):
                 return
-            connection = Connection(self, caller, reader, writer)
+            connection = Connection(self, door, caller, reader, writer)
             self._served.add(connection)
             try:
                 await connection.serve()
@@ -235,15 +263,17 @@ class Connection:
     def __init__(
         self,
         server: Pkcs11Server,
+        door: Door,
         caller: Caller,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
         self.server = server
+        self.door = door
         self.caller = caller
         self.reader = reader
         self.writer = writer
-        self.module = Pkcs11Module(server.context, caller)
+        self.module = Pkcs11Module(server.contexts[door], caller)
         self.pending: set[asyncio.Task[None]] = set()
         self.closing = False
         self._loop = asyncio.get_running_loop()
@@ -288,7 +318,7 @@ class Connection:
     async def _serve(self) -> None:
         offered = (await self.reader.readexactly(1))[0]
         self.writer.write(bytes([min(offered, wire.PROTOCOL_VERSION)]))
-        log.info("PKCS#11 application connected: %s", self.caller)
+        log.info("PKCS#11 application connected: %s (%s)", self.caller, self.door.name)
         self.server.modules.add(self.module)
         try:
             while True:

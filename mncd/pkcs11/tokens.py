@@ -109,6 +109,9 @@ class Slot:
     reader: str
     spec: TokenSpec
     live: LiveCard | None  #: the card, when this slot has a token
+    #: The key is found and used without C_Login: the daemon asks for the PIN at each
+    #: signature, after the application has chosen a mechanism it can have.
+    login_free: bool = False
 
     @property
     def present(self) -> bool:
@@ -128,9 +131,11 @@ class Slot:
 
     def token_flags(self) -> int:
         flags = (
-            CKF_TOKEN_INITIALIZED | CKF_WRITE_PROTECTED | CKF_LOGIN_REQUIRED
-            | CKF_USER_PIN_INITIALIZED | CKF_PROTECTED_AUTHENTICATION_PATH
+            CKF_TOKEN_INITIALIZED | CKF_WRITE_PROTECTED | CKF_USER_PIN_INITIALIZED
+            | CKF_PROTECTED_AUTHENTICATION_PATH
         )  # fmt: skip
+        if not self.login_free:
+            flags |= CKF_LOGIN_REQUIRED
         record = self.live.record if self.live else None
         tries = record.pin_tries.get(self.spec.key.name, -1) if record else -1
         if tries == 0:
@@ -182,7 +187,7 @@ class Slot:
                                            self.spec.certificate_label, self.spec.key_id,
                                            authority=False, private=private))  # fmt: skip
             found.append(self._public_key(cert, private))
-            if logged_in:
+            if logged_in or self.login_free:
                 found.append(self._private_key(cert))
         return found
 
@@ -279,7 +284,7 @@ class Slot:
     def _private_key(self, der: bytes) -> TokenObject:
         cert = certificates.load(der)
         attributes = self._common(ObjectKind.PRIVATE_KEY, CKO.PRIVATE_KEY, self.spec.key_label,
-                                  True)  # fmt: skip
+                                  not self.login_free)  # fmt: skip
         attributes.update(self._key_attributes(cert))
         attributes.update({
             CKA.SENSITIVE: 1,
@@ -293,16 +298,35 @@ class Slot:
             CKA.WRAP_WITH_TRUSTED: 0,
             CKA.ALWAYS_AUTHENTICATE: int(self.spec.key is SIGN_KEY),
         })  # fmt: skip
-        return TokenObject(self._handle(ObjectKind.PRIVATE_KEY), True, attributes, SENSITIVE)
+        return TokenObject(
+            self._handle(ObjectKind.PRIVATE_KEY), not self.login_free, attributes, SENSITIVE
+        )
 
 
 class SlotTable:
     """Slot ids for readers, stable for the daemon's life: a reader keeps its slots when it
-    comes back."""
+    comes back. ``keys``: the tokens shown (by key name); a view shows some of them under the
+    same slot ids. ``login_free``: the keys used without C_Login (see :class:`Slot`)."""
 
-    def __init__(self, manager: CardManager) -> None:
+    def __init__(
+        self,
+        manager: CardManager,
+        keys: frozenset[str] = frozenset(spec.key.name for spec in TOKENS),
+        readers: dict[str, int] | None = None,
+        login_free: frozenset[str] = frozenset(),
+    ) -> None:
         self.manager = manager
-        self._readers: dict[str, int] = {}
+        self.keys = keys
+        self.login_free = login_free
+        self._readers: dict[str, int] = {} if readers is None else readers
+
+    def view(self, keys: frozenset[str], login_free: frozenset[str] = frozenset()) -> SlotTable:
+        """The same slots, showing only the tokens of ``keys``."""
+        return SlotTable(self.manager, keys, self._readers, login_free)
+
+    def shows(self, slot_id: int) -> bool:
+        """Whether a slot of this id (present or not, even of a reader gone) is in this view."""
+        return TOKENS[slot_id % SLOTS_PER_READER].key.name in self.keys
 
     def slots(self) -> list[Slot]:
         """Every slot of every reader pcscd knows now, in reader order."""
@@ -311,11 +335,14 @@ class SlotTable:
             index = self._readers.setdefault(reader, len(self._readers))
             live = self._usable(reader)
             for n, spec in enumerate(TOKENS):
+                if spec.key.name not in self.keys:
+                    continue
                 present = live is not None and (
                     spec.key is AUTH_KEY or bool(live.snapshot and live.snapshot.sign_present)
                 )
                 found.append(Slot(index * SLOTS_PER_READER + n, reader, spec,
-                                  live if present else None))  # fmt: skip
+                                  live if present else None,
+                                  spec.key.name in self.login_free))  # fmt: skip
         return found
 
     def slot(self, slot_id: int) -> Slot | None:
