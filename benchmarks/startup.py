@@ -115,7 +115,8 @@ class Installed:
         venv = self.dir / "venv"
         _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
              "--wheel-dir", str(dist), str(ROOT))  # fmt: skip
-        _run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+        # As scripts/setup makes it: Debian's pyscard and systemd-python are seen from there.
+        _run(sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv))
         site = Path(
             subprocess.check_output(
                 [str(self.python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],

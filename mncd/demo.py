@@ -9,7 +9,6 @@ once the card is removed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import subprocess
@@ -20,38 +19,21 @@ from typing import Any
 
 from mncd.api import BUS_NAME
 from mncd.card.digestinfo import digest
+from mncd.cli.output import format_status
 from mncd.client import MyNumberCard, Status
+from mncd.i18n import gettext as _
 from mncd.jpki import signatures
-from mncd.jpki.calendar import JAPAN
+from mncd.terminal import output_width
 from mncd.vcard.profile import CardProfile
 from mncd.vcard.sandbox import PcscSandbox
 from mncd.vcard.sessionbus import PrivateSessionBus
 
-LABELS = {
-    "auth": "利用者証明用電子証明書 (user authentication)",
-    "sign": "署名用電子証明書 (signing)",
-}
-MAX_TRIES = {"auth": 3, "sign": 5}
-
 
 def print_status(status: Status) -> None:
-    print(f"  state   {status.state}   reader: {status.reader or '-'}")
-    for which in ("auth", "sign"):
-        cert = status.certificate(which)
-        if not cert.present:
-            print(f"  {LABELS[which]}: none")
-            continue
-        expiry = (
-            f"expires {cert.not_after.astimezone(JAPAN):%Y-%m-%d} ({cert.days_left} days)"
-            if cert.not_after
-            else "dates known after the first signature"
-        )
-        tries = cert.pin_tries_left
-        print(f"  {LABELS[which]}")
-        print(
-            f"      {cert.state:<9} {expiry}  "
-            f"from {cert.source}  PIN tries {'?' if tries is None else tries}/{MAX_TRIES[which]}"
-        )
+    """The status as ``mncctl status`` shows it, indented."""
+    width = output_width()
+    for line in format_status(status, width=width - 2 if width else None).splitlines():
+        print(f"  {line}".rstrip())
 
 
 async def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
@@ -78,7 +60,7 @@ async def client(address: str, sandbox: PcscSandbox, profile: CardProfile) -> in
             ok = status.state == state and (state != "card-present" or read)
             return status if ok else None
 
-        print("== card inserted: GetStatus (answered from memory)")
+        print(_("== The card is in. mncd's status, as 'mncctl status' shows it:"))
         print_status(await _wait_for(lambda: status_when("card-present"), "the card"))
 
         challenge = os.urandom(32)
@@ -86,36 +68,34 @@ async def client(address: str, sandbox: PcscSandbox, profile: CardProfile) -> in
         signatures.verify(
             signed.certificate, signed.signature, "sha256", digest("sha256", challenge)
         )
-        print(
-            f"== Authenticate: {len(signed.signature)}-byte signature verified against the "
-            "certificate"
-        )
+        print(_("== Authenticate: a {n}-byte signature, verified against the "
+                "user-authentication certificate.").format(n=len(signed.signature)))  # fmt: skip
 
         document = "mncd デモ文書 / demo document".encode()
         signed = await mncd.sign(document, "sha256", pin=profile.sign_password)
         signatures.verify(
             signed.certificate, signed.signature, "sha256", digest("sha256", document)
         )
-        print(
-            f"== Sign: {len(signed.signature)}-byte signature verified against the signing "
-            "certificate"
-        )
+        print(_("== Sign: a {n}-byte signature over a document, verified against the signing "
+                "certificate.").format(n=len(signed.signature)))  # fmt: skip
 
         sandbox.control.remove()
-        print("== card removed: GetStatus (from the cache)")
+        print(_("== The card is out. mncd still knows both certificates (from its cache):"))
         print_status(await _wait_for(lambda: status_when("no-card"), "the removal"))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mncd-demo", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="virtual-card profile setting (see 'mncd-vcard settings')",
+    from mncd.terminal import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="mncd-demo",
+        description=_("Runs mncd's main job on the built-in virtual card, with no hardware."),
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help=_("a setting of the virtual card (see 'mncd-vcard settings')"),
+    )  # fmt: skip
     args = parser.parse_args(argv)
     profile = CardProfile().with_overrides(args.set)
 
@@ -131,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             env.pop("NOTIFY_SOCKET", None)
             log_path = workdir / "mncd.log"
-            print(f"isolated pcscd + virtual card, private session bus at {bus.address}")
+            print(_("A virtual My Number Card in a pcscd of the demo's own, and mncd on a private "
+                    "session bus: nothing of your desktop is used or changed."))  # fmt: skip
             with log_path.open("wb") as log:
                 daemon = subprocess.Popen(
                     [sys.executable, "-m", "mncd.daemon"], env=env, stderr=log
@@ -139,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return asyncio.run(client(bus.address, sandbox, profile))
             except Exception as exc:
-                print(f"demo failed: {exc}", file=sys.stderr)
+                print(_("The demo failed: {error}").format(error=exc), file=sys.stderr)
                 print(log_path.read_text(errors="replace"), file=sys.stderr)
                 return 1
             finally:

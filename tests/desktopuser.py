@@ -8,6 +8,7 @@ afterwards, with copies of the packages the daemon imports where the user can re
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import shutil
@@ -90,8 +91,9 @@ def desktop_user(sandbox: PcscSandbox) -> Iterator[DesktopUser]:
         site = Path(sysconfig.get_paths()["purelib"])
         shutil.copytree(Path(mncd.__file__).parent, pylib / "mncd",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-        for package in PACKAGES:
-            shutil.copytree(site / package, pylib / package,
+        for package in PACKAGES:  # from the venv, or Debian's (pyscard, seen by the venv)
+            where = Path(importlib.import_module(package).__file__).parent  # type: ignore[arg-type]
+            shutil.copytree(where, pylib / package,
                             ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
         for backend in site.glob("_cffi_backend*.so"):
             shutil.copy(backend, pylib)

@@ -282,19 +282,19 @@ def test_dialog_names_only_what_the_daemon_verified(english, caller, first_line)
 @pytest.mark.parametrize(
     ("caller", "first_line"),
     [
-        (Caller(123, "/usr/bin/gdbus"), "プログラム「/usr/bin/gdbus」(プロセス123)が、"
-         "本人であることを証明する(ログイン)ためにマイナンバーカードを使おうとしています。"),
+        (Caller(123, "/usr/bin/gdbus"), "プログラム「/usr/bin/gdbus」（プロセス123）が、"
+         "本人であることを証明する（ログイン）ためにマイナンバーカードを使おうとしています。"),
         (Caller(123, "/usr/bin/python3.11", "/usr/bin/foo"),
-         "プログラム「/usr/bin/foo」(python3.11で実行、プロセス123)が、"
-         "本人であることを証明する(ログイン)ためにマイナンバーカードを使おうとしています。"),
-        (Caller(123, "/app/bin/x", "", "org.a.B"), "Flatpakアプリ「org.a.B」(プロセス123)が、"
-         "本人であることを証明する(ログイン)ためにマイナンバーカードを使おうとしています。"),
-        (Caller(123), "不明なプログラム(プロセス123)が、"
-         "本人であることを証明する(ログイン)ためにマイナンバーカードを使おうとしています。"),
+         "プログラム「/usr/bin/foo」（python3.11で実行、プロセス123）が、"
+         "本人であることを証明する（ログイン）ためにマイナンバーカードを使おうとしています。"),
+        (Caller(123, "/app/bin/x", "", "org.a.B"), "Flatpakアプリ「org.a.B」（プロセス123）が、"
+         "本人であることを証明する（ログイン）ためにマイナンバーカードを使おうとしています。"),
+        (Caller(123), "不明なプログラム（プロセス123）が、"
+         "本人であることを証明する（ログイン）ためにマイナンバーカードを使おうとしています。"),
     ],
 )  # fmt: skip
 def test_dialog_in_japanese(japanese, caller, first_line):
-    purpose = "本人であることを証明する(ログイン)"
+    purpose = "本人であることを証明する（ログイン）"
     assert dialog(caller, purpose, AUTH_PIN, 3).description.splitlines()[0] == first_line
 
 
@@ -302,7 +302,7 @@ def test_last_try_dialog_in_japanese(japanese):
     caller = Caller(9, "/usr/bin/python3.11", "/home/u/bin/sign-tool")
     text = last_try_dialog(caller, AUTH_PIN).description
     assert (
-        "プログラム「/home/u/bin/sign-tool」(python3.11で実行、プロセス9)が求めています。" in text
+        "プログラム「/home/u/bin/sign-tool」（python3.11で実行、プロセス9）が求めています。" in text
     )
 
 

@@ -48,7 +48,7 @@ def entries(text: str) -> dict[str, list[str]]:
 
 #: The packages whose texts people read, and how many texts each has at least (so that an
 #: extraction that silently finds nothing fails).
-PACKAGES = {"cli": 150, "documents": 50, "desktop": 50, "client": 20, "window": 40}
+PACKAGES = {"cli": 150, "documents": 50, "desktop": 50, "client": 20, "window": 40, "daemon": 10}
 
 
 def msgids(tmp_path: Path, package: str) -> dict[str, list[str]]:
@@ -104,3 +104,68 @@ def test_catalog_compiles_as_committed(tmp_path):
     compiled = tmp_path / "mncd.mo"
     subprocess.run(["msgfmt", "--check", "-o", str(compiled), str(PO)], check=True)
     assert compiled.read_bytes() == PO.with_suffix(".mo").read_bytes()
+
+
+# -- the glossary in the catalog's header comments ------------------------------------------
+
+
+def translations() -> list[tuple[str, str]]:
+    """Every (msgid, translation) of the catalog."""
+    catalog = entries(PO.read_text(encoding="utf-8"))
+    return [(msgid, text) for msgid, texts in catalog.items() for text in texts]
+
+
+def test_japanese_texts_use_full_width_brackets():
+    """ASCII brackets only in argparse's ``%(name)s`` fields and the dialog's mnemonics."""
+    for msgid, text in translations():
+        rest = re.sub(r"%\(\w+\)|\(_[A-Z]\)", "", text)
+        assert "(" not in rest and ")" not in rest, (msgid, text)
+
+
+def test_japanese_texts_say_card_reader_and_subject_as_the_glossary_does():
+    for msgid, text in translations():
+        assert not re.search(r"(?<!カード)(?<!接触型)(?<!NFC)リーダー", text), (msgid, text)
+        assert "主体者" not in text, (msgid, text)
+
+
+def test_the_glossary_is_in_the_catalogs_header():
+    header = PO.read_text(encoding="utf-8").split('msgid ""', 1)[0]
+    for term in ("Glossary", "カードリーダー", "発行先", "（）", "help text", "「引数」"):
+        assert term in header, term
+
+
+def parser_actions_without_help() -> list[str]:
+    """Every subcommand and option of mncctl that ``--help`` would list without a text."""
+    import argparse
+
+    from mncd.cli.main import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest for choice in action._choices_actions}
+                for name, sub in action.choices.items():
+                    missing += [f"{path} {name}"] * (name not in helped)
+                    missing += walk(sub, f"{path} {name}")
+            elif action.help is None:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return missing
+
+    return walk(build_parser(), "mncctl")
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_every_subcommand_and_option_has_a_help_text(monkeypatch, language):
+    monkeypatch.setenv("LANGUAGE", language)
+    assert parser_actions_without_help() == []
+
+
+def test_a_parser_error_in_japanese_names_the_argument_as_help_does(capsys, monkeypatch):
+    from mncd.cli.main import main
+
+    monkeypatch.setenv("LANGUAGE", "ja")
+    assert main(["pin", "change", "foo"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("mncctl pin change: エラー: 種類: 選べない値です: 'foo'"), error
+    assert "引数" not in error and "which" not in error

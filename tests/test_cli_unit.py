@@ -10,6 +10,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
+import shlex
+import sys
 
 import pytest
 from cryptography import x509
@@ -29,6 +32,10 @@ from mncd.client import Event, Status, connection, error_for_reply
 
 ERR = "io.github.mncd.MyNumberCard1.Error."
 JST = dt.timezone(dt.timedelta(hours=9))
+#: This installation's mncd --install-user-service as mncctl names it when mncd is not on the PATH.
+INSTALL = (
+    f"{shlex.quote(os.path.join(os.path.dirname(sys.executable), 'mncd'))} --install-user-service"
+)
 # 2029-05-30 15:30 UTC is already 2029-05-31 in Japan.
 NOT_AFTER = int(dt.datetime(2029, 5, 30, 15, 30, tzinfo=dt.UTC).timestamp())
 FINGERPRINT = "ab" * 32
@@ -80,9 +87,12 @@ def lines_for(name: str, text: str, *, terminal: bool = False) -> list[str]:
     return cli_errors.error_lines(error_for_reply(name, text), terminal=terminal)
 
 
-def table(status: dict[str, Variant], tz: dt.tzinfo | None = None) -> str:
-    """The status table for a GetStatus answer."""
-    return output.format_status(Status.from_dbus(status), tz=tz)
+def table(
+    status: dict[str, Variant], tz: dt.tzinfo | None = None, details: bool = False,
+    width: int | None = None,
+) -> str:  # fmt: skip
+    """The status table for a GetStatus answer (``mncctl status [--details]``)."""
+    return output.format_status(Status.from_dbus(status), tz=tz, details=details, width=width)
 
 
 def section(text: str, title: str) -> str:
@@ -158,15 +168,26 @@ def test_empty_error_text_still_gets_a_sentence() -> None:
     assert lines_for(ERR + "CertificateMissing", "") == ["The card has no such certificate."]
 
 
-def test_daemon_not_installed_says_how_to_install_it() -> None:
+def test_daemon_not_installed_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a checkout: its mncd is not on the PATH
     lines = lines_for(
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "The name io.github.mncd.MyNumberCard1 was not provided by any .service files",
     )
     assert lines == [
-        "mncd is not installed for this user: install it with "
-        "'mncd --install-user-service', then try again."
+        f"mncd is not installed for this user: install it with '{INSTALL}', then try again."
     ]
+
+
+def test_the_install_command_is_mncd_only_when_the_path_finds_this_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkout's mncd is .venv/bin/mncd: the hint names it unless the PATH leads to it."""
+    bin_dir = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin")
+    assert cli_errors.install_command() == "mncd --install-user-service"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert cli_errors.install_command() == INSTALL
 
 
 @pytest.mark.parametrize("name", ["NoReply", "Disconnected"])
@@ -319,7 +340,7 @@ def test_status_json_has_null_for_what_is_not_known_never_0() -> None:
 
 
 def test_status_table_shows_state_reader_and_both_certificates() -> None:
-    text = table(daemon_status(), tz=JST)
+    text = table(daemon_status(), tz=JST, details=True)
     assert text.splitlines()[0] == "State:            My Number Card present"
     assert "Reader:           ACS ACR39U ICC Reader 00 00" in text
     assert "Token:" not in text  # an ordinary card: no token line
@@ -339,7 +360,7 @@ def test_status_table_shows_state_reader_and_both_certificates() -> None:
 
 def test_status_serials_are_upper_case_hex_as_sign_prints_them() -> None:
     status = daemon_status(sign=cert_status(serial=Variant("s", "4d5e0a")))
-    assert "  Serial:         4D5E0A" in section(table(status), "Signing certificate")
+    assert "  Serial:         4D5E0A" in section(table(status, details=True), "Signing certificate")
     assert json.loads(output.status_json(Status.from_dbus(status)))["sign"]["serial"] == "4D5E0A"
 
 
@@ -372,7 +393,7 @@ def test_status_of_a_signing_certificate_not_read_yet_says_how_it_becomes_known(
         {"present": Variant("b", True), "source": Variant("s", "card"),
          "state": Variant("s", "unknown"), "pin_tries_left": Variant("i", 5)},
     )  # fmt: skip
-    sign = section(table(daemon_status(sign=unread)), "Signing certificate")
+    sign = section(table(daemon_status(sign=unread), details=True), "Signing certificate")
     assert sign.splitlines()[1:] == [
         "  State:          unknown",
         "  Expires:        unknown",
@@ -407,7 +428,7 @@ def test_status_shows_the_card_id_and_the_other_cards_to_forget() -> None:
     )
     parsed = Status.from_dbus(status)
     assert parsed.card_id == "ab" * 16 and len(parsed.cards) == 3
-    text = table(status, tz=JST)
+    text = table(status, tz=JST, details=True)
     assert f"Card:             {'ab' * 16}" in text
     others = section(text, "Other cards seen")
     assert "mncctl forget CARD" in others
@@ -420,7 +441,7 @@ def test_status_while_a_known_card_is_read_says_so() -> None:
     status = daemon_status(
         state=Variant("s", "reading"), auth=cert_status(source=Variant("s", "cache"))
     )
-    text = table(status, tz=JST)
+    text = table(status, tz=JST, details=True)
     assert text.splitlines()[0] == "State:            reading the card"
     assert "  Source:         as last read from this card; it is being read now" in section(
         text, "User-authentication certificate"
@@ -444,7 +465,7 @@ def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
             pin_tries_left=Variant("i", 0),
         ),
     )
-    text = table(status, tz=JST)
+    text = table(status, tz=JST, details=True)
     assert text.splitlines()[0] == (
         "State:            no card in the reader: insert your My Number Card"
     )
@@ -459,6 +480,48 @@ def test_status_of_a_cached_expiring_certificate_with_few_tries() -> None:
     )
     assert "  Source:         as last read from the card (cached)" in sign
     assert "  Password tries: 0/5 (locked: have it reset at your municipal office)" in sign
+
+
+def test_status_for_people_leaves_ids_dns_and_fingerprints_to_details() -> None:
+    other = {"card_id": Variant("s", "cd" * 16), "last_seen": Variant("x", 1775000000),
+             "not_after": Variant("x", NOT_AFTER), "renewed_to": Variant("s", "")}  # fmt: skip
+    status = daemon_status(card_id=Variant("s", "ab" * 16), cards=Variant("aa{sv}", [other]))
+    text = table(status, tz=JST)
+    assert section(text, "User-authentication certificate").splitlines() == [
+        "User-authentication certificate",
+        "  State:          valid",
+        "  Expires:        2029-05-31 (1283 days left)",
+        "  PIN tries:      3/3",
+    ]
+    for hidden in ("ab" * 16, "cd" * 16, "Serial:", "Issuer:", "Fingerprint:", "Source:", "Card:"):
+        assert hidden not in text
+    assert text.splitlines()[-1] == "1 other card seen: 'mncctl status --details' lists it."
+
+
+def test_status_shows_no_card_id_when_no_card_is_in() -> None:
+    status = daemon_status(state=Variant("s", "no-card"), card_id=Variant("s", "9f" * 16))
+    assert "9f" * 16 not in table(status, tz=JST, details=True)
+    present = daemon_status(card_id=Variant("s", "9f" * 16))
+    assert f"Card:             {'9f' * 16}" in table(present, tz=JST, details=True)
+
+
+def test_status_lines_wrap_with_a_hanging_indent(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = daemon_status(sign=cert_status(state=Variant("s", "invalidated")))
+    lines = section(table(status, tz=JST, width=60), "Signing certificate").splitlines()
+    step = lines.index(next(line for line in lines if line.startswith("  Next step:")))
+    assert lines[step] == "  Next step:      Get a new one issued at your municipal"
+    assert lines[step + 1] == "                  office (bring your My Number Card). If you"
+    assert all(len(line) <= 60 for line in lines)
+    monkeypatch.setenv("LANGUAGE", "ja")
+    wrapped = section(table(status, tz=JST, width=60), "署名用電子証明書").splitlines()
+    step = wrapped.index(next(line for line in wrapped if "次にすること" in line))
+    value_column = output.display_width(wrapped[step]) - output.display_width(
+        wrapped[step].split(" ")[-1]
+    )
+    assert wrapped[step + 1].startswith(" " * value_column)
+    assert wrapped[step + 1][value_column] != " "
+    for line in wrapped:
+        assert output.display_width(line) <= 60, line
 
 
 def test_status_of_an_expired_certificate() -> None:
@@ -1053,6 +1116,30 @@ def test_properties_changed_line() -> None:
         '2025-11-25T13:00:01+09:00 PropertiesChanged State="no-card" CardPresent=false '
         'Readers="(invalidated)"'
     )
+
+
+def test_watch_lines_for_people_are_sentences_in_japans_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    utc = dt.datetime(2025, 11, 25, 15, 30, 1, tzinfo=dt.UTC)  # 2025-11-26 00:30:01 in Japan
+    inserted = Event("CardInserted", ["ACS ACR39U 00 00"])
+    assert output.event_lines(utc, inserted) == [
+        "2025-11-26 00:30:01 A card was inserted in ACS ACR39U 00 00."
+    ]
+    changed = Event("PropertiesChanged", {"State": "no-card", "CardPresent": False})
+    assert output.event_lines(utc, changed) == [
+        "2025-11-26 00:30:01 Now: no card in the reader: insert your My Number Card."
+    ]
+    assert output.event_lines(utc, Event("PropertiesChanged", {"CardPresent": True})) == []
+    monkeypatch.setenv("LANGUAGE", "ja")
+    expiring = Event("CertificateStatusChanged", ["sign", "expiring"])
+    assert output.event_lines(utc, expiring) == [
+        "2025-11-26 00:30:01 署名用電子証明書: まもなく有効期限切れ。"
+    ]
+    (line,) = output.event_lines(utc, changed, width=40)
+    first, *rest = line.splitlines()
+    assert first.startswith("2025-11-26 00:30:01 現在の状態: ")
+    assert rest and all(part.startswith(" " * 20) and part[20] != " " for part in rest)
 
 
 def test_properties_of_other_interfaces_are_skipped() -> None:

@@ -6,6 +6,9 @@ no reader, and USB readers faked by umockdev that pcscd cannot drive.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +24,8 @@ from test_udev import UmockdevBed
 from mncd.vcard.sandbox import PcscSandbox
 
 MNCCTL = str(Path(sys.executable).with_name("mncctl"))
+#: This installation's mncd as the doctor names it (quoted when the path needs it).
+INSTALL = shlex.quote(str(Path(sys.executable).with_name("mncd")))
 BUS_NAME = "io.github.mncd.MyNumberCard1"
 
 
@@ -86,6 +91,8 @@ def test_a_good_stack_is_all_ok(tmp_path, sandbox, card, home):
         server.start()
         wait_state(bus.address, "card-present")
         env = {**home, **sandbox.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        env.pop("DISPLAY", None)  # a text console: pinentry-tty is the right dialog there
+        env.pop("WAYLAND_DISPLAY", None)
         result = doctor(env)
         assert result.returncode == 0, result.stdout + result.stderr
         # The PKCS#11 lines depend on the user's set-up: tests/test_browsers.py checks them.
@@ -128,6 +135,8 @@ def test_pcscd_stopped(tmp_path, private_sandbox, home):
     try:
         env = {**home, **box.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
         result = doctor(env)
+        english = json.loads(doctor(env, "--json").stdout)["findings"]
+        japanese = json.loads(doctor({**env, "LANG": "ja_JP.UTF-8"}, "--json").stdout)["findings"]
     finally:
         bus.stop()
     assert result.returncode == 1
@@ -135,10 +144,19 @@ def test_pcscd_stopped(tmp_path, private_sandbox, home):
     assert level(checks["pcscd"][0]) == "FAIL"
     assert "not reachable: install and start it: sudo apt install pcscd" in checks["pcscd"][0]
     assert level(checks["readers"][0]) == "skip" and level(checks["card"][0]) == "skip"
-    # Nothing owns or can start mncd on this bus: that is a problem too, with what to do.
-    assert "run scripts/install-user-service" in checks["daemon"][0]
+    # Nothing owns or can start mncd on this bus: that is a problem too, with what to do: the
+    # command as this installation has it (a checkout's .venv/bin/mncd, not on the PATH).
+    assert f"run {INSTALL} --install-user-service" in checks["daemon"][0]
     assert result.stdout.splitlines()[-1].startswith("2 problem(s) to fix")
     assert "Traceback" not in result.stderr
+    # The same findings in Japanese, level by level, in Japanese words.
+    assert [(f["check"], f["level"]) for f in japanese] == [
+        (f["check"], f["level"]) for f in english
+    ]
+    for finding in japanese:
+        assert re.search("[\u3040-\u30ff\u4e00-\u9fff]", finding["text"]), finding
+    daemon = next(f for f in japanese if f["check"] == "daemon")
+    assert f"{INSTALL} --install-user-service を実行してください" in daemon["text"], daemon
 
 
 def test_no_reader(tmp_path, private_sandbox, home):
@@ -230,3 +248,78 @@ def test_settings_problems_are_listed_with_the_file(tmp_path, sandbox, home):
         assert level(line) == "ok" and f"no settings file ({config})" in line
     finally:
         bus.stop()
+
+
+def test_activation_is_told_as_the_bus_and_the_files_have_it(tmp_path, sandbox, card, home):
+    """mncd running on a bus that cannot start it (no activation file there): a warning with
+    what to run; the user unit's line says whether the activation file is there."""
+    (tmp_path / "bus").mkdir()
+    bus = PrivateBus(tmp_path / "bus")  # the user's activation file is not in its search path
+    daemon = Daemon(bus, sandbox.env, tmp_path / "state")
+    try:
+        daemon.start()
+        wait_state(bus.address, "card-present")
+        env = {**home, **sandbox.env, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8"}
+        checks = lines_by_check(doctor(env).stdout)
+        assert level(checks["daemon"][0]) == "warn", checks["daemon"]
+        assert (
+            "running, but nothing starts it on demand (no D-Bus activation file): run "
+            f"{INSTALL} --install-user-service" in checks["daemon"][0]
+        )
+        home_dir = Path(home["HOME"])
+        (home_dir / ".config/systemd/user/mncd.service").unlink()
+        checks = lines_by_check(doctor(env).stdout)
+        assert (
+            "mncd still starts on demand through its D-Bus activation file"
+            in (checks["user unit"][0])
+        )
+        (home_dir / ".local/share/dbus-1/services" / f"{BUS_NAME}.service").unlink()
+        env["XDG_DATA_DIRS"] = str(tmp_path / "no-system-files")
+        checks = lines_by_check(doctor(env).stdout)
+        assert (
+            "not installed, nor is the D-Bus activation file: nothing starts mncd"
+            in (checks["user unit"][0])
+        )
+    finally:
+        daemon.stop()
+        bus.stop()
+
+
+def test_a_terminal_only_pinentry_is_told_in_a_desktop_session(tmp_path, home):
+    """Debian's ``pinentry`` pointing at pinentry-tty (as the alternatives link would) asks
+    only on a terminal: fine on a console, a warning with what to install in a desktop."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink("/usr/bin/pinentry-tty", bin_dir / "pinentry")
+    config = Path(home["HOME"]) / ".config" / "mncd" / "config.toml"
+    config.write_text('[pinentry]\nprogram = "pinentry"\n')
+    bus = PrivateBus(tmp_path)
+    try:
+        env = {**home, "DBUS_SESSION_BUS_ADDRESS": bus.address, "LANG": "C.UTF-8",
+               "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+        env.pop("DISPLAY", None)
+        env.pop("WAYLAND_DISPLAY", None)
+        console = lines_by_check(doctor(env).stdout)["PIN dialog"][0]
+        desktop = doctor({**env, "DISPLAY": ":99"})
+        japanese = doctor({**env, "DISPLAY": ":99", "LANG": "ja_JP.UTF-8"}, "--json")
+    finally:
+        bus.stop()
+    assert level(console) == "ok" and "asks on the terminal (no desktop session here)" in console
+    line = lines_by_check(desktop.stdout)["PIN dialog"][0]
+    assert level(line) == "warn", line
+    assert "pinentry → /usr/bin/pinentry-tty" in line and "asks only on a terminal" in line
+    assert "sudo apt install pinentry-gnome3" in line
+    finding = next(f for f in json.loads(japanese.stdout)["findings"] if f["check"] == "pinentry")
+    assert finding["level"] == "warn" and "端末" in finding["text"], finding
+    # A pinentry that shows a window (stand-in named as Debian names it) is fine in a desktop.
+    window = bin_dir / "pinentry-gnome3"
+    window.write_text("#!/bin/sh\nexit 0\n")
+    window.chmod(0o755)
+    config.write_text('[pinentry]\nprogram = "pinentry-gnome3"\n')
+    bus = PrivateBus(tmp_path)
+    try:
+        env["DBUS_SESSION_BUS_ADDRESS"] = bus.address
+        line = lines_by_check(doctor({**env, "DISPLAY": ":99"}).stdout)["PIN dialog"][0]
+    finally:
+        bus.stop()
+    assert level(line) == "ok" and f"pinentry-gnome3 ({window})" in line

@@ -304,20 +304,20 @@ BAD_INPUTS = [
     ("not-a-pdf", "in.pdf is not a PDF file: sign other files with --cms.",
      "in.pdfはPDFファイルではありません。PDF以外のファイルには --cms で署名してください。"),
     ("empty", "in.pdf is empty (0 bytes): check that it was saved completely.",
-     "in.pdfは空のファイルです(0バイト)。正しく保存されているか確認してください。"),
+     "in.pdfは空のファイルです（0バイト）。正しく保存されているか確認してください。"),
     ("directory", "in.pdf is a folder, not a file: give a file in it.",
      "in.pdfはフォルダーです。中のファイルを指定してください。"),
     ("missing", "in.pdf does not exist: check the file's name and folder.",
      "in.pdfが見つかりません。ファイル名と保存場所を確認してください。"),
     ("encrypted",
      "in.pdf is encrypted (password-protected): remove the protection, then sign it.",
-     "in.pdfは暗号化(パスワード保護)されているため、署名できません。保護を解除してから"
+     "in.pdfは暗号化（パスワード保護）されているため、署名できません。保護を解除してから"
      "署名してください。"),
     ("damaged",
      "in.pdf cannot be read well enough to sign it (Could not read malformed PDF file). If "
      "qpdf reads it, 'qpdf {dir}/in.pdf repaired.pdf' writes a repaired copy to sign; "
      "otherwise make the PDF again with the program that made it.",
-     "in.pdfを署名できるほど正しく読み取れません(Could not read malformed PDF file)。qpdfで"
+     "in.pdfを署名できるほど正しく読み取れません（Could not read malformed PDF file）。qpdfで"
      "読み取れる場合は「qpdf {dir}/in.pdf repaired.pdf」で修復したコピーを作り、それに署名して"
      "ください。読み取れない場合は、PDFを作成したソフトで作り直してください。"),
     ("locked",
@@ -403,8 +403,8 @@ def test_expired_certificate_is_refused_with_its_own_exit_code(daemon, insert_ca
     card.commands(clear=True)
     again = sign_pdf(daemon, card, source, output, lang=JAPANESE)
     assert again.returncode == 6, again.stderr
-    assert again.stderr.startswith("mncctl: 署名用電子証明書の有効期限(20"), again.stderr
-    assert "日)が切れています。この電子証明書で署名した文書は受け付けられません。" in again.stderr
+    assert again.stderr.startswith("mncctl: 署名用電子証明書の有効期限（20"), again.stderr
+    assert "日）が切れています。この電子証明書で署名した文書は受け付けられません。" in again.stderr
     assert "市区町村の窓口で新しい電子証明書の発行を受けてください。" in again.stderr
     assert verifies_with_pin(card.commands()) == 0
 
@@ -488,7 +488,8 @@ def test_the_daemon_never_imports_pyhanko():
 
 
 def readme_documents_example() -> str:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    doc = Path(__file__).resolve().parent.parent / "docs" / "signed-documents.md"
+    text = doc.read_text(encoding="utf-8")
     start = text.index("From Python, `mncd.documents`")
     match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
     assert match is not None

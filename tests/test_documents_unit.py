@@ -107,7 +107,7 @@ def test_certificate_texts_follow_the_locale_when_they_are_made(monkeypatch):
         check_status(_status("expired", -2))
     assert old.value.state == "expired"
     assert str(old.value).startswith(
-        f"署名用電子証明書の有効期限({day.year}年{day.month}月{day.day}日)が切れています。"
+        f"署名用電子証明書の有効期限（{day.year}年{day.month}月{day.day}日）が切れています。"
     )
     with pytest.raises(CertificateUnusable) as invalidated:
         check_status(_status("invalidated", held=True))

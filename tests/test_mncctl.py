@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from busstack import PrivateBus, wait_for
 from test_daemon_dbus import wait_state
@@ -93,17 +96,40 @@ def test_no_daemon_is_exit_3(tmp_path):
     assert result.stderr.startswith("mncctl: ")
 
 
-def test_watch_prints_card_events(daemon, card):
-    wait_state(daemon.bus.address, "card-present")
-    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": daemon.bus.address}
-    watch = subprocess.Popen([MNCCTL, "watch"], stdout=subprocess.PIPE, text=True, env=env)
+def watching(address: str, card, until: str, *args: str, **env: str) -> list[str]:
+    """The lines of ``mncctl watch ARGS`` from its start until the card was taken out and a
+    line with ``until`` came."""
+    environment = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANGUAGE": "", **env}
+    watch = subprocess.Popen([MNCCTL, "watch", *args], stdout=subprocess.PIPE, text=True,
+                             env=environment)  # fmt: skip
     lines: list[str] = []
     try:
         threading.Thread(target=lambda: lines.extend(watch.stdout), daemon=True).start()
-        wait_for(lambda: any("Status" in line for line in lines), "watch to start")
+        wait_for(lambda: lines, "watch to start")
         card.remove()
-        wait_for(lambda: any("CardRemoved" in line for line in lines), "CardRemoved line")
+        wait_for(lambda: any(until in line for line in lines), "the removal")
     finally:
         watch.terminate()
         watch.wait(timeout=10)
-    assert any(card.reader in line for line in lines if "CardRemoved" in line)
+    return lines
+
+
+def test_watch_prints_card_events_for_people_in_japans_time(daemon, card):
+    wait_state(daemon.bus.address, "card-present")
+    removed = f"{card.reader}からカードが取り出されました。"
+    lines = watching(daemon.bus.address, card, removed, LANG="ja_JP.UTF-8", TZ="UTC")
+    stamp = r"(\d{4}-\d\d-\d\d) \d\d:\d\d:\d\d "
+    assert re.fullmatch(stamp + "現在の状態: マイナンバーカードがあります。\n", lines[0]), lines
+    matching = [line for line in lines if removed in line]
+    assert len(matching) == 1, lines
+    line = matching[0]
+    japan = dt.datetime.now(ZoneInfo("Asia/Tokyo"))
+    days = {japan.date().isoformat(), (japan - dt.timedelta(minutes=1)).date().isoformat()}
+    assert re.match(stamp, line)[1] in days  # type: ignore[index]
+
+
+def test_watch_raw_keeps_the_daemons_signals(daemon, card):
+    wait_state(daemon.bus.address, "card-present")
+    lines = watching(daemon.bus.address, card, "CardRemoved", "--raw", LANG="ja_JP.UTF-8")
+    assert "Status" in lines[0]
+    assert any(f'CardRemoved "{card.reader}"' in line for line in lines)

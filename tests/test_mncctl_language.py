@@ -30,8 +30,8 @@ def terminals():
     """Factory of mncctl terminals in a locale, all closed afterwards."""
     opened = []
 
-    def open_terminal(address: str, lang: str, *args: str):
-        opened.append(run_in_terminal(address, *args, lang=lang))
+    def open_terminal(address: str, lang: str, *args: str, **extra: str):
+        opened.append(run_in_terminal(address, *args, lang=lang, **extra))
         return opened[-1]
 
     yield open_terminal
@@ -70,18 +70,40 @@ def test_status_in_the_users_language(daemon, card, terminals, lang):
     wait_state(daemon.bus.address, "card-present")
     screen = terminals(daemon.bus.address, lang, "status").wait("[exit ")
     assert "[exit 0]" in screen, screen
-    for text in STATUS[lang]:
-        assert text in flat(screen), (text, screen)
+    for text in STATUS[lang]:  # (a long line wraps to the terminal, under its value)
+        assert unspaced(text) in unspaced(screen), (text, screen)
     english_only = ("State:", "Signing certificate", "days left")
     japanese_only = ("状態", "署名用電子証明書", "あと")
     for text in english_only if lang == JAPANESE else japanese_only:
         assert text not in screen, (text, screen)
     assert "Token:" not in screen and "トークン" not in screen  # an ordinary card
+    for detail in ("\nCard:", "\nカード:", "Fingerprint", "フィンガープリント", "Issuer", "発行者"):
+        assert detail not in screen, (detail, screen)  # for people: no ids, DNs, fingerprints
+    assert not re.search(r"[0-9a-f]{32}", screen), screen
+
+
+@pytest.mark.parametrize("lang", [JAPANESE, ENGLISH], ids=["ja", "en"])
+def test_status_wraps_to_a_narrow_terminal_with_a_hanging_indent(daemon, card, terminals, lang):
+    """A terminal 50 columns wide: no line is longer, and a long value goes on under itself."""
+    from mncd.cli.text import display_width
+
+    wait_state(daemon.bus.address, "card-present")
+    term = terminals(daemon.bus.address, lang, "status", "--details", COLUMNS="50")
+    screen = term.wait("[exit ")
+    assert "[exit 0]" in screen, screen
+    lines = screen[: screen.index("[exit ")].rstrip("\n").splitlines()
+    assert all(display_width(line) <= 50 for line in lines), screen
+    step = next(i for i, line in enumerate(lines) if re.search("Next step:|次にすること:", line))
+    head, value = lines[step].split(":", 1)
+    column = display_width(head) + 1 + len(value) - len(value.lstrip())  # where the value starts
+    continuation = lines[step + 1]
+    assert continuation[:column].strip() == "" and continuation[column] != " ", screen
+    assert re.search(r"\n(カード|Card): +[0-9a-f]{16}", screen), screen  # --details: its id
 
 
 PIN_ERRORS = {
     JAPANESE: {
-        "prompt": "利用者証明用電子証明書の暗証番号(数字4桁):",
+        "prompt": "利用者証明用電子証明書の暗証番号（数字4桁）:",
         "full-width": "mncctl: 全角で入力されています。半角で入力してください。"
         "残り回数は減っていません。",
         "wrong": "mncctl: 利用者証明用電子証明書の暗証番号が違います。残り2回です。",
@@ -121,18 +143,18 @@ JAPANESE_TEXT = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
 VERIFY = {
     JAPANESE: {
         "intact": [
-            ": PDF、署名1件", "署名1(Signature1): 有効", "  申告日時:   ",
-            " JST(署名者のコンピューターの時刻)", "  対象:       ファイル全体",
-            "  改ざんなし: はい", "  信頼:       はい(--ca で指定した認証局(",
-            "  時点の有効性: はい: 電子証明書は有効、現在(",
+            ": PDF、署名1件", "署名1（Signature1）: 有効", "  申告日時:   ",
+            " JST（署名者のコンピューターの時刻）", "  対象:       ファイル全体",
+            "  改ざんなし: はい", "  信頼:       はい（--ca で指定した認証局（",
+            "  時点の有効性: はい: 電子証明書は有効、現在（",
             "失効の確認はしていません。失効情報はJ-LISから署名検証者として登録された事業者"
             "にのみ提供されるため、失効した電子証明書をオフラインで見分けることはできません"
-            "(失効リストがあれば --crl で指定してください)。",
+            "（失効リストがあれば --crl で指定してください）。",
             "結果: 有効",
         ],
         "tampered": [
-            "署名1(Signature1): 無効",
-            "  問題: 署名された内容が改ざんされています(ダイジェストが一致しません)",
+            "署名1（Signature1）: 無効",
+            "  問題: 署名された内容が改ざんされています（ダイジェストが一致しません）",
             "結果: 無効",
         ],
     },

@@ -21,11 +21,18 @@ MNCCTL = str(Path(sys.executable).with_name("mncctl"))
 CURRENT_PROMPT = "Current user-authentication PIN"
 NEW_PROMPT = "New user-authentication PIN"
 AGAIN_PROMPT = "Type it again"
+UNCONFIRMED = (
+    "Note: mncctl changes a PIN with the command other implementations use; it has not been "
+    "confirmed on real cards."
+)
 
 
 def mncctl(address: str, *args: str, stdin: str | None = None, **env: str):
+    """mncctl in English (its own state, such as the cards whose PIN it changed, beside the
+    bus's files)."""
+    state = str(Path(address.split("=", 1)[1].split(",")[0]).parent)
     environment = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": "C.UTF-8",
-                   "LANGUAGE": "", **env}  # fmt: skip
+                   "LANGUAGE": "", "XDG_STATE_HOME": state, **env}  # fmt: skip
     if "DISPLAY" not in env:
         environment.pop("DISPLAY", None)
         environment.pop("WAYLAND_DISPLAY", None)
@@ -70,7 +77,7 @@ def test_pin_change_on_a_terminal_asks_the_new_pin_twice(daemon, card, terminals
     address = daemon.bus.address
     wait_state(address, "card-present")
     card.commands(clear=True)
-    term = terminals(address, "pin", "change", "auth")
+    term = terminals(address, "pin", "change", "auth", XDG_STATE_HOME=str(daemon.bus.dir))
     term.wait(CURRENT_PROMPT)
     term.type("1234", "Enter")
     shown(term, NEW_PROMPT, 1)
@@ -82,7 +89,10 @@ def test_pin_change_on_a_terminal_asks_the_new_pin_twice(daemon, card, terminals
     assert verifies_with_pin(card.commands()) == 0
     term.type("86", "Enter")  # malformed: asked again, nothing sent
     screen = shown(term, NEW_PROMPT, 3)
-    assert "must be 4 digits" in screen
+    assert (
+        "mncctl: The new user-authentication PIN: That is not a valid user-authentication PIN: "
+        "4 digits. No try was used." in screen
+    )
     term.type("8642", "Enter")
     shown(term, AGAIN_PROMPT, 2)
     term.type("8642", "Enter")
@@ -102,8 +112,9 @@ def test_pin_change_with_a_wrong_current_pin_changes_nothing(daemon, card):
     result = mncctl(address, "pin", "change", "sign", "--pin-stdin", stdin="WRONG9\nNEWPASS77\n")
     assert result.returncode == 4
     assert result.stderr.splitlines() == [
+        UNCONFIRMED,
         "mncctl: Wrong signing password: 4 tries left. The signing password was not changed; "
-        "the current one still applies."
+        "the current one still applies.",
     ]
     assert "WRONG9" not in result.stderr and "NEWPASS77" not in result.stderr
     assert card.tries()["sign"] == 4
@@ -122,8 +133,9 @@ def test_pin_change_at_the_last_card_info_try_needs_allow_last_try(daemon, inser
     refused = mncctl(address, "pin", "change", "card-info", "--pin-stdin", stdin="1234\n9753\n")
     assert refused.returncode == 4
     assert refused.stderr.splitlines() == [
+        UNCONFIRMED,
         "mncctl: Only one try is left for the card-info PIN; a wrong one locks it until it is "
-        "reset at your municipal office. To use it anyway, add --allow-last-try."
+        "reset at your municipal office. To use it anyway, add --allow-last-try.",
     ]
     assert verifies_with_pin(card.commands()) == 0
     allowed = mncctl(address, "pin", "change", "card-info", "--pin-stdin", "--allow-last-try",
@@ -161,3 +173,69 @@ def test_pin_change_in_a_desktop_session_leaves_the_pins_to_the_daemon(tmp_path,
         "New signing password",
     ]
     assert card.tries()["sign"] == 5
+
+
+def test_each_entry_is_checked_as_it_is_typed_in_japanese(daemon, card, terminals):
+    """The current password in small letters, then the new one in full-width characters: each
+    told at once, naming the entry, and asked again; Ctrl-C then cancels in Japanese."""
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    card.commands(clear=True)
+    term = terminals(address, "pin", "change", "sign", lang="ja_JP.UTF-8",
+                     XDG_STATE_HOME=str(daemon.bus.dir))  # fmt: skip
+    screen = term.wait("現在の署名用電子証明書のパスワード（")
+    assert "注意: mncctl は他の実装と同じ形式のコマンドで暗証番号を変更します。" in screen
+    term.type("abc123", "Enter")
+    screen = shown(term, "現在の署名用電子証明書のパスワード（", 2)
+    assert "mncctl: 現在の署名用電子証明書のパスワード: " in screen
+    assert "小文字" in screen.replace("\n", "")
+    term.type(card.profile.sign_password, "Enter")
+    term.wait("新しい署名用電子証明書のパスワード（")
+    term.type("-l", "ＮＥＷＰＡＳＳ７７")
+    term.type("Enter")
+    screen = shown(term, "新しい署名用電子証明書のパスワード（", 2)
+    flat = screen.replace("\n", "")
+    assert "mncctl: 新しい署名用電子証明書のパスワード: 全角で入力されています。" in flat
+    term.type("NEWPASS77", "Enter")
+    term.wait("もう一度入力してください:")
+    term.type("C-c")
+    screen = term.wait("[exit ")
+    assert "[exit 5]" in screen and "キャンセルしました。" in screen, screen
+    assert "cancelled" not in screen
+    assert verifies_with_pin(card.commands()) == 0
+    assert card.tries()["sign"] == card.profile.sign_tries_left
+
+
+def test_pin_stdin_entries_are_checked_before_anything_is_sent(daemon, card):
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    card.commands(clear=True)
+    lower = mncctl(address, "pin", "change", "sign", "--pin-stdin", stdin="abc123\nNEWPASS77\n")
+    assert lower.returncode == 4
+    assert lower.stderr.splitlines()[1].startswith(
+        "mncctl: --pin-stdin: The current signing password (first line): The signing password "
+        "uses capital letters"
+    )
+    wide = mncctl(address, "pin", "change", "auth", "--pin-stdin", stdin="1234\n９８７６\n")
+    assert wide.returncode == 4
+    assert wide.stderr.splitlines()[1] == (
+        "mncctl: --pin-stdin: The new user-authentication PIN (second line): It was typed in "
+        "full-width characters: type it in half-width characters. Nothing was sent to the card."
+    )
+    assert verifies_with_pin(card.commands()) == 0
+
+
+def test_the_unconfirmed_note_comes_before_the_first_change_on_a_card_only(daemon, card):
+    address = daemon.bus.address
+    wait_state(address, "card-present")
+    first = mncctl(address, "pin", "change", "auth", "--pin-stdin", stdin="1234\n8642\n")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines() == [UNCONFIRMED]
+    back = mncctl(address, "pin", "change", "auth", "--pin-stdin", stdin="8642\n1234\n")
+    assert back.returncode == 0, back.stderr
+    assert back.stderr == ""
+    japanese = mncctl(address, "pin", "change", "auth", "--pin-stdin", stdin="1234\n8642\n",
+                      LANG="ja_JP.UTF-8")  # fmt: skip
+    assert japanese.returncode == 0, japanese.stderr
+    assert "利用者証明用電子証明書の暗証番号を変更しました" in japanese.stdout
+    assert card.tries()["auth"] == 3

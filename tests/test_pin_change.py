@@ -407,7 +407,7 @@ def test_the_change_dialog_speaks_japanese(tmp_path, sandbox, card, pinentry):
         "新しい利用者証明用電子証明書の暗証番号",
     ]
     assert [str(e["text"]) for e in entry.commands("SETREPEAT")] == [
-        "新しい利用者証明用電子証明書の暗証番号(確認)"
+        "新しい利用者証明用電子証明書の暗証番号（確認）"
     ]
     assert any("暗証番号を変更する" in d for d in entry.descriptions())
     assert card.tries()["auth"] == 3 and len(changes(card)) == 1

@@ -228,7 +228,7 @@ def test_dialog_in_japanese(tmp_path, sandbox, terminal, card):
         call = authenticate_in_background(daemon)
         screen = terminal.wait("残り3回です")
         gdbus_path = os.path.realpath(shutil.which("gdbus") or "gdbus")
-        assert f"プログラム「{gdbus_path}」(プロセス{call.pid})が" in screen
+        assert f"プログラム「{gdbus_path}」（プロセス{call.pid}）が" in screen
         assert "利用者証明用電子証明書の暗証番号を入力してください" in screen
         terminal.type(card.profile.auth_pin, "Enter")
         code, _out, err = finish(call)

@@ -75,8 +75,9 @@ def test_a_family_then_one_renewal_gives_each_person_their_reminders(
         got = summaries(server)
         assert (got.count(ALICE), got.count(BOB), got.count(RENEWED)) == (1, 1, 1)
 
-        # mncctl status lists the other cards by id; Bob's card is forgotten by a prefix.
-        listing = mncctl(bus.address, "status")
+        # mncctl status --details lists the other cards by id; Bob's card is forgotten by a
+        # prefix.
+        listing = mncctl(bus.address, "status", "--details")
         assert listing.returncode == 0, listing.stderr
         assert f"Card:             {alice_new}" in listing.stdout and bob_id in listing.stdout
         refused = mncctl(bus.address, "forget", alice_new)  # in the reader
@@ -89,7 +90,7 @@ def test_a_family_then_one_renewal_gives_each_person_their_reminders(
         assert malformed.returncode == 2 and "8 to 32 digits of 0-9 and a-f" in malformed.stderr
         japanese = mncctl(bus.address, "forget", alice_new, lang="ja_JP.UTF-8")
         assert japanese.stderr == (
-            f"mncctl: カード {alice_new} はリーダーに挿さっています。"
+            f"mncctl: カード {alice_new} はカードリーダーに挿さっています。"
             "取り出してから実行してください。\n"
         )
         forgot = mncctl(bus.address, "forget", bob_id[:10])

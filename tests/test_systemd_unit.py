@@ -502,3 +502,51 @@ def test_installed_activation_file_starts_the_installed_binary(short_dir):
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
+
+
+@pytest.mark.parametrize("lang", ["ja_JP.UTF-8", "C.UTF-8"], ids=["ja", "en"])
+def test_install_without_a_user_manager_says_what_works_and_uninstall_removes_the_enable_link(
+    tmp_path, lang
+):
+    """No user manager here: the advice says what works and what does not (and recommends no
+    systemctl --user); a link left by an offline ``systemctl --user enable`` goes on uninstall."""
+    exe = _fake_mncd(tmp_path / "bin")
+    env = _env(tmp_path, LANG=lang, LANGUAGE="")
+    run = {"env": env, "capture_output": True, "text": True, "timeout": 60}
+    installed = subprocess.run([str(exe), "--install-user-service"], **run)
+    assert installed.returncode == 0, installed.stderr
+    said = installed.stdout
+    if lang == "C.UTF-8":
+        assert f"both run {exe}." in said
+        assert "No systemd user manager runs in this session. What works: mncd starts" in said
+        assert "What does not: starting it at login" in said
+    else:
+        assert f"どちらも {exe} を起動します。" in said
+        assert "このセッションではsystemdのユーザーマネージャーが動いていません。" in said
+        assert "使えること:" in said and "使えないこと:" in said
+    assert "enable --now" not in said and "systemctl --user enable" not in said
+    enabled = subprocess.run(["systemctl", "--user", "enable", "mncd.service"], **run)
+    assert enabled.returncode == 0, enabled.stderr  # systemctl links it without a manager
+    link = tmp_path / "home/.config/systemd/user/default.target.wants/mncd.service"
+    assert link.is_symlink()
+    removed = subprocess.run([str(exe), "--uninstall-user-service"], **run)
+    assert removed.returncode == 0, removed.stderr
+    assert not link.is_symlink() and not link.parent.joinpath("mncd.service").exists()
+    assert ("mncd is stopped." if lang == "C.UTF-8" else "mncdを停止しました。") in removed.stdout
+
+
+@pytest.mark.parametrize("lang", ["ja_JP.UTF-8", "C.UTF-8"], ids=["ja", "en"])
+def test_mncd_help_in_the_users_language(tmp_path, lang):
+    env = {**_env(tmp_path, LANG=lang, LANGUAGE=""), "COLUMNS": "80"}
+    mncd = str(Path(sys.executable).with_name("mncd"))
+    shown = subprocess.run([mncd, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    if lang == "C.UTF-8":
+        assert text.startswith("usage: mncd ") and "the My Number Card daemon" in text
+    else:
+        assert text.startswith("使い方: mncd ") and "マイナンバーカードを使うためのデーモン" in text
+        assert "インストールして終了する" in "".join(text.split()) and "show this help" not in text
+    from mncd.terminal import display_width
+
+    assert all(display_width(line) <= 80 for line in text.splitlines()), text

@@ -423,6 +423,9 @@ def test_reinstall_restarts_and_uninstall_stops_and_removes(user, card):
     # Installing again (say, after an upgrade) restarts the running daemon.
     result = m.run(str(MNCD), "--install-user-service")
     assert f"both run {MNCD}" in result.stdout
+    # A user manager runs here: the advice is systemd's.
+    assert "To start it at login too: systemctl --user enable --now mncd.service" in result.stdout
+    assert "No systemd user manager" not in result.stdout
     wait_for(lambda: state(m)["MainPID"] not in ("0", first["MainPID"]), "a new mncd")
     wait_running(m, not_pid=first["MainPID"])
 

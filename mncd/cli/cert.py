@@ -81,15 +81,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show", help=_("show certificates (sign: after the signing password)")
     )
     show.add_argument(
-        "which", nargs="?", choices=WHICH,
-        help=_("one certificate (default: auth, auth-ca, sign-ca)"),
+        "which", nargs="?", choices=WHICH, metavar=_("WHICH"),
+        help=_("one certificate: {choices} (default: auth, auth-ca, sign-ca)").format(
+            choices=", ".join(WHICH)),
     )  # fmt: skip
     show.add_argument("--json", action="store_true", help=_("print the details as JSON"))
     _add_password_arguments(show)
     show.set_defaults(func=run_show)
     export = actions.add_parser("export", help=_("write a certificate to a file"))
-    export.add_argument("which", choices=WHICH, help=_("which certificate"))
-    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    export.add_argument(
+        "which", choices=WHICH, metavar=_("WHICH"),
+        help=_("which certificate: {choices}").format(choices=", ".join(WHICH)),
+    )  # fmt: skip
+    export.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE",
+        help=_("the file to write (never replaced without --force)"),
+    )  # fmt: skip
     form = export.add_mutually_exclusive_group()
     form.add_argument("--pem", dest="der", action="store_false", help=_("PEM (the default)"))
     form.add_argument("--der", dest="der", action="store_true", help=_("DER"))

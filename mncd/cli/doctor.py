@@ -27,7 +27,7 @@ from mncd.card.errors import CardError, NoCardError, NotJpkiCardError, PcscUnava
 from mncd.card.jpki import JpkiSession, TokenKind
 from mncd.card.pcsc import PcscContext
 from mncd.cli import p11kit
-from mncd.cli.errors import ExitCode
+from mncd.cli.errors import ExitCode, install_command
 from mncd.cli.pkcs11 import MODULE_FILE
 from mncd.cli.text import N_, Texts, _, subcommand
 from mncd.client import BusError, BusUnavailable, CallTimeout, MyNumberCard
@@ -105,13 +105,19 @@ TEXT = Texts(
         "token-unknown": N_("{label!r}: not a token mncd knows; it treats it as a card"),
         "daemon-running": N_("running; it sees: {state}"),
         "daemon-activatable": N_("not running; it starts when first used (D-Bus activation)"),
-        "daemon-missing": N_("not running and not installed: run scripts/install-user-service"),
+        "daemon-missing": N_("not running and not installed: run {command}"),
+        "daemon-not-activatable": N_(
+            "running, but nothing starts it on demand (no D-Bus activation file): run {command}"
+        ),
         "no-bus": N_("no session bus ({error}): run mncctl inside your desktop session"),
         "bus-error": N_("the session bus did not answer ({error})"),
         "unit-ok": N_("installed: {path}"),
         "unit-missing": N_(
-            "not installed: D-Bus activation still works without systemd; to have "
-            "systemd run it, run scripts/install-user-service"
+            "not installed: mncd still starts on demand through its D-Bus activation file; for "
+            "systemd to run it (and keep its log), run {command}"
+        ),
+        "unit-and-activation-missing": N_(
+            "not installed, nor is the D-Bus activation file: nothing starts mncd; run {command}"
         ),
         "notify-running": N_("a notification server is on the bus"),
         "notify-activatable": N_("a notification server starts when needed"),
@@ -120,6 +126,15 @@ TEXT = Texts(
             "shown; desktops bring one, or install one such as dunst"
         ),
         "pinentry-ok": N_("{program} ({path})"),
+        "pinentry-terminal": N_(
+            "{program} ({path}) asks only on a terminal: in your desktop session no PIN dialog "
+            "can be shown (mncctl then asks in its own terminal; other programs cannot use the "
+            "card's PINs). Install one that shows a window, e.g. sudo apt install "
+            'pinentry-gnome3, and set [pinentry] program = "pinentry-gnome3" in {config}'
+        ),
+        "pinentry-terminal-ok": N_(
+            "{program} ({path}): asks on the terminal (no desktop session here)"
+        ),
         "pinentry-missing": N_(
             "{program} (set in {config}) is not installed: install it, e.g. sudo apt "
             "install pinentry-gnome3, or set [pinentry] program in {config}"
@@ -279,7 +294,12 @@ async def check_bus() -> list[Finding]:
         elif BUS_NAME in activatable:
             daemon = Finding("daemon", OK, TEXT["daemon-activatable"])
         else:
-            daemon = Finding("daemon", FAIL, TEXT["daemon-missing"])
+            daemon = Finding(
+                "daemon", FAIL, TEXT["daemon-missing"].format(command=install_command())
+            )
+        if daemon.level == OK and BUS_NAME not in activatable:
+            text = TEXT["daemon-not-activatable"].format(command=install_command())
+            daemon = Finding("daemon", WARN, text)
         if await card.name_has_owner(NOTIFICATIONS):
             notify = Finding("notifications", OK, TEXT["notify-running"])
         elif NOTIFICATIONS in activatable:
@@ -321,12 +341,24 @@ def unit_paths(env: dict[str, str] | None = None) -> list[Path]:
     ]
 
 
+def activation_paths(env: dict[str, str] | None = None) -> list[Path]:
+    """Where the session bus looks for activation files: the user's own, then the system's."""
+    env = dict(os.environ) if env is None else env
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+    system = (env.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share").split(":")
+    return [Path(d) / "dbus-1" / "services" for d in [str(data), *system] if d]
+
+
 def check_unit(env: dict[str, str] | None = None) -> Finding:
     for directory in unit_paths(env):
         path = directory / UNIT
         if path.is_file():
             return Finding("unit", OK, TEXT["unit-ok"].format(path=path))
-    return Finding("unit", WARN, TEXT["unit-missing"])
+    activation = [d / f"{BUS_NAME}.service" for d in activation_paths(env)]
+    key = "unit-missing" if any(path.is_file() for path in activation) else (
+        "unit-and-activation-missing")  # fmt: skip
+    return Finding("unit", WARN, TEXT[key].format(command=install_command()))
 
 
 def check_settings(config: Config | None = None) -> Finding:
@@ -341,7 +373,17 @@ def check_settings(config: Config | None = None) -> Finding:
     return Finding("settings", OK, TEXT["settings-ok"].format(path=path))
 
 
-def check_pinentry(which: Callable[[str], str | None] = shutil.which) -> Finding:
+#: pinentry programs that can only ask on a terminal (no window), by their file's name.
+TERMINAL_PINENTRIES = frozenset({"pinentry-curses", "pinentry-tty"})
+
+
+def check_pinentry(
+    which: Callable[[str], str | None] = shutil.which, env: dict[str, str] | None = None
+) -> Finding:
+    """The configured pinentry: installed, and able to show a window in a desktop session
+    (``pinentry`` is Debian's alternative: the program it points to counts)."""
+    from mncd.cli.pin import in_desktop_session
+
     program = Config.load(quiet=True).pinentry
     path = which(program)
     if path is None:
@@ -350,7 +392,16 @@ def check_pinentry(which: Callable[[str], str | None] = shutil.which) -> Finding
             FAIL,
             TEXT["pinentry-missing"].format(program=program, config=default_path()),
         )
-    return Finding("pinentry", OK, TEXT["pinentry-ok"].format(program=program, path=path))
+    real = os.path.realpath(path)
+    shown = program if os.path.basename(real) == program else f"{program} → {real}"
+    if os.path.basename(real) in TERMINAL_PINENTRIES:
+        if in_desktop_session(env):
+            text = TEXT["pinentry-terminal"].format(program=shown, path=path, config=default_path())
+            return Finding("pinentry", WARN, text)
+        return Finding(
+            "pinentry", OK, TEXT["pinentry-terminal-ok"].format(program=shown, path=path)
+        )
+    return Finding("pinentry", OK, TEXT["pinentry-ok"].format(program=shown, path=path))
 
 
 # -- PKCS#11 and the daemon's dialog ------------------------------------------------------------

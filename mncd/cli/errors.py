@@ -29,6 +29,23 @@ NOT_INSTALLED_ERRORS = frozenset(
 )
 
 
+def install_command() -> str:
+    """How this user runs this installation's ``mncd --install-user-service``: ``mncd`` when
+    that is the one on the PATH, else its full path (a checkout's ``.venv/bin/mncd``)."""
+    import os
+    import shlex
+    import sys
+
+    beside = os.path.join(os.path.dirname(sys.executable), "mncd")
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        found = os.path.join(directory or ".", "mncd")
+        if os.path.isfile(found) and os.access(found, os.X_OK):
+            if os.path.realpath(found) == os.path.realpath(beside):
+                return "mncd --install-user-service"
+            break
+    return f"{shlex.quote(beside)} --install-user-service"
+
+
 def local(exc: E) -> E:
     """Marks an API error that mncctl raised itself, with its own (translated) sentence."""
     exc.local = True  # type: ignore[attr-defined]
@@ -210,9 +227,8 @@ def _bus_error_line(exc: BusError) -> str:
         ).format(command=LOG_HINT)
     if exc.name in NOT_INSTALLED_ERRORS:
         return _(
-            "mncd is not installed for this user: install it with "
-            "'mncd --install-user-service', then try again."
-        )
+            "mncd is not installed for this user: install it with '{command}', then try again."
+        ).format(command=install_command())
     if isinstance(exc, DaemonUnavailable):
         return _("mncd could not be started. Its log may say why: {command}").format(
             command=LOG_HINT

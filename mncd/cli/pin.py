@@ -243,14 +243,17 @@ def ask_secret(text: str) -> str:
     return entry
 
 
-def ask_shaped(which: str, text: str) -> str:
+def ask_shaped(which: str, text: str, entry_name: str | None = None) -> str:
     """An entry of the right shape for ``which``, asked again (a few times) after one that is
-    not: such entries never reach the card, so no try is spent on them."""
+    not: such entries never reach the card, so no try is spent on them. ``entry_name`` names
+    the entry in the hint when a command asks for more than one (``pin change``)."""
     for _round in range(SHAPE_ROUNDS):
         entry = ask_secret(text)
         problem = shape_problem(which, entry)
         if problem is None:
             return entry
+        if entry_name:
+            problem = _("{entry}: {problem}").format(entry=entry_name, problem=problem)
         print(_("mncctl: {problem} No try was used.").format(problem=problem), file=sys.stderr)
     raise PinInputError(
         _("No valid {label} was typed: cancelled. No try was used.").format(label=pin_label(which))

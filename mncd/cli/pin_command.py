@@ -11,14 +11,13 @@ PIN and the new one from two lines of standard input.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
 from mncd import errors
-from mncd.card.errors import PinFormatError
 from mncd.cli.errors import (
     CancelledByUserError,
     ExitCode,
@@ -30,19 +29,21 @@ from mncd.cli.errors import (
 )
 from mncd.cli.output import format_pin_tries
 from mncd.cli.pin import (
-    POLICIES,
+    ask_secret,
+    ask_shaped,
     before_asking,
     fallback_line,
     in_desktop_session,
     labelled,
     read_stdin_pin,
     settled_status,
+    shape_problem,
     stdin_is_tty,
     usable_card,
 )
 from mncd.cli.session import Run, session
 from mncd.cli.text import N_, Texts, _, pin_label, subcommand
-from mncd.client import MyNumberCard, PinStatus
+from mncd.client import MyNumberCard, PinStatus, Status
 
 WHICH = ("auth", "sign", "card-info")
 #: How often mncctl asks for the new PIN on a terminal before it gives up.
@@ -70,10 +71,20 @@ TEXT = Texts(
             "card-info": N_("New card-info PIN: "),
         },
         "again-prompt": N_("Type it again: "),
+        "current-entry": N_("The current {label}"),
+        "new-entry": N_("The new {label}"),
+        "stdin-shape": N_(
+            "--pin-stdin: {entry} ({line} line): {problem} Nothing was sent to the card."
+        ),
+        "first-line": N_("first"),
+        "second-line": N_("second"),
+        "unconfirmed": N_(
+            "Note: mncctl changes a PIN with the command other implementations "
+            "use; it has not been confirmed on real cards."
+        ),
         "mismatch": N_("The two entries differ; nothing was sent to the card."),
         "unchanged": N_("The new PIN is the same as the current one."),
-        "gave-up": N_("no new PIN was chosen: cancelled"),
-        "empty": N_("no PIN entered: cancelled"),
+        "gave-up": N_("No new PIN was chosen: cancelled. Nothing was sent to the card."),
         "no-new-line": N_(
             "--pin-stdin: the second line of standard input (the new PIN) is missing"
         ),
@@ -98,7 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help=_("print the counters as JSON"))
     status.set_defaults(func=run_status)
     change = actions.add_parser("change", help=_("change a PIN of the card"))
-    change.add_argument("which", choices=WHICH, help=_("which PIN: auth, sign or card-info"))
+    change.add_argument(
+        "which", choices=WHICH, metavar=_("WHICH"), help=_("which PIN: auth, sign or card-info")
+    )
     change.add_argument(
         "--pin-stdin",
         action="store_true",
@@ -157,33 +170,22 @@ def changeable_tries(status: PinStatus, which: str) -> int | None:
     return counter.tries_left
 
 
-def ask_secret(prompt: str) -> str:
-    """One entry without echo; an empty one or Ctrl-D/Ctrl-C cancels."""
-    try:
-        text = getpass.getpass(prompt)
-    except (EOFError, KeyboardInterrupt):
-        print(file=sys.stderr)  # end the prompt's line
-        raise CancelledByUserError("cancelled") from None
-    if not text:
-        raise CancelledByUserError(TEXT["empty"])
-    return text
+def entry_name(which: str, key: str) -> str:
+    """``The current signing password``, ``The new signing password``: which entry a hint is
+    about."""
+    return TEXT[key].format(label=pin_label(which))
 
 
 def ask_new_pin(which: str, current: str) -> str:
-    """The new PIN, typed twice and checked here: nothing goes to the card until it is right."""
-    policy = POLICIES[which]
+    """The new PIN, typed twice and each entry checked as it is typed: nothing goes to the card
+    until it is right."""
     for _round in range(NEW_PIN_ROUNDS):
-        new = ask_secret(TEXT["new-prompt"][which])
-        try:
-            policy.check(new)
-        except PinFormatError as exc:
-            print(f"mncctl: {exc}", file=sys.stderr)
+        new = ask_shaped(which, TEXT["new-prompt"][which], entry_name(which, "new-entry"))
+        if new == current:
+            print(f"mncctl: {TEXT['unchanged']}", file=sys.stderr)
             continue
         if ask_secret(TEXT["again-prompt"]) != new:
             print(f"mncctl: {TEXT['mismatch']}", file=sys.stderr)
-            continue
-        if new == current:
-            print(f"mncctl: {TEXT['unchanged']}", file=sys.stderr)
             continue
         return new
     raise CancelledByUserError(TEXT["gave-up"])
@@ -192,41 +194,92 @@ def ask_new_pin(which: str, current: str) -> str:
 def ask_change_on_terminal(
     which: str, tries: int | None, allow_last_try: bool
 ) -> tuple[str, str, bool]:
-    """The current PIN and the new one typed on the terminal, and the last-try consent."""
+    """The current PIN and the new one typed on the terminal, and the last-try consent; the
+    current PIN is checked for its shape at once, as ``sign`` and ``auth`` check theirs."""
     allow_last_try = before_asking(which, tries, allow_last_try)
-    current = ask_secret(TEXT["current-prompt"][which])
+    current = ask_shaped(which, TEXT["current-prompt"][which], entry_name(which, "current-entry"))
     return current, ask_new_pin(which, current), allow_last_try
 
 
-def read_stdin_pins() -> tuple[str, str]:
-    """The current PIN (first line) and the new one (second line) of standard input."""
+def read_stdin_pins(which: str) -> tuple[str, str]:
+    """The current PIN (first line) and the new one (second line) of standard input, each of
+    the right shape and different."""
     current = read_stdin_pin()
     line = sys.stdin.readline()
     new = line.rstrip("\r\n")
     if not new:
         raise PinInputError(TEXT["no-new-line"])
+    for pin, key, line_key in ((current, "current-entry", "first-line"),
+                               (new, "new-entry", "second-line")):  # fmt: skip
+        problem = shape_problem(which, pin)
+        if problem:
+            raise PinInputError(TEXT["stdin-shape"].format(
+                entry=entry_name(which, key), line=TEXT[line_key], problem=problem))  # fmt: skip
+    if new == current:
+        raise PinInputError(TEXT["unchanged"])
     return current, new
 
 
-def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
-    """Change the PIN the way the command line says, after checking it can be used."""
+def changes_file() -> str:
+    """Where mncctl keeps the cards (their ids) it has changed a PIN of."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return os.path.join(base, "mncd", "cli-pin-changed")
+
+
+def changed_before(card_id: str) -> bool:
+    """Whether mncctl has changed a PIN of the card ``card_id`` before."""
+    try:
+        with open(changes_file(), encoding="ascii") as stream:
+            return card_id in stream.read().split()
+    except (OSError, ValueError):
+        return False
+
+
+def remember_change(card_id: str) -> None:
+    """Note that a PIN of ``card_id`` was changed (private, atomic; a failure only means the
+    note is shown again)."""
+    if not card_id or changed_before(card_id):
+        return
+    path = changes_file()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            with open(path, encoding="ascii") as stream:
+                known = stream.read().split()
+        except OSError:
+            known = []
+        tmp = f"{path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as stream:
+            stream.write("".join(f"{known_id}\n" for known_id in [*known, card_id]))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        pass
+
+
+def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> str:
+    """Change the PIN the way the command line says, after checking it can be used (the first
+    time on a card, with a note that the command is unconfirmed on real cards). The card's id."""
     which: str = args.which
-    usable_card(run(settled_status(card)))
+    status: Status = run(settled_status(card))
+    usable_card(status)
     tries = changeable_tries(run(card.get_pin_status()), which)
     label = pin_label(which)
+    if not changed_before(status.card_id):
+        print(TEXT["unconfirmed"], file=sys.stderr, flush=True)
     if args.pin_stdin:
         if tries == 1 and not args.allow_last_try:
             raise LastTryRefused(last_try_text(which))
-        current, new = read_stdin_pins()
+        current, new = read_stdin_pins(which)
         changing(which, run, card.change_pin(which, pin=current, new_pin=new,
                                              allow_last_try=args.allow_last_try))  # fmt: skip
-        return
+        return status.card_id
     terminal = stdin_is_tty()
     if in_desktop_session():
         print(TEXT["waiting"].format(label=label), file=sys.stderr, flush=True)
         try:
             changing(which, run, card.change_pin(which, allow_last_try=args.allow_last_try))
-            return
+            return status.card_id
         except errors.PinRequired as exc:
             # No dialog could be shown: ask here when this is a terminal.
             if not terminal or "allow-last-try" in exc.text:
@@ -235,9 +288,10 @@ def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> None:
         tries = changeable_tries(run(card.get_pin_status()), which)
     elif not terminal:
         changing(which, run, card.change_pin(which, allow_last_try=args.allow_last_try))
-        return
+        return status.card_id
     current, new, allow = ask_change_on_terminal(which, tries, args.allow_last_try)
     changing(which, run, card.change_pin(which, pin=current, new_pin=new, allow_last_try=allow))
+    return status.card_id
 
 
 def changing(which: str, run: Run[Any], coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -252,6 +306,7 @@ def changing(which: str, run: Run[Any], coroutine: Coroutine[Any, Any, Any]) -> 
 
 def run_change(args: argparse.Namespace) -> int:
     with session() as (call, card):
-        change(call, card, args)
+        card_id = change(call, card, args)
+    remember_change(card_id)
     print(TEXT["changed"].format(label=pin_label(args.which)))
     return ExitCode.OK

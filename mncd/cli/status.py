@@ -7,7 +7,7 @@ import argparse
 from mncd.cli.errors import ExitCode
 from mncd.cli.output import format_status, status_json
 from mncd.cli.session import STATUS_WAIT, session, settled_status
-from mncd.cli.text import _, subcommand
+from mncd.cli.text import _, output_width, subcommand
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "status", _("show the card, reader and certificate status"),
         _("Show the reader, the card and both certificates: their state, expiry and what to do "
           "next. Needs no PIN."),
-        "mncctl status", "mncctl status --json",
+        "mncctl status", "mncctl status --details", "mncctl status --json",
+    )  # fmt: skip
+    command.add_argument(
+        "--details", action="store_true",
+        help=_("also show the card's id, where each certificate was read, serials, issuers, "
+               "fingerprints and the other cards seen"),
     )  # fmt: skip
     command.add_argument(
         "--json", action="store_true",
@@ -28,5 +33,8 @@ def run(args: argparse.Namespace) -> int:
     with session() as (call, card):
         # A card inserted a moment ago (or present when mncd started) is described once read.
         status = call(settled_status(card, STATUS_WAIT))
-    print(status_json(status) if args.json else format_status(status))
+    if args.json:
+        print(status_json(status))
+    else:
+        print(format_status(status, details=args.details, width=output_width()))
     return ExitCode.OK

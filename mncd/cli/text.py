@@ -3,105 +3,26 @@ catalog in ``mncd/locale``), chosen by the user's locale (LANGUAGE, LC_ALL, LC_M
 
 from __future__ import annotations
 
-import argparse
 import gettext
-import os
-import re
-import sys
-import unicodedata
 from typing import Any
 
 from mncd.i18n import DOMAIN, LOCALE_DIR
 from mncd.i18n import N_ as N_  # mncctl's words: these three, and the helpers below
 from mncd.i18n import gettext as _
 from mncd.i18n import ngettext as ngettext
+from mncd.terminal import ArgumentParser as ArgumentParser  # mncctl's parsers, and these:
+from mncd.terminal import HelpFormatter as HelpFormatter
+from mncd.terminal import display_width as display_width
+from mncd.terminal import hanging as hanging
+from mncd.terminal import output_width as output_width
+from mncd.terminal import terminal_columns as terminal_columns
+from mncd.terminal import wrap as wrap
 
 
 def use_catalog_for_argparse() -> None:
     """argparse's own words (usage, options, its errors) from mncd's catalog too."""
     gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
     gettext.textdomain(DOMAIN)
-
-
-def terminal_columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size()`` gives it (``$COLUMNS`` first, 80
-    when unknown), without importing shutil: it loads the compression modules with it."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-def display_width(text: str) -> int:
-    """Columns ``text`` takes on a terminal (wide and full-width characters take two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-#: What must not start a line in Japanese: closing punctuation, the prolonged sound mark, small
-#: kana (kinsoku).
-_NO_LINE_START = "、。，．・：；？！）」』】〕ー々ぁぃぅぇぉっゃゅょァィゥェォッャュョ"
-#: Wide characters: Japanese (and other East Asian) scripts, full-width forms.
-_WIDE = "\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
-#: Pieces a line may break between: runs of spaces, words of narrow characters, and single wide
-#: characters (Japanese has no spaces), each with the punctuation that must follow it.
-_PIECES = rf"\s+|[^\s{_WIDE}]+[{_NO_LINE_START}]*|.[{_NO_LINE_START}]*"
-
-
-def wrap(text: str, width: int) -> list[str]:
-    """``text`` in lines of at most ``width`` terminal columns, broken at spaces and between
-    Japanese characters (never before 、。 and the like), never inside a word."""
-    lines: list[str] = []
-    line = ""
-    for piece in re.findall(_PIECES, text):  # compiled on first use (help only), then cached
-        if piece.isspace():
-            line += " " if line else ""
-            continue
-        if line and display_width(line + piece) > width:
-            lines.append(line.rstrip())
-            line = ""
-        line += piece
-    if line.strip() or not lines:
-        lines.append(line.rstrip())
-    return lines
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's help layout, told the terminal's width (argparse would look it up through
-    shutil); descriptions wrapped line by line, indented lines (examples) kept as written."""
-
-    def __init__(
-        self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:  # fmt: skip
-        width = terminal_columns() - 2 if width is None else width
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-    # argparse's hooks for laying out descriptions and epilogs, and the help of options.
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        out: list[str] = []
-        for line in text.splitlines():
-            if not line or line.startswith(" "):
-                out.append(indent + line)
-            else:
-                out += [indent + part for part in wrap(line, width - len(indent))]
-        return "\n".join(out)
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        return wrap(text, width)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """mncctl's parsers (subcommands inherit the class): formatters that find the width
-    without shutil."""
-
-    def __init__(self, *args: Any, formatter_class: Any = HelpFormatter, **kwargs: Any) -> None:
-        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
 def pin_label(which: str) -> str:

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from mncd.api import BUS_NAME, WINDOW_APP_ID
+from mncd.i18n import gettext as _
 
 __all__ = ["InstallError", "ServicePaths", "find_executable", "install", "uninstall"]
 
@@ -110,7 +111,7 @@ def find_executable() -> Path:
     if _is_executable(beside):
         return beside
     raise InstallError(
-        "cannot tell where the mncd command is; give its path: mncd --install-user-service PATH"
+        _("cannot tell where the mncd command is; give its path: mncd --install-user-service PATH")
     )
 
 
@@ -118,7 +119,7 @@ def exec_value(executable: Path) -> str:
     """``executable`` as one word of ``ExecStart=`` and ``Exec=`` (quoted when it has a space)."""
     text = str(executable)
     if UNSAFE.search(text):
-        raise InstallError(f"unsupported characters in the path {text}")
+        raise InstallError(_("unsupported characters in the path {path}").format(path=text))
     return f'"{text}"' if " " in text else text
 
 
@@ -146,24 +147,36 @@ def install(
     the bus, and restart a running mncd."""
     executable = Path(os.path.abspath(executable)) if executable else find_executable()
     if not _is_executable(executable):
-        raise InstallError(f"{executable} is not an executable file")
+        raise InstallError(_("{path} is not an executable file").format(path=executable))
     value = exec_value(executable)
     paths = paths or ServicePaths.for_user()
     _write(paths.unit, render(shipped(UNIT), "ExecStart", value))
     _write(paths.activation, render(shipped(ACTIVATION), "Exec", value))
-    say(f"installed {paths.unit} and {paths.activation}; both run {executable}")
+    say(_("Installed {unit} and {activation}; both run {mncd}.").format(
+        unit=paths.unit, activation=paths.activation, mncd=executable))  # fmt: skip
     install_window(executable, window_paths, say)
-    if _have_manager():
+    managed = _have_manager()
+    if managed:
         _systemctl("daemon-reload")
         _systemctl("try-restart", UNIT)
-    else:
-        say("no systemd user manager is running; the reload is skipped")
     _reload_bus()
-    say(
-        "mncd now starts on first use over D-Bus; "
-        f"to start it at login: systemctl --user enable --now {UNIT}"
-    )
+    say(advice(managed))
     return paths
+
+
+def advice(managed: bool) -> str:
+    """What works now, for a machine with a systemd user manager running or without one."""
+    if managed:
+        return _(
+            "mncd now starts when a program first uses it (D-Bus activation through systemd). "
+            "To start it at login too: systemctl --user enable --now {unit}"
+        ).format(unit=UNIT)
+    return _(
+        "No systemd user manager runs in this session. What works: mncd starts when a program "
+        "first uses it (the session bus starts it itself). What does not: starting it at "
+        "login, and systemctl --user or journalctl --user for it; these work once you log in to "
+        "a desktop session that runs a systemd user manager, with nothing to install again."
+    )
 
 
 def uninstall(
@@ -178,13 +191,24 @@ def uninstall(
     managed = _have_manager()
     if managed:
         _systemctl("disable", "--now", UNIT)
-    for path in (paths.unit, paths.activation):
+    for path in (paths.unit, paths.activation, *enable_links(paths.unit)):
         path.unlink(missing_ok=True)
     if managed:
         _systemctl("daemon-reload")
     _stop_unmanaged()
     _reload_bus()
-    say(f"removed {paths.unit} and {paths.activation}; mncd is stopped")
+    say(_("Removed {unit} and {activation}; mncd is stopped.").format(
+        unit=paths.unit, activation=paths.activation))  # fmt: skip
+
+
+def enable_links(unit: Path) -> list[Path]:
+    """The links ``systemctl --user enable`` made to ``unit`` (``default.target.wants/…``),
+    left behind when it cannot disable it (no user manager)."""
+    return [
+        link
+        for link in unit.parent.glob(f"*.wants/{unit.name}")
+        if link.is_symlink() and (link.parent / os.readlink(link)).resolve() == unit.resolve()
+    ]
 
 
 def _is_executable(path: Path) -> bool:

@@ -304,26 +304,39 @@ def parse_arguments(argv: list[str]) -> Any:
 
 def parser() -> argparse.ArgumentParser:
     """mncd's command line."""
-    import argparse
+    import gettext
 
-    parser = argparse.ArgumentParser(prog="mncd", description="My Number Card desktop daemon")
-    parser.add_argument("--state-dir", type=Path, help="cache directory (default: XDG state)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"mncd {__version__}")
+    from mncd.i18n import DOMAIN, LOCALE_DIR
+    from mncd.i18n import gettext as _
+    from mncd.terminal import ArgumentParser
+
+    gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))  # argparse's own words, in the same language
+    gettext.textdomain(DOMAIN)
+    parser = ArgumentParser(
+        prog="mncd",
+        description=_("mncd, the My Number Card daemon of your desktop: programs use the card "
+                      "through it. It is started for you (D-Bus activation or systemd)."),
+    )  # fmt: skip
+    parser.add_argument(
+        "--state-dir", type=Path, metavar="DIR",
+        help=_("where mncd keeps what it remembers of your cards (default: "
+               "~/.local/state/mncd)"),
+    )  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true", help=_("log more (debugging)"))
+    parser.add_argument(
+        "--version", action="version", version=f"mncd {__version__}",
+        help=_("show the version and exit"),
+    )  # fmt: skip
     service = parser.add_mutually_exclusive_group()
     service.add_argument(
-        "--install-user-service",
-        nargs="?",
-        const="",
-        metavar="PATH",
-        help="install the systemd user unit and D-Bus activation file running this mncd "
-        "(or PATH), then exit",
-    )
+        "--install-user-service", nargs="?", const="", metavar="PATH",
+        help=_("install the systemd user unit and D-Bus activation file running this mncd "
+               "(or PATH), then exit"),
+    )  # fmt: skip
     service.add_argument(
-        "--uninstall-user-service",
-        action="store_true",
-        help="stop mncd and remove the user unit and the D-Bus activation file, then exit",
-    )
+        "--uninstall-user-service", action="store_true",
+        help=_("stop mncd and remove the user unit and the D-Bus activation file, then exit"),
+    )  # fmt: skip
     return parser
 
 
