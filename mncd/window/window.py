@@ -4,7 +4,6 @@ dialog asks for it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -20,11 +19,12 @@ from mncd.cli.text import pin_label
 from mncd.client import MyNumberCard
 from mncd.client.texts import certificate_title
 from mncd.i18n import gettext as _
-from mncd.window.backend import Snapshot, StatusWatch
+from mncd.window.backend import SETTLE, Snapshot, StatusWatch
 from mncd.window.card_page import CardPage, focus
 from mncd.window.checks_page import ChecksPage
 from mncd.window.documents_page import DocumentsPage
 from mncd.window.jobs import JobBar, with_daemon
+from mncd.window.loop import AsyncLoop
 from mncd.window.widgets import named
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,12 @@ MATTERS = {
 
 
 class MainWindow:
-    """The application's one window."""
+    """The application's one window. Its talk with the daemon runs on ``loop``'s asyncio thread;
+    what comes back is drawn on GTK's."""
 
-    def __init__(self, app: Adw.Application) -> None:
+    def __init__(self, app: Adw.Application, loop: AsyncLoop) -> None:
         self.app = app
+        self.loop = loop
         self.window = Adw.ApplicationWindow(application=app, default_width=720,
                                             default_height=820)  # fmt: skip
         self.window.set_title(_("My Number Card"))
@@ -77,7 +79,7 @@ class MainWindow:
         switcher.connect("notify::title-visible",
                          lambda s, _p: bottom.set_reveal(s.get_title_visible()))  # fmt: skip
 
-        self.jobs = JobBar()
+        self.jobs = JobBar(loop)
         self.toasts = Adw.ToastOverlay()
         self.toasts.set_child(self.stack)
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL)
@@ -95,13 +97,17 @@ class MainWindow:
 
         #: A matter asked for before the status had come (focused once it is drawn).
         self._pending_matter: str | None = None
-        self.watch = StatusWatch(self.card_page_draw)
+        self.watch = StatusWatch(loop.to_gtk(self.card_page_draw))
         self.window.connect("close-request", self._closing)
 
     # -- live status ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._watch_task = asyncio.get_event_loop().create_task(self.watch.start())
+        self.loop.submit(self.watch.start)
+
+    def refresh_soon(self, delay: float = SETTLE) -> None:
+        """Read the status again soon (the watch lives on the asyncio thread)."""
+        self.loop.call(self.watch.schedule, delay)
 
     def card_page_draw(self, snapshot: Snapshot) -> None:
         """Draw the new status, keeping the keyboard focus on the same matter."""
@@ -123,7 +129,7 @@ class MainWindow:
 
     def _closing(self, _window: Any) -> bool:
         self.jobs.stop()
-        asyncio.get_event_loop().create_task(self.watch.close())
+        self.loop.submit(self.watch.close)
         return False
 
     # -- keyboard -------------------------------------------------------------------------------
@@ -135,7 +141,7 @@ class MainWindow:
         for index, name in enumerate(("card", "documents", "checks"), 1):
             self.app.set_accels_for_action(f"win.page('{name}')", [f"<Alt>{index}"])
         refresh = Gio.SimpleAction.new("refresh", None)
-        refresh.connect("activate", lambda *_args: self.watch.schedule(0))
+        refresh.connect("activate", lambda *_args: self.refresh_soon(0))
         self.window.add_action(refresh)
         self.app.set_accels_for_action("win.refresh", ["F5", "<Control>r"])
         open_pdf = Gio.SimpleAction.new("open-pdf", None)
@@ -214,11 +220,11 @@ class MainWindow:
         the status is refreshed afterwards."""
 
         def finished(result: Any) -> None:
-            self.watch.schedule()
+            self.refresh_soon()
             done(result)
 
         def went_wrong(exc: BaseException) -> None:
-            self.watch.schedule()
+            self.refresh_soon()
             (failed or self.tell_error)(exc)
 
         self.run(text, lambda: with_daemon(body), finished, went_wrong)
