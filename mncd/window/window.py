@@ -4,6 +4,7 @@ dialog asks for it."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -337,12 +338,44 @@ class MainWindow:
         paintable = Gtk.WidgetPaintable.new(self.window)
         snapshot = Gtk.Snapshot()
         paintable.snapshot(snapshot, width, height)
-        node = snapshot.to_node()
-        if node is None:
-            raise RuntimeError("the window has not been drawn yet")
-        texture = self.window.get_native().get_renderer().render_texture(node, None)
+        renderer = self.window.get_native().get_renderer()
         path.parent.mkdir(parents=True, exist_ok=True)
-        texture.save_to_png(os.fspath(path))
+        save_png(snapshot, renderer, path)
+
+
+def save_png(snapshot: Gtk.Snapshot, renderer: Any, path: Path) -> None:
+    """What ``snapshot`` holds, rendered by ``renderer`` and saved as a PNG. PyGObject 3.42
+    cannot hold GSK's render nodes (a fundamental type), so the node is passed through GTK's C
+    API and never reaches Python."""
+    gtk = ctypes.CDLL("libgtk-4.so.1")
+    gtk.gtk_snapshot_to_node.restype = ctypes.c_void_p
+    gtk.gtk_snapshot_to_node.argtypes = [ctypes.c_void_p]
+    gtk.gsk_renderer_render_texture.restype = ctypes.c_void_p
+    gtk.gsk_renderer_render_texture.argtypes = [ctypes.c_void_p] * 3
+    gtk.gdk_texture_save_to_png.restype = ctypes.c_int
+    gtk.gdk_texture_save_to_png.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    gtk.gsk_render_node_unref.argtypes = [ctypes.c_void_p]
+    gtk.g_object_unref.argtypes = [ctypes.c_void_p]
+    node = gtk.gtk_snapshot_to_node(c_pointer(snapshot))
+    if not node:
+        raise RuntimeError("the window has not been drawn yet")
+    try:
+        texture = gtk.gsk_renderer_render_texture(c_pointer(renderer), node, None)
+        try:
+            if not gtk.gdk_texture_save_to_png(texture, os.fsencode(path)):
+                raise OSError(f"cannot write {path}")
+        finally:
+            gtk.g_object_unref(texture)
+    finally:
+        gtk.gsk_render_node_unref(node)
+
+
+def c_pointer(instance: Any) -> int:
+    """The C pointer of a GObject (PyGObject's ``__gpointer__``)."""
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return get(instance.__gpointer__, None)
 
 
 def open_renewal_info() -> None:
