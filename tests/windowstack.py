@@ -160,6 +160,8 @@ class WindowStack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            # Quit closes its connections on the asyncio thread and joins it: a clean exit.
+            assert process.returncode == 0, f"the window ended with {process.returncode}"
 
     def application(self, method: str, *args: str) -> str:
         """Call ``org.freedesktop.Application`` on the window (D-Bus activation if needed)."""

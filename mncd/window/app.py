@@ -8,7 +8,6 @@ path) or ``renewal-info``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -23,16 +22,17 @@ try:
 
     gi.require_version("Gtk", "4.0")
     gi.require_version("Adw", "1")
-    from gi.events import GLibEventLoopPolicy
     from gi.repository import Adw, Gio, GLib
 except (ImportError, ValueError) as exc:  # no PyGObject, or no GTK 4 / libadwaita typelibs
     raise SystemExit(
         _(
-            "mncd-window: the window needs PyGObject 3.50 (the 'window' extra: ./scripts/setup "
-            "installs it) and GTK 4 and libadwaita (sudo apt install gir1.2-gtk-4.0 "
-            "gir1.2-adw-1): {error}"
+            "mncd-window: the window needs PyGObject, GTK 4 and libadwaita: sudo apt install "
+            "python3-gi python3-cairo gir1.2-gtk-4.0 gir1.2-adw-1 (./scripts/setup installs "
+            "them): {error}"
         ).format(error=exc)
     ) from exc
+
+from mncd.window.loop import AsyncLoop  # after the check above: it needs gi
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,13 @@ class WindowApplication(Adw.Application):
         super().__init__(application_id=WINDOW_APP_ID,
                          flags=Gio.ApplicationFlags.HANDLES_OPEN)  # fmt: skip
         self.main: Any = None
+        #: The asyncio loop of the window's talk with the daemon, in a thread of its own.
+        self.loop = AsyncLoop()
+        self.watch: Any = None
 
     def do_startup(self) -> None:
         Adw.Application.do_startup(self)
+        self.loop.start()
         GLib.set_application_name(_("My Number Card"))
         show = Gio.SimpleAction.new(WINDOW_SHOW_ACTION, GLib.VariantType.new("s"))
         show.connect("activate", lambda _a, value: self.show(value.get_string()))
@@ -80,10 +84,17 @@ class WindowApplication(Adw.Application):
         if self.main is None:
             from mncd.window.window import MainWindow
 
-            self.main = MainWindow(self)
+            self.main = MainWindow(self, self.loop)
+            self.watch = self.main.watch  # closed at shutdown, also when the window is gone
             self.main.window.connect("destroy", lambda _w: setattr(self, "main", None))
             self.main.start()
         return self.main
+
+    def do_shutdown(self) -> None:
+        """Close the client connections on the asyncio thread, then end that thread."""
+        closing = [] if self.watch is None else [self.watch.close]
+        self.loop.stop(*closing)
+        Adw.Application.do_shutdown(self)
 
     def do_activate(self) -> None:
         self.window().window.present()
@@ -122,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if os.environ.get("MNCD_WINDOW_DEBUG") else logging.WARNING,
         format="mncd-window: %(message)s",
     )
-    asyncio.set_event_loop_policy(GLibEventLoopPolicy())
     GLib.set_prgname(PROGRAM)  # its name for AT-SPI and the window manager, however started
     app = WindowApplication()
     return app.run(sys.argv if argv is None else argv)

@@ -1,6 +1,6 @@
 """What the window knows of the daemon, kept live: GetStatus and the PIN counters, refreshed
-after every signal of the daemon. No GTK here: the window draws what :class:`StatusWatch` hands
-it, on the same asyncio loop (GLib's, through ``gi.events``)."""
+after every signal of the daemon. No GTK here: :class:`StatusWatch` lives on the window's asyncio
+thread (:mod:`mncd.window.loop`), and the window draws what it hands on GTK's thread."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class Snapshot(NamedTuple):
 
 
 class StatusWatch:
-    """The daemon's status, live: ``on_change(snapshot)`` after every change."""
+    """The daemon's status, live: ``on_change(snapshot)`` after every change. Used on the
+    asyncio thread only (``on_change`` is called there)."""
 
     def __init__(self, on_change: Callable[[Snapshot], None], address: str | None = None) -> None:
         self.on_change = on_change
@@ -120,5 +121,7 @@ class StatusWatch:
         if self._stop is not None:
             with suppress(Exception):
                 self._stop()
-        if self.card is not None:
-            await self.card.close()
+        self._stop = None
+        card, self.card = self.card, None
+        if card is not None:
+            await card.close()

@@ -7,7 +7,6 @@ leaves the bus)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
@@ -16,16 +15,16 @@ from gi.repository import GLib, Gtk
 
 from mncd.client import MyNumberCard
 from mncd.i18n import gettext as _
+from mncd.window.loop import AsyncLoop, Job
 from mncd.window.widgets import named
-
-log = logging.getLogger(__name__)
 
 
 class JobBar:
     """The bar at the bottom of the window while a job runs: what it does, a progress bar that
-    pulses, and Cancel (Escape)."""
+    pulses, and Cancel (Escape). The job runs on ``loop``'s asyncio thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: AsyncLoop) -> None:
+        self.loop = loop
         self.widget = Gtk.Revealer(transition_type=Gtk.RevealerTransitionType.SLIDE_UP)
         box = Gtk.Box(spacing=12, margin_start=12, margin_end=12, margin_top=6, margin_bottom=6)
         self.label = Gtk.Label(xalign=0, hexpand=True, wrap=True)
@@ -35,7 +34,7 @@ class JobBar:
         for child in (self.label, self.progress, self.cancel):
             box.append(child)
         self.widget.set_child(box)
-        self.task: asyncio.Task[Any] | None = None
+        self.task: Job[Any] | None = None
         self._pulse = 0
 
     @property
@@ -57,25 +56,12 @@ class JobBar:
         named(self.label, text)
         self.widget.set_reveal_child(True)
         self._pulse = GLib.timeout_add(120, self._tick)
-        self.task = asyncio.get_event_loop().create_task(work())
-
-        def finished(task: asyncio.Task[Any]) -> None:
-            self._hide()
-            if task.cancelled():
-                return
-            exc = task.exception()
-            if exc is not None:
-                log.debug("job failed: %r", exc)
-                failed(exc)
-            else:
-                done(task.result())
-
-        self.task.add_done_callback(finished)
+        self.task = self.loop.submit(work, done, failed, finished=self._hide)
         self.cancel.grab_focus()
         return True
 
     def stop(self) -> None:
-        """Cancel the running job."""
+        """Cancel the running job (its task, on the asyncio thread)."""
         if self.busy:
             assert self.task is not None
             self.task.cancel()
@@ -85,6 +71,8 @@ class JobBar:
         return True
 
     def _hide(self) -> None:
+        if self.busy:  # a cancelled job's end, told after the next job began
+            return
         if self._pulse:
             GLib.source_remove(self._pulse)
             self._pulse = 0

@@ -4,7 +4,7 @@ dialog asks for it."""
 
 from __future__ import annotations
 
-import asyncio
+import ctypes
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -20,11 +20,12 @@ from mncd.cli.text import pin_label
 from mncd.client import MyNumberCard
 from mncd.client.texts import certificate_title
 from mncd.i18n import gettext as _
-from mncd.window.backend import Snapshot, StatusWatch
+from mncd.window.backend import SETTLE, Snapshot, StatusWatch
 from mncd.window.card_page import CardPage, focus
 from mncd.window.checks_page import ChecksPage
 from mncd.window.documents_page import DocumentsPage
 from mncd.window.jobs import JobBar, with_daemon
+from mncd.window.loop import AsyncLoop
 from mncd.window.widgets import named
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ MATTERS = {
 
 
 class MainWindow:
-    """The application's one window."""
+    """The application's one window. Its talk with the daemon runs on ``loop``'s asyncio thread;
+    what comes back is drawn on GTK's."""
 
-    def __init__(self, app: Adw.Application) -> None:
+    def __init__(self, app: Adw.Application, loop: AsyncLoop) -> None:
         self.app = app
+        self.loop = loop
         self.window = Adw.ApplicationWindow(application=app, default_width=720,
                                             default_height=820)  # fmt: skip
         self.window.set_title(_("My Number Card"))
@@ -77,7 +80,7 @@ class MainWindow:
         switcher.connect("notify::title-visible",
                          lambda s, _p: bottom.set_reveal(s.get_title_visible()))  # fmt: skip
 
-        self.jobs = JobBar()
+        self.jobs = JobBar(loop)
         self.toasts = Adw.ToastOverlay()
         self.toasts.set_child(self.stack)
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL)
@@ -95,13 +98,17 @@ class MainWindow:
 
         #: A matter asked for before the status had come (focused once it is drawn).
         self._pending_matter: str | None = None
-        self.watch = StatusWatch(self.card_page_draw)
+        self.watch = StatusWatch(loop.to_gtk(self.card_page_draw))
         self.window.connect("close-request", self._closing)
 
     # -- live status ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._watch_task = asyncio.get_event_loop().create_task(self.watch.start())
+        self.loop.submit(self.watch.start)
+
+    def refresh_soon(self, delay: float = SETTLE) -> None:
+        """Read the status again soon (the watch lives on the asyncio thread)."""
+        self.loop.call(self.watch.schedule, delay)
 
     def card_page_draw(self, snapshot: Snapshot) -> None:
         """Draw the new status, keeping the keyboard focus on the same matter."""
@@ -123,7 +130,7 @@ class MainWindow:
 
     def _closing(self, _window: Any) -> bool:
         self.jobs.stop()
-        asyncio.get_event_loop().create_task(self.watch.close())
+        self.loop.submit(self.watch.close)
         return False
 
     # -- keyboard -------------------------------------------------------------------------------
@@ -135,7 +142,7 @@ class MainWindow:
         for index, name in enumerate(("card", "documents", "checks"), 1):
             self.app.set_accels_for_action(f"win.page('{name}')", [f"<Alt>{index}"])
         refresh = Gio.SimpleAction.new("refresh", None)
-        refresh.connect("activate", lambda *_args: self.watch.schedule(0))
+        refresh.connect("activate", lambda *_args: self.refresh_soon(0))
         self.window.add_action(refresh)
         self.app.set_accels_for_action("win.refresh", ["F5", "<Control>r"])
         open_pdf = Gio.SimpleAction.new("open-pdf", None)
@@ -214,11 +221,11 @@ class MainWindow:
         the status is refreshed afterwards."""
 
         def finished(result: Any) -> None:
-            self.watch.schedule()
+            self.refresh_soon()
             done(result)
 
         def went_wrong(exc: BaseException) -> None:
-            self.watch.schedule()
+            self.refresh_soon()
             (failed or self.tell_error)(exc)
 
         self.run(text, lambda: with_daemon(body), finished, went_wrong)
@@ -331,12 +338,44 @@ class MainWindow:
         paintable = Gtk.WidgetPaintable.new(self.window)
         snapshot = Gtk.Snapshot()
         paintable.snapshot(snapshot, width, height)
-        node = snapshot.to_node()
-        if node is None:
-            raise RuntimeError("the window has not been drawn yet")
-        texture = self.window.get_native().get_renderer().render_texture(node, None)
+        renderer = self.window.get_native().get_renderer()
         path.parent.mkdir(parents=True, exist_ok=True)
-        texture.save_to_png(os.fspath(path))
+        save_png(snapshot, renderer, path)
+
+
+def save_png(snapshot: Gtk.Snapshot, renderer: Any, path: Path) -> None:
+    """What ``snapshot`` holds, rendered by ``renderer`` and saved as a PNG. PyGObject 3.42
+    cannot hold GSK's render nodes (a fundamental type), so the node is passed through GTK's C
+    API and never reaches Python."""
+    gtk = ctypes.CDLL("libgtk-4.so.1")
+    gtk.gtk_snapshot_to_node.restype = ctypes.c_void_p
+    gtk.gtk_snapshot_to_node.argtypes = [ctypes.c_void_p]
+    gtk.gsk_renderer_render_texture.restype = ctypes.c_void_p
+    gtk.gsk_renderer_render_texture.argtypes = [ctypes.c_void_p] * 3
+    gtk.gdk_texture_save_to_png.restype = ctypes.c_int
+    gtk.gdk_texture_save_to_png.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    gtk.gsk_render_node_unref.argtypes = [ctypes.c_void_p]
+    gtk.g_object_unref.argtypes = [ctypes.c_void_p]
+    node = gtk.gtk_snapshot_to_node(c_pointer(snapshot))
+    if not node:
+        raise RuntimeError("the window has not been drawn yet")
+    try:
+        texture = gtk.gsk_renderer_render_texture(c_pointer(renderer), node, None)
+        try:
+            if not gtk.gdk_texture_save_to_png(texture, os.fsencode(path)):
+                raise OSError(f"cannot write {path}")
+        finally:
+            gtk.g_object_unref(texture)
+    finally:
+        gtk.gsk_render_node_unref(node)
+
+
+def c_pointer(instance: Any) -> int:
+    """The C pointer of a GObject (PyGObject's ``__gpointer__``)."""
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return get(instance.__gpointer__, None)
 
 
 def open_renewal_info() -> None:
