@@ -12,7 +12,7 @@ import pytest
 from dbus_next import Variant
 
 from mncd import errors
-from mncd.cli import cert, check, doctor, pin_command
+from mncd.cli import cert, check, doctor, pin, pin_command
 from mncd.cli.errors import CancelledByUserError, UsageError
 from mncd.cli.main import build_parser
 from mncd.cli.output import display_width
@@ -80,13 +80,15 @@ def test_a_pin_that_cannot_be_changed_is_refused_before_asking():
 
 def test_the_new_pin_is_checked_and_repeated_on_the_terminal(monkeypatch):
     typed = iter(["12345", "5678", "5679", "1234", "1234", "5678", "5678"])
-    monkeypatch.setattr(pin_command.getpass, "getpass", lambda prompt: next(typed))
+    monkeypatch.setattr(pin.getpass, "getpass", lambda prompt: next(typed))
     monkeypatch.setattr(pin_command.sys, "stderr", io.StringIO())
     with pytest.raises(CancelledByUserError):
         # malformed, then a mismatch, then the current PIN again: three rounds, no PIN.
         pin_command.ask_new_pin("auth", "1234")
     said = pin_command.sys.stderr.getvalue()
-    assert "must be 4 digits" in said and "The two entries differ" in said
+    malformed = "The new user-authentication PIN: That is not a valid user-authentication PIN"
+    assert f"{malformed}: 4 digits." in said
+    assert "The two entries differ" in said
     assert "same as the current one" in said
     assert pin_command.ask_new_pin("auth", "1234") == "5678"
 
