@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,10 +20,13 @@ class ScriptedPinentry:
         self.script.write_text(json.dumps(answers))
         self.log_path = directory / "pinentry.log"
         self.log_path.touch()
+        # A copy beside its answers: the program may run as a test user who cannot reach the
+        # checkout (a clone in a private directory).
+        script = shutil.copy(SCRIPT, directory / SCRIPT.name)
         self.program = directory / "pinentry-scripted"
         self.program.write_text(
             "#!/bin/sh\nexec "
-            + shlex.join([sys.executable, str(SCRIPT), str(self.script), str(self.log_path)])
+            + shlex.join([sys.executable, str(script), str(self.script), str(self.log_path)])
             + "\n"
         )
         self.program.chmod(0o755)
