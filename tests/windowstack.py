@@ -199,11 +199,19 @@ class WindowStack:
         return PROGRAM if self.reader("dump", PROGRAM).returncode == 0 else None
 
     def tree(self) -> list[dict[str, Any]]:
-        name = self.application_name()
-        assert name is not None, "the window is not on the AT-SPI desktop"
-        result = self.reader("dump", name)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        """The window's accessible tree. While GTK rebuilds a page after a job, AT-SPI's desktop
+        may not list the window for a moment: it is asked again then, while the window runs."""
+        dump: subprocess.CompletedProcess[str] | None = None
+
+        def listed() -> bool:
+            nonlocal dump
+            assert self.window is None or self.window.poll() is None, "the window ended"
+            dump = self.reader("dump", PROGRAM)
+            return dump.returncode == 0
+
+        wait_for(listed, "the window on the AT-SPI desktop", 20)
+        assert dump is not None
+        return json.loads(dump.stdout)
 
     def texts(self) -> str:
         """Every name and text in the window's tree, one a line (GTK 4.8 does not tell AT-SPI
