@@ -93,6 +93,21 @@ def test_the_new_pin_is_checked_and_repeated_on_the_terminal(monkeypatch):
     assert pin_command.ask_new_pin("auth", "1234") == "5678"
 
 
+def test_the_note_of_pin_changes_is_private_and_forgets_a_card(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert not pin_command.changed_before("aa")
+    pin_command.remember_change("aa")
+    pin_command.remember_change("bb")
+    pin_command.remember_change("aa")  # once
+    note = tmp_path / "state" / "mncd" / "cli-pin-changed"
+    assert note.read_text() == "aa\nbb\n"
+    assert note.stat().st_mode & 0o777 == 0o600 and note.parent.stat().st_mode & 0o777 == 0o700
+    pin_command.forget_change("aa")
+    assert note.read_text() == "bb\n"
+    assert not pin_command.changed_before("aa") and pin_command.changed_before("bb")
+    assert [p.name for p in note.parent.iterdir()] == ["cli-pin-changed"]  # no temporary left
+
+
 def test_check_says_kinds_never_values():
     lines = check.describe(PersonalDataCheck(False, ("address", "sex"), "invalidated"))
     assert lines[0] == (

@@ -30,8 +30,11 @@ BOB = "Your user-authentication certificate expires in 5 days"
 RENEWED = "Your certificates have been renewed"
 
 
-def mncctl(address: str, *args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess:
-    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": lang, "LANGUAGE": ""}
+def mncctl(
+    address: str, *args: str, lang: str = "C.UTF-8", **extra: str
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "LANG": lang, "LANGUAGE": "",
+           **extra}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "mncd.cli.main", *args],
         capture_output=True, text=True, timeout=60, env=env,
@@ -93,8 +96,13 @@ def test_a_family_then_one_renewal_gives_each_person_their_reminders(
             f"mncctl: カード {alice_new} はカードリーダーに挿さっています。"
             "取り出してから実行してください。\n"
         )
-        forgot = mncctl(bus.address, "forget", bob_id[:10])
+        # mncctl's own note of PIN changes (the one-time notice) forgets Bob's card too.
+        note = tmp_path / "cli-state" / "mncd" / "cli-pin-changed"
+        note.parent.mkdir(parents=True)
+        note.write_text(f"{bob_id}\n{alice_new}\n")
+        forgot = mncctl(bus.address, "forget", bob_id[:10], XDG_STATE_HOME=str(note.parent.parent))
         assert forgot.returncode == 0, forgot.stderr
+        assert note.read_text() == f"{alice_new}\n" and note.stat().st_mode & 0o777 == 0o600
         assert forgot.stdout == (
             f"Forgot card {bob_id}: its certificates and reminders are removed.\n"
         )

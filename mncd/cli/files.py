@@ -54,15 +54,16 @@ def check_output(path: Path) -> None:
         raise UsageError(_("cannot write {path}: permission denied").format(path=path))
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` in ``path`` (0644), replaced atomically: a configuration file programs read."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """``data`` in ``path``, replaced atomically: a configuration file programs read (0644), or
+    with ``mode=0o600`` one of mncctl's own notes."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import argparse
 from mncd import errors
 from mncd.api import CARD_ID_DIGITS, CARD_ID_MIN_DIGITS
 from mncd.cli.errors import ExitCode, UsageError, local
+from mncd.cli.pin_command import forget_change
 from mncd.cli.session import session
 from mncd.cli.text import _, subcommand
 from mncd.client import Status
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     with session() as (call, card):
         status = call(card.get_status())
         card_id = call(card.forget_card(known_card(status, wanted)))
+    forget_change(card_id)
     print(_("Forgot card {card}: its certificates and reminders are removed.").format(card=card_id))
     return ExitCode.OK
 

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from mncd import errors
@@ -27,6 +28,7 @@ from mncd.cli.errors import (
     last_try_text,
     local,
 )
+from mncd.cli.files import write_atomically
 from mncd.cli.output import format_pin_tries
 from mncd.cli.pin import (
     ask_secret,
@@ -226,35 +228,42 @@ def changes_file() -> str:
     return os.path.join(base, "mncd", "cli-pin-changed")
 
 
-def changed_before(card_id: str) -> bool:
-    """Whether mncctl has changed a PIN of the card ``card_id`` before."""
+def _changed_cards() -> list[str]:
+    """The card ids in the note of PIN changes (none when it cannot be read)."""
     try:
         with open(changes_file(), encoding="ascii") as stream:
-            return card_id in stream.read().split()
+            return stream.read().split()
     except (OSError, ValueError):
-        return False
+        return []
+
+
+def _write_changed_cards(card_ids: list[str]) -> None:
+    """The note, replaced (private, atomic); a failure only means the note is shown again."""
+    path = Path(changes_file())
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(path, "".join(f"{card}\n" for card in card_ids).encode("ascii"), 0o600)
+    except (OSError, ValueError):
+        pass
+
+
+def changed_before(card_id: str) -> bool:
+    """Whether mncctl has changed a PIN of the card ``card_id`` before."""
+    return card_id in _changed_cards()
 
 
 def remember_change(card_id: str) -> None:
-    """Note that a PIN of ``card_id`` was changed (private, atomic; a failure only means the
-    note is shown again)."""
-    if not card_id or changed_before(card_id):
-        return
-    path = changes_file()
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        try:
-            with open(path, encoding="ascii") as stream:
-                known = stream.read().split()
-        except OSError:
-            known = []
-        tmp = f"{path}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as stream:
-            stream.write("".join(f"{known_id}\n" for known_id in [*known, card_id]))
-        os.replace(tmp, path)
-    except (OSError, ValueError):
-        pass
+    """Note that a PIN of ``card_id`` was changed."""
+    known = _changed_cards()
+    if card_id and card_id not in known:
+        _write_changed_cards([*known, card_id])
+
+
+def forget_change(card_id: str) -> None:
+    """Take ``card_id`` out of the note (``mncctl forget``): nothing of it stays behind."""
+    known = _changed_cards()
+    if card_id in known:
+        _write_changed_cards([card for card in known if card != card_id])
 
 
 def change(run: Run[Any], card: MyNumberCard, args: argparse.Namespace) -> str:
