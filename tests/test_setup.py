@@ -29,6 +29,8 @@ def array(name: str) -> set[str]:
 def test_setup_installs_only_what_mncd_needs_to_run():
     runtime, dev = array("runtime_packages"), array("dev_packages")
     assert {"pcscd", "libccid", "python3-pyscard", "python3-systemd", "python3-venv"} <= runtime
+    # The window is for everyone: Debian's PyGObject, GTK 4 and libadwaita, nothing to build.
+    assert {"python3-gi", "python3-cairo", "gir1.2-gtk-4.0", "gir1.2-adw-1"} <= runtime
     assert not runtime & NOT_FOR_RUNNING, runtime & NOT_FOR_RUNNING
     assert {"vsmartcard-vpcd", "dunst", "tmux", "umockdev", "pinentry-tty"} <= dev
     assert not {"gcc", "swig", "python3-dev"} & (runtime | dev)  # no compiler at all
