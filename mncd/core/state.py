@@ -101,11 +101,12 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name beside {path.name}")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a private file: temp file, fsync, rename, fsync dir."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path``: temp file, fsync, rename, fsync dir. Private by default;
+    ``mode=0o644`` for a file other programs read (a unit, an activation file)."""
     fd, tmp = _temporary_beside(path)
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask
+        os.fchmod(fd, mode)  # whatever the umask
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -18,13 +18,13 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from mncd.api import BUS_NAME, WINDOW_APP_ID
+from mncd.core.state import atomic_write
 from mncd.i18n import gettext as _
 
 __all__ = ["InstallError", "ServicePaths", "find_executable", "install", "uninstall"]
@@ -218,17 +218,7 @@ def _is_executable(path: Path) -> bool:
 def _write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (0644, as systemd and dbus-daemon expect)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"), mode=0o644)
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str] | None:
