@@ -25,6 +25,9 @@ PRIVATE_MODE = 0o600
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: The temporary files being written now, removed by :func:`remove_temporaries`.
 _temporaries: set[str] = set()
+#: The signal that ended writing, once its handler ran (its exception can be lost when it
+#: lands in a finaliser, so publishing checks this too).
+_ending: str | None = None
 
 
 class Terminated(KeyboardInterrupt):
@@ -40,8 +43,10 @@ def remove_temporaries() -> None:
 
 
 def _ended(signum: int, _frame: object) -> None:
+    global _ending
+    _ending = signal.Signals(signum).name
     remove_temporaries()
-    raise Terminated(signal.Signals(signum).name)
+    raise Terminated(_ending)
 
 
 @contextlib.contextmanager
@@ -161,6 +166,8 @@ def atomic_output(path: Path, *, force: bool = False) -> Iterator[BinaryIO]:
 
 def _publish(temporary: Path, path: Path, force: bool) -> None:
     """Move the finished file into place: atomically, and never over a file that appeared."""
+    if _ending is not None:  # a signal ended the writing (its temporary file is gone)
+        raise Terminated(_ending)
     try:
         if force:
             os.replace(temporary, path)
@@ -176,6 +183,8 @@ def _publish(temporary: Path, path: Path, force: bool) -> None:
             else:
                 os.unlink(temporary)
     except OSError as exc:
+        if _ending is not None:  # the signal came while linking
+            raise Terminated(_ending) from exc
         raise DocumentError(
             _("cannot write {path}: {reason}").format(path=path, reason=exc.strerror or exc)
         ) from exc
